@@ -1,0 +1,184 @@
+//! The command line: `run`, `check`, and the operator client (`status`, `engage`,
+//! `release`) that talks to a running instance's admin API.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use bytes::Bytes;
+use clap::{Args, Parser, Subcommand};
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::{self, Config, ConfigError, ProcessEnv};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "writeguard",
+    version,
+    about = "Keeps writes safe while your app deploys"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ConfigArg {
+    /// Config file
+    #[arg(short = 'c', long = "config", env = "WRITEGUARD_CONFIG", default_value = config::DEFAULT_PATH)]
+    pub path: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Admin API base URL (default: http://<admin.listen> from the config)
+    #[arg(long)]
+    pub admin: Option<String>,
+    /// Bearer token (default: the config's admin token)
+    #[arg(long, env = "WRITEGUARD_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Start the proxy and admin listeners
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Take the listening sockets over from a running instance (send it SIGQUIT)
+        #[arg(long)]
+        upgrade: bool,
+    },
+    /// Validate the config without opening any port
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Show the guard state of a running instance
+    Status {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Engage the guard by hand
+    Engage {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Why (shown in /status)
+        #[arg(long)]
+        reason: Option<String>,
+        /// How long, e.g. 10m (default: guard.max_engaged)
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// Release manual engagements
+    Release {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Release every engagement, Upsun ones included
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// Loads the config, printing every problem; exit code 2 when it is not usable.
+pub fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path, &ProcessEnv).map_err(|e| {
+        eprintln!("writeguard: {e}");
+        if let ConfigError::Read { .. } = e {
+            eprintln!("(pass -c FILE or set WRITEGUARD_CONFIG)");
+        }
+        ExitCode::from(2)
+    })
+}
+
+pub fn check(path: &std::path::Path) -> ExitCode {
+    match load_config(path) {
+        Ok(cfg) => {
+            println!("config OK: {}", cfg.summary());
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+/// Runs one operator command against the admin API and prints its JSON answer.
+pub async fn operator(
+    admin: AdminArgs,
+    method: Method,
+    path: String,
+    body: Option<serde_json::Value>,
+) -> ExitCode {
+    let cfg = Config::load(&admin.config.path, &ProcessEnv).ok();
+    let base = match (&admin.admin, &cfg) {
+        (Some(url), _) => url.trim_end_matches('/').to_string(),
+        (None, Some(cfg)) => format!("http://{}", reachable(cfg.admin.listen[0])),
+        (None, None) => {
+            eprintln!("writeguard: pass --admin URL (the config could not be read)");
+            return ExitCode::from(2);
+        }
+    };
+    let token = admin
+        .token
+        .or_else(|| cfg.as_ref().map(|c| c.admin.token.expose().to_string()));
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("{base}{path}"));
+    if let Some(token) = token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    if !body.is_empty() {
+        req = req.header("content-type", "application/json");
+    }
+    let req = match req.body(Full::new(Bytes::from(body))) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("writeguard: bad admin URL {base:?}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let res = match client.request(req).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("writeguard: cannot reach the admin API at {base}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let status = res.status();
+    let bytes = res
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(v) => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
+        Err(_) => println!("{}", String::from_utf8_lossy(&bytes)),
+    }
+    if status.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("writeguard: admin API answered {status}");
+        if status == StatusCode::UNAUTHORIZED {
+            eprintln!("(pass --token or set WRITEGUARD_ADMIN_TOKEN)");
+        }
+        ExitCode::FAILURE
+    }
+}
+
+/// An address a client can dial for a listener bound to it (0.0.0.0 becomes 127.0.0.1).
+fn reachable(mut addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    addr
+}

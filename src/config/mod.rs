@@ -1,0 +1,566 @@
+//! Configuration: the TOML file format (plus environment overrides) turned into ONE validated
+//! [`Config`]. Every problem is collected with the key it concerns; nothing here opens a port.
+
+mod reader;
+mod secret;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{Method, Uri};
+
+use reader::Reader;
+pub use secret::Secret;
+
+/// Where environment variables come from: the process, or a map in tests.
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl<const N: usize> Env for [(&str, &str); N] {
+    fn var(&self, name: &str) -> Option<String> {
+        self.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    }
+}
+
+/// One thing wrong with a config, and the key it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigIssue {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigIssue {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("config file {path} has {} error(s):\n{}", issues.len(), issues.iter().map(|i| format!("  - {i}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        path: PathBuf,
+        issues: Vec<ConfigIssue>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub proxy: ProxyConfig,
+    pub admin: AdminConfig,
+    pub guard: GuardConfig,
+    pub upsun: UpsunConfig,
+    pub state: StateConfig,
+    pub server: ServerConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub listen: Vec<SocketAddr>,
+    pub upstream: Uri,
+    pub connect_timeout: Duration,
+    /// Whole-header deadline for a client request.
+    pub header_timeout: Duration,
+    /// Bodies of requests answered early up to this size are read and dropped so the
+    /// connection stays usable; larger ones close the connection.
+    pub drain_limit: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: Vec<SocketAddr>,
+    pub token: Secret,
+}
+
+#[derive(Debug, Clone)]
+pub struct GuardConfig {
+    pub methods: Vec<Method>,
+    pub retry_after: Duration,
+    pub max_engaged: Duration,
+    pub allow_paths: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpsunConfig {
+    pub shared_key: Option<Secret>,
+    pub allow_unsigned: bool,
+    pub project: Option<String>,
+    pub environments: Vec<String>,
+    /// Guard on `pending` too (off by default: activities may queue for a long time).
+    pub guard_pending: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Worker threads of the proxy listener.
+    pub threads: usize,
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    pub shutdown_grace: Duration,
+    /// Unix socket over which a new instance (`run --upgrade`) takes the listeners.
+    pub upgrade_sock: PathBuf,
+    pub pid_file: PathBuf,
+}
+
+pub const DEFAULT_PATH: &str = "config/writeguard.toml";
+/// Largest webhook or admin body we read.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+impl Config {
+    /// Reads and validates the file at `path`, applying `WRITEGUARD_*` overrides from `env`.
+    pub fn load(path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, env).map_err(|e| match e {
+            ParseError::Syntax(message) => ConfigError::Syntax {
+                path: path.to_owned(),
+                message,
+            },
+            ParseError::Invalid(issues) => ConfigError::Invalid {
+                path: path.to_owned(),
+                issues,
+            },
+        })
+    }
+
+    pub fn parse(text: &str, env: &dyn Env) -> Result<Config, ParseError> {
+        let mut root: toml::Table =
+            toml::from_str(text).map_err(|e| ParseError::Syntax(e.message().to_string()))?;
+        let mut issues = Vec::new();
+
+        let proxy = read_proxy(&mut root, env, &mut issues);
+        let admin = read_admin(&mut root, env, &mut issues);
+        let guard = read_guard(&mut root, &mut issues);
+        let upsun = read_upsun(&mut root, env, &mut issues);
+        let state = read_state(&mut root, &mut issues);
+        let server = read_server(&mut root, &mut issues);
+        for key in root.keys() {
+            issues.push(ConfigIssue::new(key.as_str(), "unknown section or key"));
+        }
+
+        match (proxy, admin, guard, upsun, state, server) {
+            (Some(proxy), Some(admin), Some(guard), Some(upsun), Some(state), Some(server))
+                if issues.is_empty() =>
+            {
+                Ok(Config {
+                    proxy,
+                    admin,
+                    guard,
+                    upsun,
+                    state,
+                    server,
+                })
+            }
+            _ => Err(ParseError::Invalid(issues)),
+        }
+    }
+
+    /// One line saying what this config will do, for `check` and the start-up log.
+    pub fn summary(&self) -> String {
+        let list = |v: &[SocketAddr]| {
+            v.iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        format!(
+            "proxy {} -> {}, admin {}, guarding {} (allow {} path prefixes), webhooks {}, state {}",
+            list(&self.proxy.listen),
+            self.proxy.upstream,
+            list(&self.admin.listen),
+            self.guard
+                .methods
+                .iter()
+                .map(Method::as_str)
+                .collect::<Vec<_>>()
+                .join(","),
+            self.guard.allow_paths.len(),
+            match (&self.upsun.shared_key, self.upsun.allow_unsigned) {
+                (Some(_), _) => "signed",
+                (None, true) => "UNSIGNED (allow_unsigned = true)",
+                (None, false) => "refused (no upsun.shared_key)",
+            },
+            self.state.path.display(),
+        )
+    }
+}
+
+#[derive(Debug)]
+pub enum ParseError {
+    Syntax(String),
+    Invalid(Vec<ConfigIssue>),
+}
+
+/// Reads `key` (or the variable named by `key_env`) as a secret; an environment override
+/// `override_var` wins over both.
+fn read_secret(r: &mut Reader<'_>, env: &dyn Env, key: &str, override_var: &str) -> Option<Secret> {
+    let inline = r.string(key);
+    let env_key = format!("{key}_env");
+    let from_env = r.string(&env_key).and_then(|name| {
+        let value = env.var(&name);
+        if value.is_none() {
+            r.issue(
+                &env_key,
+                format!("environment variable {name} is not set or empty"),
+            );
+        }
+        value
+    });
+    if inline.is_some() && from_env.is_some() {
+        r.issue(key, format!("set either {key} or {env_key}, not both"));
+    }
+    env.var(override_var)
+        .or(from_env)
+        .or(inline)
+        .map(Secret::new)
+}
+
+fn listen_addrs(r: &mut Reader<'_>, key: &str, raw: Vec<String>) -> Vec<SocketAddr> {
+    if raw.is_empty() {
+        r.issue(key, "needs at least one address");
+    }
+    raw.iter()
+        .filter_map(|a| match a.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                r.issue(
+                    key,
+                    format!("{a:?} is not an address like \"127.0.0.1:8080\""),
+                );
+                None
+            }
+        })
+        .collect()
+}
+
+fn comma_list(s: &str) -> Vec<String> {
+    s.split(',').map(|p| p.trim().to_string()).collect()
+}
+
+fn read_proxy(
+    root: &mut toml::Table,
+    env: &dyn Env,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<ProxyConfig> {
+    let mut r = Reader::section(root, "proxy", issues);
+    let listen = r.strings("listen", true);
+    let listen = env
+        .var("WRITEGUARD_LISTEN")
+        .map(|v| comma_list(&v))
+        .or(listen);
+    let listen = match listen {
+        Some(raw) => listen_addrs(&mut r, "listen", raw),
+        None => {
+            r.issue("listen", "is required");
+            Vec::new()
+        }
+    };
+    let upstream = env.var("WRITEGUARD_UPSTREAM").or(r.string("upstream"));
+    let upstream = match upstream {
+        None => {
+            r.issue("upstream", "is required, e.g. \"http://127.0.0.1:8000\"");
+            None
+        }
+        Some(raw) => match parse_upstream(&raw) {
+            Ok(uri) => Some(uri),
+            Err(msg) => {
+                r.issue("upstream", msg);
+                None
+            }
+        },
+    };
+    let connect_timeout = r
+        .duration("connect_timeout")
+        .unwrap_or(Duration::from_secs(5));
+    let header_timeout = r
+        .duration("header_timeout")
+        .unwrap_or(Duration::from_secs(30));
+    let drain_limit = r.integer("drain_limit", 0, 1 << 30).unwrap_or(256 * 1024) as u64;
+    r.finish();
+    Some(ProxyConfig {
+        listen,
+        upstream: upstream?,
+        connect_timeout,
+        header_timeout,
+        drain_limit,
+    })
+}
+
+fn parse_upstream(raw: &str) -> Result<Uri, String> {
+    let uri: Uri = raw
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a URL like \"http://127.0.0.1:8000\""))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => return Err(format!("{raw:?} must start with http:// or https://")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("{raw:?} has no host"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!(
+            "{raw:?} must not carry a path or query: requests keep their own"
+        ));
+    }
+    Ok(uri)
+}
+
+fn read_admin(
+    root: &mut toml::Table,
+    env: &dyn Env,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<AdminConfig> {
+    let mut r = Reader::section(root, "admin", issues);
+    let listen = env
+        .var("WRITEGUARD_ADMIN_LISTEN")
+        .map(|v| comma_list(&v))
+        .or(r.strings("listen", true))
+        .unwrap_or_else(|| vec!["127.0.0.1:9090".into()]);
+    let listen = listen_addrs(&mut r, "listen", listen);
+    let token = read_secret(&mut r, env, "token", "WRITEGUARD_ADMIN_TOKEN");
+    let token = match token {
+        Some(t) if t.expose().len() >= 8 => Some(t),
+        Some(_) => {
+            r.issue("token", "must be at least 8 characters");
+            None
+        }
+        None => {
+            r.issue(
+                "token",
+                "is required (or token_env, or WRITEGUARD_ADMIN_TOKEN): operator endpoints are never open",
+            );
+            None
+        }
+    };
+    r.finish();
+    Some(AdminConfig {
+        listen,
+        token: token?,
+    })
+}
+
+fn read_guard(root: &mut toml::Table, issues: &mut Vec<ConfigIssue>) -> Option<GuardConfig> {
+    let mut r = Reader::section(root, "guard", issues);
+    let methods = r
+        .strings("methods", false)
+        .unwrap_or_else(|| vec!["POST".into(), "PATCH".into()]);
+    let mut parsed = Vec::new();
+    for m in &methods {
+        match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+            Ok(method) if method != Method::GET && method != Method::HEAD => parsed.push(method),
+            Ok(_) => r.issue(
+                "methods",
+                format!("{m:?} is a read; reads are never guarded"),
+            ),
+            Err(_) => r.issue("methods", format!("{m:?} is not an HTTP method")),
+        }
+    }
+    let retry_after = r.duration("retry_after").unwrap_or(Duration::from_secs(30));
+    if retry_after.as_secs() == 0 {
+        r.issue("retry_after", "must be at least 1s");
+    }
+    let max_engaged = r
+        .duration("max_engaged")
+        .unwrap_or(Duration::from_secs(30 * 60));
+    if max_engaged < Duration::from_secs(1) {
+        r.issue("max_engaged", "must be at least 1s");
+    }
+    let allow_paths = r.strings("allow_paths", false).unwrap_or_default();
+    for p in &allow_paths {
+        if !p.starts_with('/') {
+            r.issue("allow_paths", format!("{p:?} must start with '/'"));
+        }
+    }
+    r.finish();
+    Some(GuardConfig {
+        methods: parsed,
+        retry_after,
+        max_engaged,
+        allow_paths: allow_paths
+            .into_iter()
+            .map(|p| p.trim_end_matches('/').to_string())
+            .collect(),
+    })
+}
+
+fn read_upsun(
+    root: &mut toml::Table,
+    env: &dyn Env,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<UpsunConfig> {
+    let mut r = Reader::section(root, "upsun", issues);
+    let shared_key = read_secret(&mut r, env, "shared_key", "WRITEGUARD_UPSUN_SHARED_KEY");
+    if shared_key.as_ref().is_some_and(|k| k.expose().is_empty()) {
+        r.issue("shared_key", "must not be empty");
+    }
+    let allow_unsigned = r.bool("allow_unsigned").unwrap_or(false);
+    let project = r.string("project");
+    let environments = r.strings("environments", false).unwrap_or_default();
+    let guard_pending = r.bool("guard_pending").unwrap_or(false);
+    r.finish();
+    Some(UpsunConfig {
+        shared_key,
+        allow_unsigned,
+        project,
+        environments,
+        guard_pending,
+    })
+}
+
+fn read_state(root: &mut toml::Table, issues: &mut Vec<ConfigIssue>) -> Option<StateConfig> {
+    let mut r = Reader::section(root, "state", issues);
+    let path = r
+        .string("path")
+        .unwrap_or_else(|| "var/writeguard.state".into());
+    if path.is_empty() {
+        r.issue("path", "must not be empty");
+    }
+    r.finish();
+    Some(StateConfig { path: path.into() })
+}
+
+fn read_server(root: &mut toml::Table, issues: &mut Vec<ConfigIssue>) -> Option<ServerConfig> {
+    let mut r = Reader::section(root, "server", issues);
+    let threads = r.integer("threads", 1, 256).unwrap_or(1) as usize;
+    let shutdown_grace = r
+        .duration("shutdown_grace")
+        .unwrap_or(Duration::from_secs(10));
+    let upgrade_sock = r
+        .string("upgrade_sock")
+        .unwrap_or_else(|| "/tmp/writeguard_upgrade.sock".into());
+    let pid_file = r
+        .string("pid_file")
+        .unwrap_or_else(|| "/tmp/writeguard.pid".into());
+    r.finish();
+    Some(ServerConfig {
+        threads,
+        shutdown_grace,
+        upgrade_sock: upgrade_sock.into(),
+        pid_file: pid_file.into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[proxy]
+listen = "127.0.0.1:8080"
+upstream = "http://127.0.0.1:8000"
+[admin]
+token = "a-long-token"
+"#;
+
+    fn issues(text: &str) -> Vec<String> {
+        match Config::parse(text, &[]) {
+            Err(ParseError::Invalid(i)) => i.into_iter().map(|i| i.to_string()).collect(),
+            other => panic!("expected invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_the_documented_defaults() {
+        let c = Config::parse(MINIMAL, &[]).expect("valid");
+        assert_eq!(c.guard.methods, vec![Method::POST, Method::PATCH]);
+        assert_eq!(c.guard.retry_after, Duration::from_secs(30));
+        assert_eq!(c.guard.max_engaged, Duration::from_secs(1800));
+        assert_eq!(c.admin.listen, vec!["127.0.0.1:9090".parse().unwrap()]);
+        assert_eq!(c.state.path, PathBuf::from("var/writeguard.state"));
+        assert_eq!(c.server.shutdown_grace, Duration::from_secs(10));
+        assert!(c.upsun.shared_key.is_none() && !c.upsun.allow_unsigned);
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_key() {
+        let got = issues(
+            r#"
+[proxy]
+listen = ["nope"]
+upstream = "ftp://x"
+colour = "blue"
+[guard]
+retry_after = "soon"
+methods = ["GET", "PO ST"]
+[admin]
+token = "short"
+[extra]
+"#,
+        );
+        let keys: Vec<&str> = got.iter().map(|s| s.split(':').next().unwrap()).collect();
+        for key in [
+            "proxy.listen",
+            "proxy.upstream",
+            "proxy.colour",
+            "guard.retry_after",
+            "guard.methods",
+            "admin.token",
+            "extra",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {got:#?}");
+        }
+    }
+
+    #[test]
+    fn env_overrides_win_and_secrets_come_from_named_variables() {
+        let env = [
+            ("WRITEGUARD_UPSTREAM", "https://app.example:8443"),
+            ("WRITEGUARD_LISTEN", "127.0.0.1:1,127.0.0.1:2"),
+            ("MY_KEY", "from-the-env"),
+        ];
+        let text = format!("{MINIMAL}\n[upsun]\nshared_key_env = \"MY_KEY\"\n");
+        let c = Config::parse(&text, &env).expect("valid");
+        assert_eq!(c.proxy.upstream, "https://app.example:8443");
+        assert_eq!(c.proxy.listen.len(), 2);
+        assert_eq!(c.upsun.shared_key.unwrap().expose(), "from-the-env");
+    }
+
+    #[test]
+    fn missing_secret_variable_is_an_error() {
+        let text = format!("{MINIMAL}\n[upsun]\nshared_key_env = \"NOT_SET\"\n");
+        let got = issues(&text);
+        assert!(got.iter().any(|i| i.starts_with("upsun.shared_key_env")));
+    }
+
+    #[test]
+    fn upstream_with_a_path_is_refused() {
+        assert!(parse_upstream("http://a/b").is_err());
+        assert!(parse_upstream("http://a/").is_ok());
+        assert!(parse_upstream("https://a:8443").is_ok());
+    }
+}

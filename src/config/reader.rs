@@ -1,0 +1,145 @@
+//! Typed extraction of one TOML table that records every problem instead of stopping at
+//! the first, so `writeguard check` can print them all with the key each concerns.
+
+use std::time::Duration;
+
+use toml::{Table, Value};
+
+use super::ConfigIssue;
+
+/// Reads the keys of one `[section]`; whatever is left when [`Reader::finish`] runs is an
+/// unknown key.
+pub(super) struct Reader<'a> {
+    section: &'static str,
+    table: Table,
+    issues: &'a mut Vec<ConfigIssue>,
+}
+
+impl<'a> Reader<'a> {
+    /// Takes `[section]` out of `root`; a missing section reads as empty.
+    pub(super) fn section(
+        root: &mut Table,
+        section: &'static str,
+        issues: &'a mut Vec<ConfigIssue>,
+    ) -> Self {
+        let table = match root.remove(section) {
+            None => Table::new(),
+            Some(Value::Table(t)) => t,
+            Some(other) => {
+                issues.push(ConfigIssue::new(
+                    section,
+                    format!("must be a table, found {}", other.type_str()),
+                ));
+                Table::new()
+            }
+        };
+        Reader {
+            section,
+            table,
+            issues,
+        }
+    }
+
+    pub(super) fn key(&self, key: &str) -> String {
+        format!("{}.{key}", self.section)
+    }
+
+    pub(super) fn issue(&mut self, key: &str, message: impl Into<String>) {
+        let key = self.key(key);
+        self.issues.push(ConfigIssue::new(key, message));
+    }
+
+    fn take(&mut self, key: &str) -> Option<Value> {
+        self.table.remove(key)
+    }
+
+    fn wrong_type(&mut self, key: &str, expected: &str, found: &Value) {
+        let found = found.type_str();
+        self.issue(key, format!("must be {expected}, found {found}"));
+    }
+
+    pub(super) fn string(&mut self, key: &str) -> Option<String> {
+        match self.take(key)? {
+            Value::String(s) => Some(s),
+            other => {
+                self.wrong_type(key, "a string", &other);
+                None
+            }
+        }
+    }
+
+    pub(super) fn bool(&mut self, key: &str) -> Option<bool> {
+        match self.take(key)? {
+            Value::Boolean(b) => Some(b),
+            other => {
+                self.wrong_type(key, "true or false", &other);
+                None
+            }
+        }
+    }
+
+    pub(super) fn integer(&mut self, key: &str, min: i64, max: i64) -> Option<i64> {
+        match self.take(key)? {
+            Value::Integer(i) if (min..=max).contains(&i) => Some(i),
+            Value::Integer(i) => {
+                self.issue(key, format!("must be between {min} and {max}, found {i}"));
+                None
+            }
+            other => {
+                self.wrong_type(key, "an integer", &other);
+                None
+            }
+        }
+    }
+
+    /// A duration written like `"30s"`, `"10m"` or `"1h 30m"`.
+    pub(super) fn duration(&mut self, key: &str) -> Option<Duration> {
+        let raw = self.string(key)?;
+        match humantime::parse_duration(&raw) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.issue(key, format!("{raw:?} is not a duration like \"30s\" ({e})"));
+                None
+            }
+        }
+    }
+
+    /// A list of strings; with `single_ok`, a lone string is read as a list of one.
+    pub(super) fn strings(&mut self, key: &str, single_ok: bool) -> Option<Vec<String>> {
+        match self.take(key)? {
+            Value::String(s) if single_ok => Some(vec![s]),
+            Value::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.into_iter().enumerate() {
+                    match item {
+                        Value::String(s) => out.push(s),
+                        other => {
+                            let found = other.type_str();
+                            self.issue(key, format!("item {i} must be a string, found {found}"));
+                        }
+                    }
+                }
+                Some(out)
+            }
+            other => {
+                let expected = if single_ok {
+                    "a string or an array of strings"
+                } else {
+                    "an array of strings"
+                };
+                self.wrong_type(key, expected, &other);
+                None
+            }
+        }
+    }
+
+    /// Records every key nobody asked for.
+    pub(super) fn finish(self) {
+        for key in self.table.keys() {
+            self.issues.push(ConfigIssue::new(
+                format!("{}.{key}", self.section),
+                "unknown key",
+            ));
+        }
+    }
+}

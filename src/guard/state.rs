@@ -1,0 +1,336 @@
+//! The guard's durable state and its transitions. Pure: time comes in as an argument, no I/O.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::upsun::{Activity, Phase};
+
+/// How many activity ids we remember to refuse stale or replayed deliveries.
+const REMEMBERED_ACTIVITIES: usize = 512;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Upsun,
+    Manual,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Engagement {
+    pub id: String,
+    pub source: Source,
+    pub reason: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub since: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenActivity {
+    pub id: String,
+    pub phase: Phase,
+    #[serde(with = "time::serde::rfc3339")]
+    pub seen_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardState {
+    pub engagements: Vec<Engagement>,
+    #[serde(default)]
+    pub activities: Vec<SeenActivity>,
+}
+
+/// Which activities concern us (from `[upsun]`).
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    pub project: Option<String>,
+    pub environments: Vec<String>,
+    pub guard_pending: bool,
+}
+
+/// What a webhook delivery did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Recorded (it may have changed nothing, for a duplicate).
+    Accepted,
+    /// Acknowledged and ignored, with the reason.
+    Ignored(String),
+}
+
+impl GuardState {
+    pub fn apply_activity(
+        &mut self,
+        activity: &Activity,
+        scope: &Scope,
+        now: OffsetDateTime,
+        max_engaged: Duration,
+    ) -> Applied {
+        if let Some(project) = &scope.project {
+            if activity.project.as_deref() != Some(project) {
+                return Applied::Ignored(format!(
+                    "activity is for project {:?}, not {project:?}",
+                    activity.project.as_deref().unwrap_or("")
+                ));
+            }
+        }
+        if !scope.environments.is_empty()
+            && !activity
+                .environments
+                .iter()
+                .any(|e| scope.environments.contains(e))
+        {
+            return Applied::Ignored(format!(
+                "activity is for environment(s) {:?}, not {:?}",
+                activity.environments, scope.environments
+            ));
+        }
+        if !activity.redeploys() {
+            return Applied::Ignored(format!("type {:?} does not redeploy", activity.kind));
+        }
+        let phase = activity.phase();
+        if phase == Phase::Other {
+            return Applied::Ignored(format!("state {:?} never guards", activity.state));
+        }
+        let seen = self.activities.iter().position(|a| a.id == activity.id);
+        if let Some(i) = seen {
+            if self.activities[i].phase > phase {
+                return Applied::Ignored(format!(
+                    "stale delivery: activity {} is already {:?}",
+                    activity.id, self.activities[i].phase
+                ));
+            }
+            self.activities[i].phase = phase;
+        } else {
+            self.remember(&activity.id, phase, now);
+        }
+        match phase {
+            Phase::Pending if !scope.guard_pending => {
+                return Applied::Ignored("state \"pending\" does not guard".into())
+            }
+            Phase::Pending | Phase::InProgress => {
+                if !self.engagements.iter().any(|e| e.id == activity.id) {
+                    self.engagements.push(Engagement {
+                        id: activity.id.clone(),
+                        source: Source::Upsun,
+                        reason: format!("Upsun {} in progress", activity.kind),
+                        since: now,
+                        expires_at: now + max_engaged,
+                    });
+                }
+            }
+            Phase::Ended => self.engagements.retain(|e| e.id != activity.id),
+            Phase::Other => unreachable!("returned above"),
+        }
+        Applied::Accepted
+    }
+
+    fn remember(&mut self, id: &str, phase: Phase, now: OffsetDateTime) {
+        if self.activities.len() >= REMEMBERED_ACTIVITIES {
+            if let Some(oldest) =
+                (0..self.activities.len()).min_by_key(|&i| self.activities[i].seen_at)
+            {
+                self.activities.swap_remove(oldest);
+            }
+        }
+        self.activities.push(SeenActivity {
+            id: id.to_owned(),
+            phase,
+            seen_at: now,
+        });
+    }
+
+    pub fn engage_manual(
+        &mut self,
+        reason: String,
+        ttl: Duration,
+        now: OffsetDateTime,
+    ) -> Engagement {
+        let engagement = Engagement {
+            id: format!("manual-{:08x}", rand::random::<u32>()),
+            source: Source::Manual,
+            reason,
+            since: now,
+            expires_at: now + ttl,
+        };
+        self.engagements.push(engagement.clone());
+        engagement
+    }
+
+    /// Drops manual engagements, or every engagement with `all`. Returns how many went.
+    pub fn release(&mut self, all: bool) -> Vec<Engagement> {
+        let (gone, kept) = std::mem::take(&mut self.engagements)
+            .into_iter()
+            .partition(|e| all || e.source == Source::Manual);
+        self.engagements = kept;
+        self.end_activities(&gone);
+        gone
+    }
+
+    /// Drops engagements whose time is up. Their activities count as ended, so a late
+    /// duplicate `in_progress` cannot re-engage.
+    pub fn expire(&mut self, now: OffsetDateTime) -> Vec<Engagement> {
+        let (gone, kept) = std::mem::take(&mut self.engagements)
+            .into_iter()
+            .partition(|e| e.expires_at <= now);
+        self.engagements = kept;
+        self.end_activities(&gone);
+        gone
+    }
+
+    fn end_activities(&mut self, gone: &[Engagement]) {
+        for a in &mut self.activities {
+            if gone.iter().any(|e| e.id == a.id) {
+                a.phase = Phase::Ended;
+            }
+        }
+    }
+
+    /// The earliest `since` and latest `expires_at` of the active engagements.
+    pub fn span(&self, now: OffsetDateTime) -> Option<(OffsetDateTime, OffsetDateTime)> {
+        let active = self.engagements.iter().filter(|e| e.expires_at > now);
+        active.fold(None, |acc, e| match acc {
+            None => Some((e.since, e.expires_at)),
+            Some((s, u)) => Some((s.min(e.since), u.max(e.expires_at))),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: Duration = Duration::from_secs(1800);
+
+    fn t(secs: i64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_700_000_000 + secs).unwrap()
+    }
+
+    fn act(id: &str, state: &str) -> Activity {
+        Activity {
+            id: id.into(),
+            kind: "environment.push".into(),
+            state: state.into(),
+            result: None,
+            project: Some("p1".into()),
+            environments: vec!["main".into()],
+        }
+    }
+
+    #[test]
+    fn in_progress_engages_and_complete_releases() {
+        let mut s = GuardState::default();
+        let scope = Scope::default();
+        assert_eq!(
+            s.apply_activity(&act("a", "in_progress"), &scope, t(0), MAX),
+            Applied::Accepted
+        );
+        assert_eq!(s.engagements.len(), 1);
+        assert_eq!(s.engagements[0].expires_at, t(1800));
+        // Duplicate: harmless.
+        s.apply_activity(&act("a", "in_progress"), &scope, t(1), MAX);
+        assert_eq!(s.engagements.len(), 1);
+        assert_eq!(s.engagements[0].since, t(0));
+        s.apply_activity(&act("a", "complete"), &scope, t(2), MAX);
+        assert!(s.engagements.is_empty());
+        // Out of order: in_progress after complete is ignored.
+        let late = s.apply_activity(&act("a", "in_progress"), &scope, t(3), MAX);
+        assert!(matches!(late, Applied::Ignored(_)));
+        assert!(s.engagements.is_empty());
+    }
+
+    #[test]
+    fn guard_holds_while_any_activity_runs() {
+        let mut s = GuardState::default();
+        let scope = Scope::default();
+        s.apply_activity(&act("a", "in_progress"), &scope, t(0), MAX);
+        s.apply_activity(&act("b", "in_progress"), &scope, t(5), MAX);
+        s.apply_activity(&act("a", "cancelled"), &scope, t(6), MAX);
+        assert_eq!(s.span(t(7)), Some((t(5), t(1805))));
+    }
+
+    #[test]
+    fn scope_and_states_that_never_guard() {
+        let mut s = GuardState::default();
+        let scope = Scope {
+            project: Some("p1".into()),
+            environments: vec!["main".into()],
+            guard_pending: false,
+        };
+        let mut other = act("x", "in_progress");
+        other.project = Some("p2".into());
+        assert!(matches!(
+            s.apply_activity(&other, &scope, t(0), MAX),
+            Applied::Ignored(_)
+        ));
+        let mut staging = act("y", "in_progress");
+        staging.environments = vec!["staging".into()];
+        assert!(matches!(
+            s.apply_activity(&staging, &scope, t(0), MAX),
+            Applied::Ignored(_)
+        ));
+        for state in ["staged", "scheduled", "pending"] {
+            let r = s.apply_activity(&act("z", state), &scope, t(0), MAX);
+            assert!(matches!(r, Applied::Ignored(_)), "{state}");
+        }
+        let mut cron = act("c", "in_progress");
+        cron.kind = "environment.cron".into();
+        assert!(matches!(
+            s.apply_activity(&cron, &scope, t(0), MAX),
+            Applied::Ignored(_)
+        ));
+        assert!(s.engagements.is_empty());
+        let pending = Scope {
+            guard_pending: true,
+            ..scope
+        };
+        s.apply_activity(&act("q", "pending"), &pending, t(0), MAX);
+        assert_eq!(s.engagements.len(), 1);
+    }
+
+    #[test]
+    fn expiry_ends_the_activity_for_good() {
+        let mut s = GuardState::default();
+        let scope = Scope::default();
+        s.apply_activity(&act("a", "in_progress"), &scope, t(0), MAX);
+        s.engage_manual("ops".into(), Duration::from_secs(60), t(0));
+        assert_eq!(s.expire(t(61)).len(), 1);
+        assert_eq!(s.engagements.len(), 1);
+        assert_eq!(s.expire(t(1800)).len(), 1);
+        assert!(s.span(t(1800)).is_none());
+        s.apply_activity(&act("a", "in_progress"), &scope, t(1801), MAX);
+        assert!(
+            s.engagements.is_empty(),
+            "a replayed in_progress must not re-engage"
+        );
+    }
+
+    #[test]
+    fn release_keeps_upsun_unless_all() {
+        let mut s = GuardState::default();
+        s.apply_activity(&act("a", "in_progress"), &Scope::default(), t(0), MAX);
+        s.engage_manual("ops".into(), MAX, t(0));
+        assert_eq!(s.release(false).len(), 1);
+        assert_eq!(s.engagements[0].source, Source::Upsun);
+        assert_eq!(s.release(true).len(), 1);
+        assert!(s.engagements.is_empty());
+    }
+
+    #[test]
+    fn remembers_a_bounded_number_of_activities() {
+        let mut s = GuardState::default();
+        for i in 0..(REMEMBERED_ACTIVITIES + 10) {
+            s.apply_activity(
+                &act(&format!("a{i}"), "complete"),
+                &Scope::default(),
+                t(i as i64),
+                MAX,
+            );
+        }
+        assert_eq!(s.activities.len(), REMEMBERED_ACTIVITIES);
+        assert!(!s.activities.iter().any(|a| a.id == "a0"));
+    }
+}

@@ -1,0 +1,12 @@
+//! writeguard: a reverse proxy that keeps users from losing work while their app deploys.
+
+pub mod admin;
+pub mod app;
+pub mod body;
+pub mod cli;
+pub mod config;
+pub mod guard;
+pub mod listener;
+pub mod proxy;
+pub mod store;
+pub mod upsun;

@@ -1,0 +1,95 @@
+//! The proxy listener's handler: forward the request to the upstream untouched, or, when
+//! the guard says so, answer it here and never let it reach the upstream.
+
+mod forward;
+mod refusal;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Incoming};
+use hyper::{Request, Response};
+
+use crate::body::Body;
+use crate::config::Config;
+use crate::guard::{Decision, Guard};
+use crate::listener::Handler;
+
+pub use forward::Upstream;
+pub use refusal::prefers_html;
+
+pub struct Proxy {
+    guard: Arc<Guard>,
+    upstream: Upstream,
+    drain_limit: u64,
+}
+
+impl Proxy {
+    pub fn new(cfg: &Config, guard: Arc<Guard>) -> Self {
+        Proxy {
+            guard,
+            upstream: Upstream::new(&cfg.proxy),
+            drain_limit: cfg.proxy.drain_limit,
+        }
+    }
+
+    async fn refuse(&self, req: Request<Incoming>) -> Response<Body> {
+        let html = refusal::prefers_html(req.headers());
+        let keep_alive = drain(req.into_body(), self.drain_limit).await;
+        refusal::refusal(html, self.guard.retry_after_secs(), !keep_alive)
+    }
+}
+
+impl Handler for Proxy {
+    async fn handle(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        peer: Option<SocketAddr>,
+    ) -> Response<Body> {
+        let start = Instant::now();
+        let decision = self.guard.decide(req.method(), req.uri().path());
+        let method = req.method().clone();
+        let res = match decision {
+            Decision::Block => self.refuse(req).await,
+            Decision::Forward => self.upstream.forward(req, peer).await,
+        };
+        tracing::info!(
+            target: "writeguard::access",
+            ?decision,
+            %method,
+            status = res.status().as_u16(),
+            elapsed_us = start.elapsed().as_micros() as u64,
+        );
+        res
+    }
+}
+
+/// Reads and drops the body of a request we answer ourselves, so the connection can carry
+/// the next request. Returns false when it could not (too large, too slow, broken): the
+/// connection must then close, and the unread bytes are never parsed as a request.
+async fn drain(mut body: Incoming, limit: u64) -> bool {
+    if body.is_end_stream() {
+        return true;
+    }
+    if body.size_hint().lower() > limit {
+        return false;
+    }
+    let read = async {
+        let mut seen = 0u64;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { return false };
+            if let Some(data) = frame.data_ref() {
+                seen += data.len() as u64;
+                if seen > limit {
+                    return false;
+                }
+            }
+        }
+        true
+    };
+    tokio::time::timeout(Duration::from_secs(2), read)
+        .await
+        .unwrap_or(false)
+}

@@ -1,0 +1,127 @@
+//! The answer to a guarded write: `503`, `Retry-After`, an HTML page for browsers and
+//! RFC 9457 problem+json for everything else.
+
+use http::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderMap, Response, StatusCode};
+
+use crate::body::{full, Body};
+
+/// Whether the client prefers HTML: `text/html` named explicitly, with a quality at least
+/// that of JSON. A bare `*/*` (curl, most API clients) gets JSON.
+pub fn prefers_html(headers: &HeaderMap) -> bool {
+    let mut html = 0.0f32;
+    let mut json = 0.0f32;
+    for accept in headers.get_all(ACCEPT) {
+        let Ok(accept) = accept.to_str() else {
+            continue;
+        };
+        for range in accept.split(',') {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or("").trim();
+            let q = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            if media.eq_ignore_ascii_case("text/html")
+                || media.eq_ignore_ascii_case("application/xhtml+xml")
+            {
+                html = html.max(q);
+            } else if media.eq_ignore_ascii_case("application/json")
+                || media.eq_ignore_ascii_case("application/problem+json")
+                || media == "*/*"
+            {
+                json = json.max(q);
+            }
+        }
+    }
+    html > 0.0 && html >= json
+}
+
+pub fn refusal(html: bool, retry_after: u64, close: bool) -> Response<Body> {
+    let (content_type, body) = if html {
+        ("text/html; charset=utf-8", page(retry_after))
+    } else {
+        ("application/problem+json", problem(retry_after))
+    };
+    let mut res = Response::new(full(body));
+    *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let h = res.headers_mut();
+    h.insert(RETRY_AFTER, HeaderValue::from(retry_after));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if close {
+        h.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    res
+}
+
+fn problem(retry_after: u64) -> String {
+    serde_json::json!({
+        "type": "about:blank",
+        "title": "Deploy in progress",
+        "status": 503,
+        "detail": format!(
+            "The application is being deployed; this request was not applied. Retry in {retry_after} s."
+        ),
+        "retry_after": retry_after,
+    })
+    .to_string()
+}
+
+fn page(retry_after: u64) -> String {
+    format!(
+        r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Not saved: deploy in progress</title>
+<style>
+body{{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;line-height:1.5;color:#1a1a1a}}
+h1{{font-size:1.5rem}} a{{color:#0b57d0}}
+</style>
+</head>
+<body>
+<main>
+<h1>Your change was not saved</h1>
+<p>The site is being updated right now, so it is not accepting changes for a moment.
+Nothing you sent was applied.</p>
+<p>Please try again in about <strong>{retry_after} seconds</strong>: go back, and submit the form again.</p>
+<p><a href="javascript:history.back()">Go back</a></p>
+</main>
+</body>
+</html>
+"#
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(ACCEPT, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn negotiation() {
+        assert!(prefers_html(&accept(
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+        )));
+        assert!(!prefers_html(&accept("*/*")));
+        assert!(!prefers_html(&HeaderMap::new()));
+        assert!(!prefers_html(&accept("application/json")));
+        assert!(!prefers_html(&accept("text/html;q=0.5, application/json")));
+        assert!(prefers_html(&accept("text/html, application/json")));
+    }
+
+    #[test]
+    fn problem_document_has_the_rfc9457_members() {
+        let v: serde_json::Value = serde_json::from_str(&problem(12)).unwrap();
+        assert_eq!(v["status"], 503);
+        assert_eq!(v["retry_after"], 12);
+        assert!(v["title"].is_string() && v["detail"].is_string());
+    }
+}
