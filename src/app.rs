@@ -34,15 +34,17 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
     let ready = Arc::new(AtomicBool::new(false));
     let connections = Arc::new(Connections::default());
 
-    let mut conf = ServerConf::default();
-    conf.threads = cfg.server.threads;
-    conf.work_stealing = false;
-    conf.upgrade_sock = cfg.server.upgrade_sock.to_string_lossy().into_owned();
-    conf.pid_file = cfg.server.pid_file.to_string_lossy().into_owned();
     // pingora sleeps the whole grace period; the drain watcher below exits as soon as the
     // last connection is done.
-    conf.grace_period_seconds = Some(cfg.server.shutdown_grace.as_secs());
-    conf.graceful_shutdown_timeout_seconds = Some(1);
+    let conf = ServerConf {
+        threads: cfg.server.threads,
+        work_stealing: false,
+        upgrade_sock: cfg.server.upgrade_sock.to_string_lossy().into_owned(),
+        pid_file: cfg.server.pid_file.to_string_lossy().into_owned(),
+        grace_period_seconds: Some(cfg.server.shutdown_grace.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
     let opt = Opt {
         upgrade,
         daemon: false,

@@ -1,0 +1,28 @@
+# Multi-stage build: compile in the Rust image, run as a non-root user in a slim Debian.
+FROM rust:1-bookworm AS build
+RUN apt-get update && apt-get install -y --no-install-recommends cmake && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY benches ./benches
+RUN cargo build --release --locked --bin writeguard
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --home-dir /var/lib/writeguard --create-home writeguard
+COPY --from=build /src/target/release/writeguard /usr/local/bin/writeguard
+COPY config/writeguard.toml /etc/writeguard/writeguard.toml
+# Listen on all interfaces inside the container; keep state in a volume; write the pid file
+# and upgrade socket where the non-root user may.
+ENV WRITEGUARD_CONFIG=/etc/writeguard/writeguard.toml \
+    WRITEGUARD_LISTEN=0.0.0.0:8080 \
+    WRITEGUARD_ADMIN_LISTEN=0.0.0.0:9090
+WORKDIR /var/lib/writeguard
+USER writeguard
+VOLUME ["/var/lib/writeguard"]
+EXPOSE 8080 9090
+# Mount your own config over /etc/writeguard/writeguard.toml (or pass -c), and set
+# WRITEGUARD_UPSTREAM, WRITEGUARD_ADMIN_TOKEN and WRITEGUARD_UPSUN_SHARED_KEY.
+ENTRYPOINT ["writeguard"]
+CMD ["run"]
