@@ -1,0 +1,216 @@
+//! A recording upstream: an in-process hyper 1 server on a loopback port that remembers every
+//! request it got (method, path and query, headers, whole body) and answers by path:
+//!
+//! - `/__big/<n>`: `n` bytes of [`pattern`](super::pattern)`(n, 7)` with a content-length;
+//! - `/__bigchunked/<n>`: the same bytes, chunked (no length);
+//! - `/__status/<code>`: that status, `x-custom-header: custom-value`, body `status <code>`;
+//! - `/__slow/<ms>`: waits, then 200 with 256 KiB of `pattern(_, 9)`;
+//! - anything else: 200 with a JSON echo `{method, uri, len, sha256}` and the same facts in
+//!   `x-body-len` / `x-body-sha256` headers.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::client::{Chunks, TestBody};
+use super::pattern;
+
+/// One request as the upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    /// Path and query, as received.
+    pub uri: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().expect("ASCII header"))
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    /// Requests whose head arrived (counted before the body is read).
+    hits: AtomicUsize,
+    records: Mutex<Vec<Recorded>>,
+}
+
+pub struct Upstream {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: Option<JoinHandle<()>>,
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the upstream");
+        let addr = listener.local_addr().expect("local addr");
+        let shared = Arc::new(Shared::default());
+        let state = shared.clone();
+        let task = tokio::spawn(async move {
+            // Dropping the set (when this task is aborted) aborts every connection too.
+            let mut connections = JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let state = state.clone();
+                connections.spawn(async move {
+                    let service = service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(respond(&state, req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+                while connections.try_join_next().is_some() {}
+            }
+        });
+        Upstream {
+            addr,
+            shared,
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn hits(&self) -> usize {
+        self.shared.hits.load(Ordering::SeqCst)
+    }
+
+    pub fn records(&self) -> Vec<Recorded> {
+        self.shared
+            .records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The most recent complete request.
+    pub fn last(&self) -> Recorded {
+        self.records()
+            .pop()
+            .expect("the upstream has received a request")
+    }
+
+    /// Requests with this method (exactly as sent, case included).
+    pub fn count_method(&self, method: &str) -> usize {
+        self.records().iter().filter(|r| r.method == method).count()
+    }
+
+    /// Closes the listener and every open connection: the upstream becomes unreachable.
+    pub async fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<TestBody> {
+    let mut res = Response::new(Full::new(body.into()).boxed());
+    *res.status_mut() = status;
+    res
+}
+
+async fn respond(state: &Shared, req: Request<Incoming>) -> Response<TestBody> {
+    state.hits.fetch_add(1, Ordering::SeqCst);
+    let (parts, body) = req.into_parts();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return full(StatusCode::BAD_REQUEST, format!("body error: {e}")),
+    };
+    let uri = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let path = parts.uri.path().to_string();
+    let sha = sha256_hex(&body);
+    let len = body.len();
+    state
+        .records
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(Recorded {
+            method: parts.method.as_str().to_string(),
+            uri: uri.clone(),
+            headers: parts.headers,
+            body,
+        });
+
+    let arg = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    if let Some(n) = arg("/__big/") {
+        return full(StatusCode::OK, pattern(n as usize, 7));
+    }
+    if let Some(n) = arg("/__bigchunked/") {
+        let all = pattern(n as usize, 7);
+        let pieces = (0..all.len())
+            .step_by(64 * 1024)
+            .map(|i| all.slice(i..(i + 64 * 1024).min(all.len())))
+            .collect();
+        return Response::new(Chunks::new(pieces).boxed());
+    }
+    if let Some(code) = arg("/__status/") {
+        let status = StatusCode::from_u16(code as u16).expect("a valid status code");
+        let mut res = full(status, format!("status {code}"));
+        res.headers_mut()
+            .insert("x-custom-header", "custom-value".parse().expect("value"));
+        return res;
+    }
+    if let Some(ms) = arg("/__slow/") {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        return full(StatusCode::OK, pattern(256 * 1024, 9));
+    }
+    let doc = serde_json::json!({
+        "method": parts.method.as_str(),
+        "uri": uri,
+        "len": len,
+        "sha256": sha,
+    });
+    let mut res = full(StatusCode::OK, doc.to_string());
+    let h = res.headers_mut();
+    h.insert("content-type", "application/json".parse().expect("value"));
+    h.insert("x-upstream", "recorder".parse().expect("value"));
+    h.insert("x-body-len", len.into());
+    h.insert("x-body-sha256", sha.parse().expect("value"));
+    res
+}
