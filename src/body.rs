@@ -3,9 +3,10 @@
 
 use bytes::Bytes;
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 
-pub type Body = Either<Incoming, Full<Bytes>>;
+use crate::proxy::PooledBody;
+
+pub type Body = Either<PooledBody, Full<Bytes>>;
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Either::Right(Full::new(bytes.into()))

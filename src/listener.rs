@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use http::HeaderValue;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
@@ -25,8 +26,22 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(
         self: &Arc<Self>,
         req: Request<Incoming>,
-        peer: Option<SocketAddr>,
+        conn: &Arc<Peer>,
     ) -> impl Future<Output = Response<Body>> + Send;
+}
+
+/// The client end of a connection, worked out once per connection rather than per request.
+pub struct Peer {
+    pub addr: Option<SocketAddr>,
+    /// The client's IP, ready to go into `X-Forwarded-For`.
+    pub ip_header: Option<HeaderValue>,
+}
+
+impl Peer {
+    fn new(addr: Option<SocketAddr>) -> Self {
+        let ip_header = addr.and_then(|a| HeaderValue::from_str(&a.ip().to_string()).ok());
+        Peer { addr, ip_header }
+    }
 }
 
 /// Open connections across all listeners, so shutdown can wait for them to finish.
@@ -79,13 +94,17 @@ impl<H: Handler> ServerApp for HttpApp<H> {
     ) -> Option<Stream> {
         self.connections.0.fetch_add(1, Ordering::AcqRel);
         let _open = Open(&self.connections);
-        let peer = stream
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet().copied()));
+        let peer = Arc::new(Peer::new(
+            stream
+                .get_socket_digest()
+                .and_then(|d| d.peer_addr().and_then(|a| a.as_inet().copied())),
+        ));
         let handler = self.handler.clone();
+        let conn_peer = peer.clone();
         let service = service_fn(move |req| {
             let handler = handler.clone();
-            async move { Ok::<_, Infallible>(handler.handle(req, peer).await) }
+            let peer = conn_peer.clone();
+            async move { Ok::<_, Infallible>(handler.handle(req, &peer).await) }
         });
         let conn = self
             .builder
@@ -101,7 +120,7 @@ impl<H: Handler> ServerApp for HttpApp<H> {
             }
         };
         if let Err(e) = result {
-            tracing::debug!(error = %e, ?peer, "connection ended with an error");
+            tracing::debug!(error = %e, peer = ?peer.addr, "connection ended with an error");
         }
         None
     }

@@ -3,7 +3,6 @@
 
 mod webhook;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +17,7 @@ use serde::Deserialize;
 use crate::body::{full, Body};
 use crate::config::{Config, Secret, MAX_BODY};
 use crate::guard::Guard;
-use crate::listener::Handler;
+use crate::listener::{Handler, Peer};
 
 pub struct Admin {
     guard: Arc<Guard>,
@@ -220,11 +219,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Handler for Admin {
-    async fn handle(
-        self: &Arc<Self>,
-        req: Request<Incoming>,
-        _peer: Option<SocketAddr>,
-    ) -> Response<Body> {
+    async fn handle(self: &Arc<Self>, req: Request<Incoming>, _peer: &Arc<Peer>) -> Response<Body> {
         self.route(req)
             .await
             .unwrap_or_else(AdminError::into_response)

@@ -1,116 +1,112 @@
-//! Forwarding to the upstream: hyper-util's pooled client (keep-alive, TLS via rustls with
-//! certificates verified against the webpki roots and SNI from the upstream host).
-
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+//! Forwarding to the upstream: the request as sent, plus the `X-Forwarded-*` headers, minus
+//! the hop-by-hop ones; the response likewise.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::Either;
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::pool::{Pool, UpstreamError};
 use crate::body::{full, Body};
 use crate::config::ProxyConfig;
+use crate::listener::Peer;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Incoming>,
+    pool: Pool,
     scheme: Scheme,
     authority: Authority,
 }
 
 impl Upstream {
     pub fn new(cfg: &ProxyConfig) -> Self {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(cfg.connect_timeout));
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(provider)
-            .expect("the ring provider supports the default TLS versions")
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(https);
         let parts = cfg.upstream.clone().into_parts();
         Upstream {
-            client,
+            pool: Pool::new(&cfg.upstream, cfg.connect_timeout),
             scheme: parts.scheme.expect("config validated the scheme"),
             authority: parts.authority.expect("config validated the host"),
         }
     }
 
-    pub async fn forward(
-        &self,
-        mut req: Request<Incoming>,
-        peer: Option<SocketAddr>,
-    ) -> Response<Body> {
+    pub async fn forward(&self, req: Request<Incoming>, peer: &Peer) -> Response<Body> {
+        match self.pool.send(self.prepare(req, peer)).await {
+            Ok(mut res) => {
+                strip_hop_by_hop(res.headers_mut());
+                res.map(Either::Left)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "upstream request failed");
+                error_response(&e)
+            }
+        }
+    }
+
+    /// Rewrites a client request into the request we send upstream.
+    fn prepare(&self, mut req: Request<Incoming>, peer: &Peer) -> Request<Incoming> {
         let path = req
             .uri()
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         // HTTP/2 clients send :authority instead of Host.
-        let host = match req.headers().get(header::HOST) {
-            Some(h) => Some(h.clone()),
-            None => req
+        let authority_host = match req.headers().contains_key(header::HOST) {
+            true => None,
+            false => req
                 .uri()
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
         };
         let headers = req.headers_mut();
         strip_hop_by_hop(headers);
-        if let Some(host) = host {
-            if !headers.contains_key(&X_FORWARDED_HOST) {
-                headers.insert(X_FORWARDED_HOST.clone(), host.clone());
-            }
+        if let Some(host) = authority_host {
             headers.insert(header::HOST, host);
         }
-        if let Some(peer) = peer {
-            append_forwarded_for(headers, peer);
+        if !headers.contains_key(&X_FORWARDED_HOST) {
+            if let Some(host) = headers.get(header::HOST).cloned() {
+                headers.insert(X_FORWARDED_HOST.clone(), host);
+            }
+        }
+        if let Some(ip) = &peer.ip_header {
+            append_forwarded_for(headers, ip);
         }
         if !headers.contains_key(&X_FORWARDED_PROTO) {
             headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
         }
-        let mut uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone());
-        uri = uri.path_and_query(path);
-        *req.uri_mut() = uri
-            .build()
-            .expect("scheme, authority and path are valid parts");
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(path);
+        *req.uri_mut() =
+            Uri::from_parts(parts).expect("scheme, authority and path are valid parts");
         *req.version_mut() = Version::HTTP_11;
-
-        match self.client.request(req).await {
-            Ok(mut res) => {
-                strip_hop_by_hop(res.headers_mut());
-                res.map(Either::Left)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "upstream request failed");
-                bad_gateway()
-            }
-        }
+        req
     }
 }
 
-fn bad_gateway() -> Response<Body> {
-    let mut res = Response::new(full("502 Bad Gateway: the application did not answer\n"));
-    *res.status_mut() = StatusCode::BAD_GATEWAY;
+/// The one mapping from an upstream failure to what the client sees.
+fn error_response(e: &UpstreamError) -> Response<Body> {
+    let (status, text) = match e {
+        UpstreamError::ConnectTimeout => (
+            StatusCode::BAD_GATEWAY,
+            "502 Bad Gateway: the application did not accept the connection in time\n",
+        ),
+        UpstreamError::Connect(_) => (
+            StatusCode::BAD_GATEWAY,
+            "502 Bad Gateway: the application is not reachable\n",
+        ),
+        UpstreamError::Http(_) => (
+            StatusCode::BAD_GATEWAY,
+            "502 Bad Gateway: the application did not answer\n",
+        ),
+    };
+    let mut res = Response::new(full(text));
+    *res.status_mut() = status;
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -118,44 +114,59 @@ fn bad_gateway() -> Response<Body> {
     res
 }
 
-fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
-    let ip = peer.ip().to_string();
-    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {ip}"),
-        None => ip,
+fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {
+    let value = match headers.get(&X_FORWARDED_FOR) {
+        Some(prior) => {
+            let mut v = Vec::with_capacity(prior.len() + 2 + ip.len());
+            v.extend_from_slice(prior.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(ip.as_bytes());
+            match HeaderValue::from_bytes(&v) {
+                Ok(v) => v,
+                Err(_) => return,
+            }
+        }
+        None => ip.clone(),
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
+    headers.insert(X_FORWARDED_FOR.clone(), value);
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::PROXY_AUTHORIZATION
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
 }
 
 /// Removes the headers that belong to one connection, not to the message (RFC 9110 §7.6.1),
-/// including those the `Connection` header names.
+/// including those the `Connection` header names. One pass over the names when there are
+/// none, which is the common case.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
-        headers.remove(header::CONNECTION);
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
     }
-    for name in [
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::PROXY_AUTHORIZATION,
-    ] {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
         headers.remove(name);
     }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
+    let hop: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_hop_by_hop(n))
+        .cloned()
+        .collect();
+    for name in hop {
+        headers.remove(name);
+    }
 }
 
 #[cfg(test)]
@@ -184,8 +195,8 @@ mod tests {
     #[test]
     fn forwarded_for_appends() {
         let mut h = HeaderMap::new();
-        append_forwarded_for(&mut h, "10.0.0.1:5".parse().unwrap());
-        append_forwarded_for(&mut h, "[::1]:5".parse().unwrap());
+        append_forwarded_for(&mut h, &HeaderValue::from_static("10.0.0.1"));
+        append_forwarded_for(&mut h, &HeaderValue::from_static("::1"));
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, ::1");
     }
 }

@@ -2,9 +2,9 @@
 //! the guard says so, answer it here and never let it reach the upstream.
 
 mod forward;
+mod pool;
 mod refusal;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,9 +15,10 @@ use hyper::{Request, Response};
 use crate::body::Body;
 use crate::config::Config;
 use crate::guard::{Decision, Guard};
-use crate::listener::Handler;
+use crate::listener::{Handler, Peer};
 
 pub use forward::Upstream;
+pub use pool::{PooledBody, UpstreamError};
 pub use refusal::prefers_html;
 
 pub struct Proxy {
@@ -43,11 +44,7 @@ impl Proxy {
 }
 
 impl Handler for Proxy {
-    async fn handle(
-        self: &Arc<Self>,
-        req: Request<Incoming>,
-        peer: Option<SocketAddr>,
-    ) -> Response<Body> {
+    async fn handle(self: &Arc<Self>, req: Request<Incoming>, peer: &Arc<Peer>) -> Response<Body> {
         let start = Instant::now();
         let decision = self.guard.decide(req.method(), req.uri().path());
         let method = req.method().clone();

@@ -1,0 +1,226 @@
+//! Upstream connections: hyper's HTTP/1.1 client connection, kept alive in a small idle pool
+//! per worker thread. The proxy's runtimes are single-threaded, so the pool needs no lock,
+//! no hashing and no hand-off to another task per request.
+
+use std::cell::RefCell;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, Uri};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+use tokio_rustls::TlsConnector;
+
+/// Idle upstream connections kept per worker thread.
+const MAX_IDLE: usize = 512;
+
+thread_local! {
+    static IDLE: RefCell<Vec<SendRequest<Incoming>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Why the upstream did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Nothing was sent: the request can safely be tried again.
+    #[error("cannot connect to the upstream: {0}")]
+    Connect(std::io::Error),
+    #[error("upstream connect timed out")]
+    ConnectTimeout,
+    /// The request may have reached the upstream (wholly or partly).
+    #[error("upstream failed: {0}")]
+    Http(#[from] hyper::Error),
+}
+
+impl UpstreamError {
+    /// Whether no byte of the request reached the upstream.
+    pub fn nothing_sent(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Connect(_) | UpstreamError::ConnectTimeout
+        )
+    }
+}
+
+pub struct Pool {
+    host: String,
+    port: u16,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    connect_timeout: Duration,
+}
+
+impl Pool {
+    pub fn new(upstream: &Uri, connect_timeout: Duration) -> Self {
+        let https = upstream.scheme_str() == Some("https");
+        let host = upstream
+            .host()
+            .expect("config validated the host")
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = upstream.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let tls = https.then(|| {
+            let roots = RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            let mut config = ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let name =
+                ServerName::try_from(host.clone()).expect("a URI host is a valid server name");
+            (TlsConnector::from(Arc::new(config)), name)
+        });
+        Pool {
+            host,
+            port,
+            tls,
+            connect_timeout,
+        }
+    }
+
+    /// Sends `req` on an idle connection, or a new one. A pooled connection that the upstream
+    /// closed while idle hands the request back unsent, and the next one is tried.
+    pub async fn send(
+        &self,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<PooledBody>, UpstreamError> {
+        while let Some(mut sender) = checkout() {
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(res) => return Ok(PooledBody::wrap(res, sender)),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => return Err(e.into_error().into()),
+                },
+            }
+        }
+        let mut sender = self.connect().await?;
+        match sender.try_send_request(req).await {
+            Ok(res) => Ok(PooledBody::wrap(res, sender)),
+            Err(e) => Err(e.into_error().into()),
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Incoming>, UpstreamError> {
+        let connect = async {
+            let tcp = TcpStream::connect((self.host.as_str(), self.port))
+                .await
+                .map_err(UpstreamError::Connect)?;
+            let _ = tcp.set_nodelay(true);
+            let builder = http1::Builder::new();
+            let sender = match &self.tls {
+                None => {
+                    let (sender, conn) = builder.handshake(TokioIo::new(tcp)).await?;
+                    tokio::spawn(drive(conn));
+                    sender
+                }
+                Some((connector, name)) => {
+                    let tls = connector
+                        .connect(name.clone(), tcp)
+                        .await
+                        .map_err(UpstreamError::Connect)?;
+                    let (sender, conn) = builder.handshake(TokioIo::new(tls)).await?;
+                    tokio::spawn(drive(conn));
+                    sender
+                }
+            };
+            Ok(sender)
+        };
+        tokio::time::timeout(self.connect_timeout, connect)
+            .await
+            .unwrap_or(Err(UpstreamError::ConnectTimeout))
+    }
+}
+
+async fn drive<C: std::future::Future<Output = hyper::Result<()>>>(conn: C) {
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "upstream connection closed with an error");
+    }
+}
+
+fn checkout() -> Option<SendRequest<Incoming>> {
+    IDLE.with(|idle| {
+        let mut idle = idle.borrow_mut();
+        while let Some(sender) = idle.pop() {
+            if !sender.is_closed() {
+                return Some(sender);
+            }
+        }
+        None
+    })
+}
+
+fn checkin(sender: SendRequest<Incoming>) {
+    IDLE.with(|idle| {
+        let mut idle = idle.borrow_mut();
+        if idle.len() < MAX_IDLE && !sender.is_closed() {
+            idle.push(sender);
+        }
+    });
+}
+
+/// An upstream response body that gives its connection back to the pool once it has been
+/// read to the end. A body dropped early takes its connection with it.
+pub struct PooledBody {
+    body: Incoming,
+    sender: Option<SendRequest<Incoming>>,
+}
+
+impl PooledBody {
+    fn wrap(res: Response<Incoming>, sender: SendRequest<Incoming>) -> Response<PooledBody> {
+        res.map(|body| {
+            let mut pooled = PooledBody {
+                body,
+                sender: Some(sender),
+            };
+            if pooled.body.is_end_stream() {
+                pooled.release();
+            }
+            pooled
+        })
+    }
+
+    fn release(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            checkin(sender);
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
+        match &frame {
+            None => self.release(),
+            Some(Ok(_)) if self.body.is_end_stream() => self.release(),
+            Some(Err(_)) => self.sender = None,
+            Some(Ok(_)) => {}
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
