@@ -20,7 +20,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::admin::Admin;
 use crate::config::Config;
 use crate::guard::Guard;
-use crate::listener::{Connections, HttpApp};
+use crate::listener::{Connections, HttpApp, HttpOptions};
 use crate::proxy::Proxy;
 
 /// Runs writeguard until SIGTERM/SIGINT (graceful stop) or SIGQUIT (hand the listeners to
@@ -56,11 +56,14 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let header_timeout = cfg.proxy.header_timeout;
+    let http = HttpOptions {
+        header_timeout: cfg.proxy.header_timeout,
+        h2c: cfg.proxy.h2c,
+    };
     let proxy = Arc::new(Proxy::new(&cfg, guard.clone()));
     let mut proxy_service = Service::new(
         "proxy".into(),
-        HttpApp::new(proxy, header_timeout, connections.clone()),
+        HttpApp::new(proxy, &http, connections.clone()),
     );
     proxy_service.threads = Some(cfg.server.threads);
     for addr in &cfg.proxy.listen {
@@ -69,7 +72,7 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
     let admin = Arc::new(Admin::new(&cfg, guard.clone(), ready.clone()));
     let mut admin_service = Service::new(
         "admin".into(),
-        HttpApp::new(admin, header_timeout, connections.clone()),
+        HttpApp::new(admin, &http, connections.clone()),
     );
     admin_service.threads = Some(1);
     for addr in &cfg.admin.listen {

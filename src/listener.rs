@@ -11,6 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use http::HeaderValue;
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -64,23 +65,76 @@ impl Drop for Open<'_> {
 
 pub struct HttpApp<H> {
     handler: Arc<H>,
-    builder: auto::Builder<TokioExecutor>,
+    protocol: Protocol,
     connections: Arc<Connections>,
 }
 
+/// HTTP/1.1 only, or HTTP/1.1 and h2c (prior knowledge) told apart by the connection
+/// preface, which costs a wrapper on every read.
+enum Protocol {
+    Http1(http1::Builder),
+    Auto(auto::Builder<TokioExecutor>),
+}
+
 impl<H: Handler> HttpApp<H> {
-    pub fn new(handler: Arc<H>, header_timeout: Duration, connections: Arc<Connections>) -> Self {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
-            .keep_alive(true);
-        builder.http2().timer(TokioTimer::new());
+    pub fn new(handler: Arc<H>, opts: &HttpOptions, connections: Arc<Connections>) -> Self {
+        let protocol = if opts.h2c {
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(opts.header_timeout);
+            builder.http2().timer(TokioTimer::new());
+            Protocol::Auto(builder)
+        } else {
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(opts.header_timeout);
+            Protocol::Http1(builder)
+        };
         HttpApp {
             handler,
-            builder,
+            protocol,
             connections,
+        }
+    }
+}
+
+/// How a listener speaks HTTP.
+pub struct HttpOptions {
+    /// Whole-header deadline.
+    pub header_timeout: Duration,
+    /// Also accept HTTP/2 over cleartext (prior knowledge).
+    pub h2c: bool,
+}
+
+/// Serves one connection; when shutdown starts, finishes the request in flight and closes
+/// (an idle keep-alive connection closes at once). A macro rather than a generic function:
+/// the compiler cannot prove a generic version's future `Send` for pingora's boxed future.
+macro_rules! serve {
+    ($conn:expr, $shutdown:expr) => {{
+        let conn = $conn;
+        tokio::pin!(conn);
+        tokio::select! {
+            res = conn.as_mut() => res,
+            _ = stopping($shutdown) => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        }
+        .map_err(|e| e.to_string())
+    }};
+}
+
+/// Resolves once the server starts shutting down.
+async fn stopping(mut shutdown: ShutdownWatch) {
+    loop {
+        if *shutdown.borrow_and_update() {
+            return;
+        }
+        if shutdown.changed().await.is_err() {
+            return std::future::pending().await;
         }
     }
 }
@@ -106,18 +160,10 @@ impl<H: Handler> ServerApp for HttpApp<H> {
             let peer = conn_peer.clone();
             async move { Ok::<_, Infallible>(handler.handle(req, &peer).await) }
         });
-        let conn = self
-            .builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service);
-        tokio::pin!(conn);
-        let mut shutdown = shutdown.clone();
-        let result = tokio::select! {
-            res = conn.as_mut() => res,
-            _ = async { shutdown.wait_for(|&down| down).await.map(|_| ()) } => {
-                // Finish the request in flight, then close; idle connections close now.
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
+        let io = TokioIo::new(stream);
+        let result = match &self.protocol {
+            Protocol::Http1(b) => serve!(b.serve_connection(io, service), shutdown.clone()),
+            Protocol::Auto(b) => serve!(b.serve_connection(io, service), shutdown.clone()),
         };
         if let Err(e) = result {
             tracing::debug!(error = %e, peer = ?peer.addr, "connection ended with an error");

@@ -93,6 +93,8 @@ pub struct ProxyConfig {
     /// Bodies of requests answered early up to this size are read and dropped so the
     /// connection stays usable; larger ones close the connection.
     pub drain_limit: u64,
+    /// Also accept HTTP/2 over cleartext (prior knowledge) on the proxy listener.
+    pub h2c: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -311,6 +313,7 @@ fn read_proxy(
         .duration("header_timeout")
         .unwrap_or(Duration::from_secs(30));
     let drain_limit = r.integer("drain_limit", 0, 1 << 30).unwrap_or(256 * 1024) as u64;
+    let h2c = r.bool("h2c").unwrap_or(false);
     r.finish();
     Some(ProxyConfig {
         listen,
@@ -318,6 +321,7 @@ fn read_proxy(
         connect_timeout,
         header_timeout,
         drain_limit,
+        h2c,
     })
 }
 
