@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,14 +35,20 @@ pub trait Handler: Send + Sync + 'static {
 /// The client end of a connection, worked out once per connection rather than per request.
 pub struct Peer {
     pub addr: Option<SocketAddr>,
+    /// The connection's socket, to notice a client that leaves while its request is held.
+    pub fd: Option<RawFd>,
     /// The client's IP, ready to go into `X-Forwarded-For`.
     pub ip_header: Option<HeaderValue>,
 }
 
 impl Peer {
-    fn new(addr: Option<SocketAddr>) -> Self {
+    fn new(addr: Option<SocketAddr>, fd: Option<RawFd>) -> Self {
         let ip_header = addr.and_then(|a| HeaderValue::from_str(&a.ip().to_string()).ok());
-        Peer { addr, ip_header }
+        Peer {
+            addr,
+            fd,
+            ip_header,
+        }
     }
 }
 
@@ -152,6 +159,8 @@ impl<H: Handler> ServerApp for HttpApp<H> {
             stream
                 .get_socket_digest()
                 .and_then(|d| d.peer_addr().and_then(|a| a.as_inet().copied())),
+            // pingora's unique id of a TCP stream is its file descriptor.
+            Some(stream.id()),
         ));
         let handler = self.handler.clone();
         let conn_peer = peer.clone();

@@ -41,6 +41,8 @@ pub enum AdminError {
     NotFound,
     #[error("method not allowed here")]
     MethodNotAllowed,
+    #[error("{0}")]
+    NotQuiesced(String),
     #[error("guard state could not be saved, nothing changed: {0}")]
     Store(#[from] crate::store::StoreError),
 }
@@ -54,6 +56,7 @@ impl AdminError {
             AdminError::NotFound => StatusCode::NOT_FOUND,
             AdminError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             AdminError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AdminError::NotQuiesced(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -116,6 +119,18 @@ pub async fn read_body(req: Request<Incoming>) -> Result<Bytes, AdminError> {
 struct EngageRequest {
     reason: Option<String>,
     ttl: Option<String>,
+    /// `"quiesced"`: answer only once no guarded write is in flight to the upstream.
+    wait: Option<String>,
+    /// How long `wait` may take (default 30s), then 504.
+    timeout: Option<String>,
+}
+
+fn duration_field(name: &str, raw: &str) -> Result<Duration, AdminError> {
+    humantime::parse_duration(raw).map_err(|e| {
+        AdminError::BadRequest(format!(
+            "{name} {raw:?} is not a duration like \"10m\": {e}"
+        ))
+    })
 }
 
 impl Admin {
@@ -168,17 +183,15 @@ impl Admin {
             EngageRequest::default()
         } else {
             serde_json::from_slice(&body).map_err(|e| {
-                AdminError::BadRequest(format!("body must be {{\"reason\"?, \"ttl\"?}}: {e}"))
+                AdminError::BadRequest(format!(
+                    "body must be {{\"reason\"?, \"ttl\"?, \"wait\"?, \"timeout\"?}}: {e}"
+                ))
             })?
         };
         let ttl = match request.ttl.as_deref() {
             None => None,
             Some(raw) => {
-                let ttl = humantime::parse_duration(raw).map_err(|e| {
-                    AdminError::BadRequest(format!(
-                        "ttl {raw:?} is not a duration like \"10m\": {e}"
-                    ))
-                })?;
+                let ttl = duration_field("ttl", raw)?;
                 if ttl.is_zero() || ttl > self.guard.max_engaged() {
                     return Err(AdminError::BadRequest(format!(
                         "ttl must be between 1s and guard.max_engaged ({})",
@@ -188,11 +201,44 @@ impl Admin {
                 Some(ttl)
             }
         };
+        let quiesce = match request.wait.as_deref() {
+            None => None,
+            Some("quiesced") => Some(match request.timeout.as_deref() {
+                Some(raw) => duration_field("timeout", raw)?,
+                None => Duration::from_secs(30),
+            }),
+            Some(other) => {
+                return Err(AdminError::BadRequest(format!(
+                    "wait {other:?} is not known; the only value is \"quiesced\""
+                )))
+            }
+        };
         let reason = request.reason.unwrap_or_else(|| "manual engagement".into());
         let guard = self.guard.clone();
         let engagement = blocking(move || guard.engage(reason, ttl)).await?;
         tracing::info!(id = %engagement.id, reason = %engagement.reason, "guard engaged by operator");
+        if let Some(timeout) = quiesce {
+            self.quiesced(timeout).await?;
+        }
         Ok(json(StatusCode::CREATED, &engagement))
+    }
+
+    /// Waits until no guarded write is on its way to the upstream: from then on, nothing
+    /// writes to the app until the release (deploy scripts run migrations after this).
+    async fn quiesced(&self, timeout: Duration) -> Result<(), AdminError> {
+        let traffic = self.guard.traffic();
+        let wait = async {
+            while traffic.in_flight_writes() > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.map_err(|_| {
+            AdminError::NotQuiesced(format!(
+                "engaged, but {} write(s) still in flight after {}",
+                traffic.in_flight_writes(),
+                humantime::format_duration(timeout)
+            ))
+        })
     }
 
     async fn release(&self, req: Request<Incoming>) -> Result<Response<Body>, AdminError> {

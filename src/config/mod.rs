@@ -88,6 +88,9 @@ pub struct ProxyConfig {
     pub listen: Vec<SocketAddr>,
     pub upstream: Uri,
     pub connect_timeout: Duration,
+    /// How long an idempotent request rides through a refused or reset upstream connection
+    /// (retried with backoff) before it is answered 502.
+    pub upstream_retry: Duration,
     /// Whole-header deadline for a client request.
     pub header_timeout: Duration,
     /// Bodies of requests answered early up to this size are read and dropped so the
@@ -109,6 +112,12 @@ pub struct GuardConfig {
     pub retry_after: Duration,
     pub max_engaged: Duration,
     pub allow_paths: Vec<String>,
+    /// How long a guarded write may wait for the guard to be released (zero: answer at once).
+    pub hold: Duration,
+    /// Held writes beyond this are answered 503 at once.
+    pub hold_max_requests: usize,
+    /// Released held writes in flight to the upstream at once.
+    pub release_concurrency: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -309,6 +318,9 @@ fn read_proxy(
     let connect_timeout = r
         .duration("connect_timeout")
         .unwrap_or(Duration::from_secs(5));
+    let upstream_retry = r
+        .duration("upstream_retry")
+        .unwrap_or(Duration::from_secs(5));
     let header_timeout = r
         .duration("header_timeout")
         .unwrap_or(Duration::from_secs(30));
@@ -319,6 +331,7 @@ fn read_proxy(
         listen,
         upstream: upstream?,
         connect_timeout,
+        upstream_retry,
         header_timeout,
         drain_limit,
         h2c,
@@ -404,6 +417,11 @@ fn read_guard(root: &mut toml::Table, issues: &mut Vec<ConfigIssue>) -> Option<G
     if max_engaged < Duration::from_secs(1) {
         r.issue("max_engaged", "must be at least 1s");
     }
+    let hold = r.duration("hold").unwrap_or(Duration::from_secs(10));
+    let hold_max_requests = r
+        .integer("hold_max_requests", 0, 1_000_000)
+        .unwrap_or(10_000) as usize;
+    let release_concurrency = r.integer("release_concurrency", 1, 100_000).unwrap_or(64) as usize;
     let allow_paths = r.strings("allow_paths", false).unwrap_or_default();
     for p in &allow_paths {
         if !p.starts_with('/') {
@@ -419,6 +437,9 @@ fn read_guard(root: &mut toml::Table, issues: &mut Vec<ConfigIssue>) -> Option<G
             .into_iter()
             .map(|p| p.trim_end_matches('/').to_string())
             .collect(),
+        hold,
+        hold_max_requests,
+        release_concurrency,
     })
 }
 

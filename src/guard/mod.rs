@@ -3,6 +3,7 @@
 //! Writers (webhooks, the operator API, the expiry sweep) take a mutex, persist the new state
 //! and only then publish it; the proxy reads an `ArcSwap` snapshot and never locks.
 
+mod gate;
 mod policy;
 mod state;
 
@@ -17,6 +18,7 @@ use crate::config::Config;
 use crate::store::{FileStore, StoreError};
 use crate::upsun::Activity;
 
+pub use gate::{Counted, Gate, Traffic};
 pub use policy::{Decision, Policy};
 pub use state::{Applied, Engagement, GuardState, Scope, Source};
 
@@ -43,6 +45,10 @@ pub struct Status {
     pub since: Option<OffsetDateTime>,
     pub retry_after: u64,
     pub engagements: Vec<Engagement>,
+    /// Guarded writes waiting at the proxy for the release.
+    pub held: usize,
+    /// Guarded-method requests on their way to the upstream.
+    pub in_flight_writes: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
 }
@@ -55,6 +61,8 @@ pub struct Guard {
     max_engaged: Duration,
     retry_after: Duration,
     policy: Policy,
+    gate: Gate,
+    traffic: Traffic,
     /// A problem with the state file found at start, shown in `/status` until the next
     /// successful write.
     problem: Mutex<Option<String>>,
@@ -101,6 +109,8 @@ impl Guard {
             max_engaged: cfg.guard.max_engaged,
             retry_after: cfg.guard.retry_after,
             policy: Policy::new(&cfg.guard),
+            gate: Gate::new(cfg.guard.release_concurrency),
+            traffic: Traffic::default(),
             problem: Mutex::new(problem),
         };
         guard.publish(&state, now);
@@ -151,6 +161,8 @@ impl Guard {
             since: state.span(now).map(|(since, _)| since),
             retry_after: self.retry_after_secs(),
             engagements,
+            held: self.traffic.held(),
+            in_flight_writes: self.traffic.in_flight_writes(),
             problem: self
                 .problem
                 .lock()
@@ -180,7 +192,25 @@ impl Guard {
 
     fn publish(&self, state: &GuardState, now: OffsetDateTime) {
         let until = state.span(now).map(|(_, until)| SystemTime::from(until));
-        self.snapshot.store(Arc::new(Snapshot { until }));
+        let previous = self.snapshot.swap(Arc::new(Snapshot { until }));
+        // An engagement that ran out by the clock still has its window in the previous
+        // snapshot until the sweep removes it: that removal is the release too.
+        if previous.until.is_some() && until.is_none() {
+            self.gate.open();
+        }
+    }
+
+    /// Where held writes queue for the release.
+    pub fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
+    pub fn traffic(&self) -> &Traffic {
+        &self.traffic
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     pub fn apply_activity(&self, activity: &Activity) -> Result<Applied, StoreError> {

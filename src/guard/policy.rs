@@ -36,7 +36,7 @@ impl Policy {
 
     /// Method names are case-sensitive in HTTP, but applications and frameworks often are
     /// not: `post` is guarded like `POST`.
-    fn is_guarded_method(&self, method: &Method) -> bool {
+    pub fn is_guarded_method(&self, method: &Method) -> bool {
         let name = method.as_str();
         self.methods
             .iter()
@@ -84,6 +84,9 @@ mod tests {
             retry_after: Duration::from_secs(30),
             max_engaged: Duration::from_secs(60),
             allow_paths: allow.iter().map(|s| s.to_string()).collect(),
+            hold: Duration::ZERO,
+            hold_max_requests: 0,
+            release_concurrency: 1,
         })
     }
 

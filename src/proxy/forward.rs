@@ -3,11 +3,13 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
-use http::{Request, Response, StatusCode, Version};
-use http_body_util::Either;
-use hyper::body::Incoming;
+use std::time::{Duration, Instant};
 
-use super::pool::{Pool, UpstreamError};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::{Either, Empty};
+use hyper::body::{Body as _, Incoming};
+
+use super::pool::{Pool, UpBody, UpstreamError};
 use crate::body::{full, Body};
 use crate::config::ProxyConfig;
 use crate::listener::Peer;
@@ -34,21 +36,59 @@ impl Upstream {
         }
     }
 
-    pub async fn forward(&self, req: Request<Incoming>, peer: &Peer) -> Response<Body> {
-        match self.pool.send(self.prepare(req, peer)).await {
-            Ok(mut res) => {
-                strip_hop_by_hop(res.headers_mut());
-                res.map(Either::Left)
+    /// Sends the request upstream. Until `retry_until`, a request none of which reached the
+    /// upstream (connection refused, pooled connection closed) is tried again with backoff;
+    /// so is an idempotent request without a body whose connection was reset.
+    pub async fn forward(
+        &self,
+        req: Request<Incoming>,
+        peer: &Peer,
+        retry_until: Option<Instant>,
+    ) -> Response<Body> {
+        let replay = match retry_until {
+            Some(_) if is_idempotent(req.method()) && req.body().is_end_stream() => {
+                Some(Replay::of(&req))
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "upstream request failed");
-                error_response(&e)
+            _ => None,
+        };
+        let mut req = self.prepare(req, peer);
+        let mut backoff = Duration::from_millis(25);
+        let mut attempts = 1u32;
+        loop {
+            let err = match self.pool.send(req).await {
+                Ok(mut res) => {
+                    strip_hop_by_hop(res.headers_mut());
+                    return res.map(Either::Left);
+                }
+                Err(err) => err,
+            };
+            let again = err
+                .unsent
+                .or_else(|| replay.as_ref().map(|r| r.build(self, peer)));
+            match (again, retry_until) {
+                (Some(next), Some(until)) if Instant::now() + backoff < until => {
+                    tracing::debug!(error = %err.error, attempts, "upstream failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                    attempts += 1;
+                    req = next;
+                }
+                _ => {
+                    tracing::warn!(error = %err.error, attempts, "upstream request failed");
+                    return error_response(&err.error);
+                }
             }
         }
     }
 
     /// Rewrites a client request into the request we send upstream.
-    fn prepare(&self, mut req: Request<Incoming>, peer: &Peer) -> Request<Incoming> {
+    fn prepare(&self, req: Request<Incoming>, peer: &Peer) -> Request<UpBody> {
+        let mut req = req.map(Either::Left);
+        self.rewrite(&mut req, peer);
+        req
+    }
+
+    fn rewrite(&self, req: &mut Request<UpBody>, peer: &Peer) {
         let path = req
             .uri()
             .path_and_query()
@@ -85,6 +125,39 @@ impl Upstream {
         *req.uri_mut() =
             Uri::from_parts(parts).expect("scheme, authority and path are valid parts");
         *req.version_mut() = Version::HTTP_11;
+    }
+}
+
+/// HTTP's idempotent methods (RFC 9110 §9.2.2): safe to send again after a reset.
+pub fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// The head of a bodiless idempotent request, kept to send it again.
+struct Replay {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl Replay {
+    fn of(req: &Request<Incoming>) -> Self {
+        Replay {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            headers: req.headers().clone(),
+        }
+    }
+
+    fn build(&self, upstream: &Upstream, peer: &Peer) -> Request<UpBody> {
+        let mut req = Request::new(Either::Right(Empty::new()));
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = self.headers.clone();
+        upstream.rewrite(&mut req, peer);
         req
     }
 }

@@ -2,6 +2,7 @@
 //! the guard says so, answer it here and never let it reach the upstream.
 
 mod forward;
+mod hold;
 mod pool;
 mod refusal;
 
@@ -25,6 +26,9 @@ pub struct Proxy {
     guard: Arc<Guard>,
     upstream: Upstream,
     drain_limit: u64,
+    upstream_retry: Duration,
+    hold: Duration,
+    hold_max_requests: usize,
 }
 
 impl Proxy {
@@ -33,7 +37,56 @@ impl Proxy {
             guard,
             upstream: Upstream::new(&cfg.proxy),
             drain_limit: cfg.proxy.drain_limit,
+            upstream_retry: cfg.proxy.upstream_retry,
+            hold: cfg.guard.hold,
+            hold_max_requests: cfg.guard.hold_max_requests,
         }
+    }
+
+    /// A guarded write: held until the release (then forwarded once), or answered 503 when
+    /// holding is off, full, or outlasted by the deploy.
+    async fn hold_or_refuse(&self, req: Request<Incoming>, peer: &Peer) -> Response<Body> {
+        if self.hold.is_zero() {
+            return self.refuse(req).await;
+        }
+        let traffic = self.guard.traffic();
+        let Some(held) = traffic.hold(self.hold_max_requests) else {
+            tracing::warn!(
+                max = self.hold_max_requests,
+                "hold is full: answering 503 at once"
+            );
+            return self.refuse(req).await;
+        };
+        let deadline = tokio::time::Instant::now() + self.hold;
+        let outcome = hold::hold(&self.guard, peer.fd, deadline).await;
+        drop(held);
+        match outcome {
+            hold::Held::Released(permit) => {
+                // The guarantee: a client that gave up is never forwarded behind its back.
+                if peer.fd.is_some_and(hold::client_gone) {
+                    return self.refuse(req).await;
+                }
+                let _in_flight = traffic.write_in_flight();
+                let res = self
+                    .upstream
+                    .forward(req, peer, Some(deadline.into_std()))
+                    .await;
+                drop(permit);
+                res
+            }
+            hold::Held::TimedOut | hold::Held::ClientGone => self.refuse(req).await,
+        }
+    }
+
+    async fn pass(&self, req: Request<Incoming>, peer: &Peer) -> Response<Body> {
+        let retry_until =
+            forward::is_idempotent(req.method()).then(|| Instant::now() + self.upstream_retry);
+        let _in_flight = self
+            .guard
+            .policy()
+            .is_guarded_method(req.method())
+            .then(|| self.guard.traffic().write_in_flight());
+        self.upstream.forward(req, peer, retry_until).await
     }
 
     async fn refuse(&self, req: Request<Incoming>) -> Response<Body> {
@@ -49,8 +102,8 @@ impl Handler for Proxy {
         let decision = self.guard.decide(req.method(), req.uri().path());
         let method = req.method().clone();
         let res = match decision {
-            Decision::Block => self.refuse(req).await,
-            Decision::Forward => self.upstream.forward(req, peer).await,
+            Decision::Block => self.hold_or_refuse(req, peer).await,
+            Decision::Forward => self.pass(req, peer).await,
         };
         tracing::info!(
             target: "writeguard::access",

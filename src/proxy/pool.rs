@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, Uri};
+use http_body_util::{Either, Empty};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
@@ -22,7 +23,17 @@ use tokio_rustls::TlsConnector;
 const MAX_IDLE: usize = 512;
 
 thread_local! {
-    static IDLE: RefCell<Vec<SendRequest<Incoming>>> = const { RefCell::new(Vec::new()) };
+    static IDLE: RefCell<Vec<SendRequest<UpBody>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// What we send upstream: the client's body, streamed, or nothing (a request rebuilt for a
+/// retry).
+pub type UpBody = Either<Incoming, Empty<Bytes>>;
+
+/// A failed send, with the request back when none of it reached the upstream.
+pub struct SendError {
+    pub error: UpstreamError,
+    pub unsent: Option<Request<UpBody>>,
 }
 
 /// Why the upstream did not answer.
@@ -89,10 +100,7 @@ impl Pool {
 
     /// Sends `req` on an idle connection, or a new one. A pooled connection that the upstream
     /// closed while idle hands the request back unsent, and the next one is tried.
-    pub async fn send(
-        &self,
-        mut req: Request<Incoming>,
-    ) -> Result<Response<PooledBody>, UpstreamError> {
+    pub async fn send(&self, mut req: Request<UpBody>) -> Result<Response<PooledBody>, SendError> {
         while let Some(mut sender) = checkout() {
             if sender.ready().await.is_err() {
                 continue;
@@ -101,18 +109,34 @@ impl Pool {
                 Ok(res) => return Ok(PooledBody::wrap(res, sender)),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => req = unsent,
-                    None => return Err(e.into_error().into()),
+                    None => {
+                        return Err(SendError {
+                            error: e.into_error().into(),
+                            unsent: None,
+                        })
+                    }
                 },
             }
         }
-        let mut sender = self.connect().await?;
+        let mut sender = match self.connect().await {
+            Ok(sender) => sender,
+            Err(error) => {
+                return Err(SendError {
+                    error,
+                    unsent: Some(req),
+                })
+            }
+        };
         match sender.try_send_request(req).await {
             Ok(res) => Ok(PooledBody::wrap(res, sender)),
-            Err(e) => Err(e.into_error().into()),
+            Err(mut e) => Err(SendError {
+                unsent: e.take_message(),
+                error: e.into_error().into(),
+            }),
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<Incoming>, UpstreamError> {
+    async fn connect(&self) -> Result<SendRequest<UpBody>, UpstreamError> {
         let connect = async {
             let tcp = TcpStream::connect((self.host.as_str(), self.port))
                 .await
@@ -149,7 +173,7 @@ async fn drive<C: std::future::Future<Output = hyper::Result<()>>>(conn: C) {
     }
 }
 
-fn checkout() -> Option<SendRequest<Incoming>> {
+fn checkout() -> Option<SendRequest<UpBody>> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         while let Some(sender) = idle.pop() {
@@ -161,7 +185,7 @@ fn checkout() -> Option<SendRequest<Incoming>> {
     })
 }
 
-fn checkin(sender: SendRequest<Incoming>) {
+fn checkin(sender: SendRequest<UpBody>) {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         if idle.len() < MAX_IDLE && !sender.is_closed() {
@@ -174,11 +198,11 @@ fn checkin(sender: SendRequest<Incoming>) {
 /// read to the end. A body dropped early takes its connection with it.
 pub struct PooledBody {
     body: Incoming,
-    sender: Option<SendRequest<Incoming>>,
+    sender: Option<SendRequest<UpBody>>,
 }
 
 impl PooledBody {
-    fn wrap(res: Response<Incoming>, sender: SendRequest<Incoming>) -> Response<PooledBody> {
+    fn wrap(res: Response<Incoming>, sender: SendRequest<UpBody>) -> Response<PooledBody> {
         res.map(|body| {
             let mut pooled = PooledBody {
                 body,

@@ -126,6 +126,11 @@ pub struct Wg {
     pub environments: Vec<String>,
     pub guard_pending: bool,
     pub shutdown_grace: String,
+    /// `guard.hold`: "0s" by default here, so tests of the immediate 503 need not wait.
+    pub hold: String,
+    /// Extra TOML lines for `[guard]` and `[proxy]`.
+    pub guard_extra: String,
+    pub proxy_extra: String,
 }
 
 impl Wg {
@@ -143,7 +148,29 @@ impl Wg {
             environments: Vec::new(),
             guard_pending: false,
             shutdown_grace: "5s".into(),
+            hold: "0s".into(),
+            guard_extra: String::new(),
+            proxy_extra: String::new(),
         }
+    }
+
+    pub fn hold(mut self, d: &str) -> Self {
+        self.hold = d.into();
+        self
+    }
+
+    /// Adds `line` (TOML) to the `[guard]` section.
+    pub fn guard_line(mut self, line: &str) -> Self {
+        self.guard_extra += line;
+        self.guard_extra += "\n";
+        self
+    }
+
+    /// Adds `line` (TOML) to the `[proxy]` section.
+    pub fn proxy_line(mut self, line: &str) -> Self {
+        self.proxy_extra += line;
+        self.proxy_extra += "\n";
+        self
     }
 
     /// In front of a recording upstream.
@@ -213,9 +240,10 @@ impl Wg {
         };
         let mut t = String::new();
         t += &format!(
-            "[proxy]\nlisten = {}\nupstream = {}\nconnect_timeout = \"2s\"\n\n",
+            "[proxy]\nlisten = {}\nupstream = {}\nconnect_timeout = \"2s\"\n{}\n",
             q(&proxy.to_string()),
-            q(&self.upstream)
+            q(&self.upstream),
+            self.proxy_extra
         );
         t += &format!(
             "[admin]\nlisten = {}\ntoken = {}\n\n",
@@ -227,10 +255,12 @@ impl Wg {
             t += &format!("methods = {}\n", list(m));
         }
         t += &format!(
-            "retry_after = {}\nmax_engaged = {}\nallow_paths = {}\n\n",
+            "retry_after = {}\nmax_engaged = {}\nallow_paths = {}\nhold = {}\n{}\n",
             q(&self.retry_after),
             q(&self.max_engaged),
-            list(&self.allow_paths)
+            list(&self.allow_paths),
+            q(&self.hold),
+            self.guard_extra
         );
         t += "[upsun]\n";
         if let Some(k) = &self.shared_key {
