@@ -211,7 +211,10 @@ impl BackgroundService for Upkeep {
                         Ok(Ok(_)) => {}
                     }
                 }
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => {
+                    self.guard.stop();
+                    return;
+                }
             }
         }
     }

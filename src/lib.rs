@@ -8,5 +8,6 @@ pub mod config;
 pub mod guard;
 pub mod listener;
 pub mod proxy;
+pub mod public;
 pub mod store;
 pub mod upsun;

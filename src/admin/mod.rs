@@ -1,7 +1,7 @@
 //! The admin API: health, readiness, status, the operator's engage/release, and the Upsun
 //! webhook. Operator routes need the bearer token; the webhook needs its JWS signature.
 
-mod webhook;
+pub mod webhook;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -60,7 +60,7 @@ impl AdminError {
         }
     }
 
-    fn into_response(self) -> Response<Body> {
+    pub fn into_response(self) -> Response<Body> {
         let status = self.status();
         let mut res = json(status, &serde_json::json!({ "error": self.to_string() }));
         if status == StatusCode::UNAUTHORIZED && matches!(self, AdminError::Unauthorized) {
@@ -89,6 +89,22 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     *res.status_mut() = status;
     res.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    res
+}
+
+/// The operator dashboard: one self-contained page that talks to this API.
+fn dashboard() -> Response<Body> {
+    let mut res = Response::new(full(include_str!("dashboard.html")));
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static("default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
+    );
     res
 }
 
@@ -166,12 +182,16 @@ impl Admin {
                 text(StatusCode::SERVICE_UNAVAILABLE, "starting\n")
             }),
             (&Method::GET, "/status") => Ok(json(StatusCode::OK, &self.guard.status())),
+            (&Method::GET, "/deploys") => Ok(json(StatusCode::OK, &self.deploys())),
+            (&Method::GET, "/") => Ok(dashboard()),
             (&Method::POST, "/guard") => self.engage(req).await,
             (&Method::DELETE, "/guard") => self.release(req).await,
             (&Method::POST, "/webhooks/upsun") => self.webhook.handle(&self.guard, req).await,
-            (_, "/healthz" | "/readyz" | "/status" | "/guard" | "/webhooks/upsun") => {
-                Err(AdminError::MethodNotAllowed)
-            }
+            (
+                _,
+                "/" | "/healthz" | "/readyz" | "/status" | "/deploys" | "/guard"
+                | "/webhooks/upsun",
+            ) => Err(AdminError::MethodNotAllowed),
             _ => Err(AdminError::NotFound),
         }
     }
@@ -221,6 +241,20 @@ impl Admin {
             self.quiesced(timeout).await?;
         }
         Ok(json(StatusCode::CREATED, &engagement))
+    }
+
+    /// The deploys seen, newest first, with their durations.
+    fn deploys(&self) -> Vec<serde_json::Value> {
+        self.guard
+            .deploys()
+            .into_iter()
+            .map(|d| {
+                let duration = d.ended_at.map(|end| (end - d.started_at).as_seconds_f64());
+                let mut v = serde_json::to_value(&d).expect("deploys serialize");
+                v["duration_seconds"] = serde_json::json!(duration);
+                v
+            })
+            .collect()
     }
 
     /// Waits until no guarded write is on its way to the upstream: from then on, nothing

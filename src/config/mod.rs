@@ -81,6 +81,18 @@ pub struct Config {
     pub upsun: UpsunConfig,
     pub state: StateConfig,
     pub server: ServerConfig,
+    pub public: PublicConfig,
+}
+
+/// The public status surface on the proxy port.
+#[derive(Debug, Clone)]
+pub struct PublicConfig {
+    /// Reserved path prefix answered by writeguard itself, never forwarded.
+    pub prefix: String,
+    /// `Access-Control-Allow-Origin` values; `*` allows any origin.
+    pub cors_origins: Vec<String>,
+    /// Insert the banner script into HTML pages passing through.
+    pub inject_banner: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -118,6 +130,9 @@ pub struct GuardConfig {
     pub hold_max_requests: usize,
     /// Released held writes in flight to the upstream at once.
     pub release_concurrency: usize,
+    /// A custom maintenance page (its contents), with `{{retry_after}}`, `{{reason}}` and
+    /// `{{since}}` placeholders.
+    pub page: Option<std::sync::Arc<str>>,
 }
 
 #[derive(Debug, Clone)]
@@ -180,6 +195,7 @@ impl Config {
         let upsun = read_upsun(&mut root, env, &mut issues);
         let state = read_state(&mut root, &mut issues);
         let server = read_server(&mut root, &mut issues);
+        let public = read_public(&mut root, &mut issues);
         for key in root.keys() {
             issues.push(ConfigIssue::new(key.as_str(), "unknown section or key"));
         }
@@ -195,6 +211,7 @@ impl Config {
                     upsun,
                     state,
                     server,
+                    public,
                 })
             }
             _ => Err(ParseError::Invalid(issues)),
@@ -422,6 +439,15 @@ fn read_guard(root: &mut toml::Table, issues: &mut Vec<ConfigIssue>) -> Option<G
         .integer("hold_max_requests", 0, 1_000_000)
         .unwrap_or(10_000) as usize;
     let release_concurrency = r.integer("release_concurrency", 1, 100_000).unwrap_or(64) as usize;
+    let page = r
+        .string("page")
+        .and_then(|path| match std::fs::read_to_string(&path) {
+            Ok(text) => Some(std::sync::Arc::from(text)),
+            Err(e) => {
+                r.issue("page", format!("cannot read {path:?}: {e}"));
+                None
+            }
+        });
     let allow_paths = r.strings("allow_paths", false).unwrap_or_default();
     for p in &allow_paths {
         if !p.starts_with('/') {
@@ -440,6 +466,7 @@ fn read_guard(root: &mut toml::Table, issues: &mut Vec<ConfigIssue>) -> Option<G
         hold,
         hold_max_requests,
         release_concurrency,
+        page,
     })
 }
 
@@ -477,6 +504,29 @@ fn read_state(root: &mut toml::Table, issues: &mut Vec<ConfigIssue>) -> Option<S
     }
     r.finish();
     Some(StateConfig { path: path.into() })
+}
+
+fn read_public(root: &mut toml::Table, issues: &mut Vec<ConfigIssue>) -> PublicConfig {
+    let mut r = Reader::section(root, "public", issues);
+    let prefix = r
+        .string("prefix")
+        .unwrap_or_else(|| "/.well-known/writeguard".into());
+    if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') {
+        r.issue(
+            "prefix",
+            format!("{prefix:?} must start with '/' and not end with one"),
+        );
+    }
+    let cors_origins = r
+        .strings("cors_origins", true)
+        .unwrap_or_else(|| vec!["*".into()]);
+    let inject_banner = r.bool("inject_banner").unwrap_or(false);
+    r.finish();
+    PublicConfig {
+        prefix,
+        cors_origins,
+        inject_banner,
+    }
 }
 
 fn read_server(root: &mut toml::Table, issues: &mut Vec<ConfigIssue>) -> Option<ServerConfig> {

@@ -20,13 +20,17 @@ use crate::upsun::Activity;
 
 pub use gate::{Counted, Gate, Traffic};
 pub use policy::{Decision, Policy};
-pub use state::{Applied, Engagement, GuardState, Scope, Source};
+pub use state::{Applied, Deploy, Engagement, GuardState, Scope, Source};
 
 /// What the proxy needs on every request, published after every change.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     /// Guarded until this instant (the latest expiry of the active engagements).
     until: Option<SystemTime>,
+    /// The earliest start of the active engagements.
+    pub since: Option<OffsetDateTime>,
+    /// Why (the oldest active engagement's reason).
+    pub reason: Option<Arc<str>>,
 }
 
 impl Snapshot {
@@ -35,6 +39,15 @@ impl Snapshot {
     pub fn guarded(&self) -> bool {
         self.until.is_some_and(|u| SystemTime::now() < u)
     }
+}
+
+/// What pages may know (the public `/status` and live events).
+#[derive(Debug, Serialize)]
+pub struct PublicStatus {
+    pub guarded: bool,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub since: Option<OffsetDateTime>,
+    pub retry_after: u64,
 }
 
 /// The `/status` document.
@@ -63,6 +76,10 @@ pub struct Guard {
     policy: Policy,
     gate: Gate,
     traffic: Traffic,
+    /// Ticks on every published change (for live event streams).
+    changes: tokio::sync::watch::Sender<()>,
+    /// Set when the server shuts down: long-lived streams end.
+    stopping: tokio::sync::watch::Sender<bool>,
     /// A problem with the state file found at start, shown in `/status` until the next
     /// successful write.
     problem: Mutex<Option<String>>,
@@ -110,6 +127,8 @@ impl Guard {
             retry_after: cfg.guard.retry_after,
             policy: Policy::new(&cfg.guard),
             gate: Gate::new(cfg.guard.release_concurrency),
+            changes: tokio::sync::watch::Sender::new(()),
+            stopping: tokio::sync::watch::Sender::new(false),
             traffic: Traffic::default(),
             problem: Mutex::new(problem),
         };
@@ -191,12 +210,58 @@ impl Guard {
     }
 
     fn publish(&self, state: &GuardState, now: OffsetDateTime) {
-        let until = state.span(now).map(|(_, until)| SystemTime::from(until));
-        let previous = self.snapshot.swap(Arc::new(Snapshot { until }));
+        let span = state.span(now);
+        let until = span.map(|(_, until)| SystemTime::from(until));
+        let reason = state
+            .engagements
+            .iter()
+            .filter(|e| e.expires_at > now)
+            .min_by_key(|e| e.since)
+            .map(|e| Arc::from(e.reason.as_str()));
+        let previous = self.snapshot.swap(Arc::new(Snapshot {
+            until,
+            since: span.map(|(since, _)| since),
+            reason,
+        }));
+        self.changes.send_replace(());
         // An engagement that ran out by the clock still has its window in the previous
         // snapshot until the sweep removes it: that removal is the release too.
         if previous.until.is_some() && until.is_none() {
             self.gate.open();
+        }
+    }
+
+    /// Ends the live event streams (shutdown).
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Resolves once [`Guard::stop`] was called.
+    pub fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.stopping.subscribe();
+        async move {
+            let _ = rx.wait_for(|&stop| stop).await;
+        }
+    }
+
+    /// Notified after every published change.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<()> {
+        self.changes.subscribe()
+    }
+
+    /// The deploys seen, newest first.
+    pub fn deploys(&self) -> Vec<Deploy> {
+        self.lock().deploys.iter().rev().cloned().collect()
+    }
+
+    /// The public part of the status: no engagement details.
+    pub fn public_status(&self) -> PublicStatus {
+        let snapshot = self.snapshot();
+        let guarded = snapshot.guarded();
+        PublicStatus {
+            guarded,
+            since: if guarded { snapshot.since } else { None },
+            retry_after: self.retry_after_secs(),
         }
     }
 

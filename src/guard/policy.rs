@@ -87,6 +87,7 @@ mod tests {
             hold: Duration::ZERO,
             hold_max_requests: 0,
             release_concurrency: 1,
+            page: None,
         })
     }
 

@@ -36,12 +36,32 @@ pub struct SeenActivity {
     pub seen_at: OffsetDateTime,
 }
 
+/// A deploy the guard saw, for the dashboard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deploy {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub state: String,
+    pub result: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub ended_at: Option<OffsetDateTime>,
+}
+
+/// How many deploys the dashboard remembers.
+const REMEMBERED_DEPLOYS: usize = 20;
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GuardState {
     pub engagements: Vec<Engagement>,
     #[serde(default)]
     pub activities: Vec<SeenActivity>,
+    /// Newest last.
+    #[serde(default)]
+    pub deploys: Vec<Deploy>,
 }
 
 /// Which activities concern us (from `[upsun]`).
@@ -112,6 +132,19 @@ impl GuardState {
                 return Applied::Ignored("state \"pending\" does not guard".into())
             }
             Phase::Pending | Phase::InProgress => {
+                if !self.deploys.iter().any(|d| d.id == activity.id) {
+                    if self.deploys.len() >= REMEMBERED_DEPLOYS {
+                        self.deploys.remove(0);
+                    }
+                    self.deploys.push(Deploy {
+                        id: activity.id.clone(),
+                        kind: activity.kind.clone(),
+                        state: activity.state.clone(),
+                        result: None,
+                        started_at: now,
+                        ended_at: None,
+                    });
+                }
                 if !self.engagements.iter().any(|e| e.id == activity.id) {
                     self.engagements.push(Engagement {
                         id: activity.id.clone(),
@@ -122,7 +155,14 @@ impl GuardState {
                     });
                 }
             }
-            Phase::Ended => self.engagements.retain(|e| e.id != activity.id),
+            Phase::Ended => {
+                self.engagements.retain(|e| e.id != activity.id);
+                if let Some(d) = self.deploys.iter_mut().find(|d| d.id == activity.id) {
+                    d.state = activity.state.clone();
+                    d.result = activity.result.clone();
+                    d.ended_at = Some(now);
+                }
+            }
             Phase::Other => unreachable!("returned above"),
         }
         Applied::Accepted
@@ -236,6 +276,11 @@ mod tests {
         assert_eq!(s.engagements[0].since, t(0));
         s.apply_activity(&act("a", "complete"), &scope, t(2), MAX);
         assert!(s.engagements.is_empty());
+        assert_eq!(s.deploys.len(), 1);
+        assert_eq!(
+            (s.deploys[0].started_at, s.deploys[0].ended_at),
+            (t(0), Some(t(2)))
+        );
         // Out of order: in_progress after complete is ignored.
         let late = s.apply_activity(&act("a", "in_progress"), &scope, t(3), MAX);
         assert!(matches!(late, Applied::Ignored(_)));

@@ -2,7 +2,7 @@
 //! the hop-by-hop ones; the response likewise.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme, Uri};
+use http::uri::{PathAndQuery, Uri};
 use std::time::{Duration, Instant};
 
 use http::{Method, Request, Response, StatusCode, Version};
@@ -22,17 +22,12 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 
 pub struct Upstream {
     pool: Pool,
-    scheme: Scheme,
-    authority: Authority,
 }
 
 impl Upstream {
     pub fn new(cfg: &ProxyConfig) -> Self {
-        let parts = cfg.upstream.clone().into_parts();
         Upstream {
             pool: Pool::new(&cfg.upstream, cfg.connect_timeout),
-            scheme: parts.scheme.expect("config validated the scheme"),
-            authority: parts.authority.expect("config validated the host"),
         }
     }
 
@@ -58,7 +53,7 @@ impl Upstream {
             let err = match self.pool.send(req).await {
                 Ok(mut res) => {
                     strip_hop_by_hop(res.headers_mut());
-                    return res.map(Either::Left);
+                    return res.map(Body::Upstream);
                 }
                 Err(err) => err,
             };
@@ -118,12 +113,9 @@ impl Upstream {
         if !headers.contains_key(&X_FORWARDED_PROTO) {
             headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
         }
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(self.scheme.clone());
-        parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(path);
-        *req.uri_mut() =
-            Uri::from_parts(parts).expect("scheme, authority and path are valid parts");
+        // Origin-form request line (`GET /path?query HTTP/1.1`): the client connection sends
+        // the URI as it is, and origin servers expect this form (RFC 9112 §3.2.1).
+        *req.uri_mut() = Uri::from(path);
         *req.version_mut() = Version::HTTP_11;
     }
 }

@@ -24,11 +24,16 @@ pub async fn hold(guard: &Guard, client: Option<RawFd>, deadline: Instant) -> He
     let mut check = interval_at(Instant::now() + CLIENT_CHECK, CLIENT_CHECK);
     check.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
+        // The episode first, then the guard: a release publishes the snapshot before it
+        // opens the episode, so either the episode we took will be opened, or we see the
+        // release here. (The other way round, a release in between would leave us queued
+        // on the next, closed episode until our deadline.)
+        let episode = guard.gate().current();
         if !guard.snapshot().guarded() {
             return Held::Released(None);
         }
         // Queue once per episode, keeping our place across the client checks.
-        let acquire = guard.gate().current().acquire_owned();
+        let acquire = episode.acquire_owned();
         tokio::pin!(acquire);
         loop {
             tokio::select! {

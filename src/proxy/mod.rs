@@ -17,6 +17,7 @@ use crate::body::Body;
 use crate::config::Config;
 use crate::guard::{Decision, Guard};
 use crate::listener::{Handler, Peer};
+use crate::public::{self, Public};
 
 pub use forward::Upstream;
 pub use pool::{PooledBody, UpstreamError};
@@ -24,6 +25,8 @@ pub use refusal::prefers_html;
 
 pub struct Proxy {
     guard: Arc<Guard>,
+    public: Public,
+    page: Option<Arc<str>>,
     upstream: Upstream,
     drain_limit: u64,
     upstream_retry: Duration,
@@ -34,6 +37,8 @@ pub struct Proxy {
 impl Proxy {
     pub fn new(cfg: &Config, guard: Arc<Guard>) -> Self {
         Proxy {
+            public: Public::new(cfg, guard.clone()),
+            page: cfg.guard.page.clone(),
             guard,
             upstream: Upstream::new(&cfg.proxy),
             drain_limit: cfg.proxy.drain_limit,
@@ -86,19 +91,33 @@ impl Proxy {
             .policy()
             .is_guarded_method(req.method())
             .then(|| self.guard.traffic().write_in_flight());
-        self.upstream.forward(req, peer, retry_until).await
+        let res = self.upstream.forward(req, peer, retry_until).await;
+        if self.public.inject_banner && public::inject::wants(&res) {
+            return public::inject::inject(res, self.public.banner_src());
+        }
+        res
     }
 
     async fn refuse(&self, req: Request<Incoming>) -> Response<Body> {
         let html = refusal::prefers_html(req.headers());
         let keep_alive = drain(req.into_body(), self.drain_limit).await;
-        refusal::refusal(html, self.guard.retry_after_secs(), !keep_alive)
+        let snapshot = self.guard.snapshot();
+        let why = refusal::Why {
+            retry_after: self.guard.retry_after_secs(),
+            reason: snapshot.reason.as_deref(),
+            since: snapshot.since,
+            page: self.page.as_deref(),
+        };
+        refusal::refusal(html, &why, !keep_alive)
     }
 }
 
 impl Handler for Proxy {
     async fn handle(self: &Arc<Self>, req: Request<Incoming>, peer: &Arc<Peer>) -> Response<Body> {
         let start = Instant::now();
+        if self.public.owns(req.uri().path()) {
+            return self.public.handle(req).await;
+        }
         let decision = self.guard.decide(req.method(), req.uri().path());
         let method = req.method().clone();
         let res = match decision {

@@ -37,16 +37,25 @@ pub fn prefers_html(headers: &HeaderMap) -> bool {
     html > 0.0 && html >= json
 }
 
-pub fn refusal(html: bool, retry_after: u64, close: bool) -> Response<Body> {
+/// What the answer says: when to retry, and why, if known.
+pub struct Why<'a> {
+    pub retry_after: u64,
+    pub reason: Option<&'a str>,
+    pub since: Option<time::OffsetDateTime>,
+    /// A custom page with `{{retry_after}}`, `{{reason}}` and `{{since}}` placeholders.
+    pub page: Option<&'a str>,
+}
+
+pub fn refusal(html: bool, why: &Why<'_>, close: bool) -> Response<Body> {
     let (content_type, body) = if html {
-        ("text/html; charset=utf-8", page(retry_after))
+        ("text/html; charset=utf-8", page(why))
     } else {
-        ("application/problem+json", problem(retry_after))
+        ("application/problem+json", problem(why))
     };
     let mut res = Response::new(full(body));
     *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     let h = res.headers_mut();
-    h.insert(RETRY_AFTER, HeaderValue::from(retry_after));
+    h.insert(RETRY_AFTER, HeaderValue::from(why.retry_after));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     if close {
@@ -55,20 +64,41 @@ pub fn refusal(html: bool, retry_after: u64, close: bool) -> Response<Body> {
     res
 }
 
-fn problem(retry_after: u64) -> String {
+const DEFAULT_REASON: &str = "the site is being updated";
+
+fn problem(why: &Why<'_>) -> String {
     serde_json::json!({
         "type": "about:blank",
         "title": "Deploy in progress",
         "status": 503,
         "detail": format!(
-            "The application is being deployed; this request was not applied. Retry in {retry_after} s."
+            "The application is being deployed ({}); this request was not applied. Retry in {} s.",
+            why.reason.unwrap_or(DEFAULT_REASON),
+            why.retry_after
         ),
-        "retry_after": retry_after,
+        "retry_after": why.retry_after,
     })
     .to_string()
 }
 
-fn page(retry_after: u64) -> String {
+fn since_text(why: &Why<'_>) -> String {
+    why.since
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+fn page(why: &Why<'_>) -> String {
+    let reason = escape(why.reason.unwrap_or(DEFAULT_REASON));
+    if let Some(custom) = why.page {
+        return custom
+            .replace("{{retry_after}}", &why.retry_after.to_string())
+            .replace("{{reason}}", &reason)
+            .replace("{{since}}", &escape(&since_text(why)));
+    }
+    let retry_after = why.retry_after;
     format!(
         r#"<!doctype html>
 <html lang="en">
@@ -78,7 +108,7 @@ fn page(retry_after: u64) -> String {
 <title>Not saved: deploy in progress</title>
 <style>
 body{{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;line-height:1.5;color:#1a1a1a}}
-h1{{font-size:1.5rem}} a{{color:#0b57d0}}
+h1{{font-size:1.5rem}} a{{color:#0b57d0}} .why{{color:#444}}
 </style>
 </head>
 <body>
@@ -86,6 +116,7 @@ h1{{font-size:1.5rem}} a{{color:#0b57d0}}
 <h1>Your change was not saved</h1>
 <p>The site is being updated right now, so it is not accepting changes for a moment.
 Nothing you sent was applied.</p>
+<p class="why">Why: {reason}.</p>
 <p>Please try again in about <strong>{retry_after} seconds</strong>: go back, and submit the form again.</p>
 <p><a href="javascript:history.back()">Go back</a></p>
 </main>
@@ -93,6 +124,22 @@ Nothing you sent was applied.</p>
 </html>
 "#
     )
+}
+
+/// Escapes text for HTML element content and attribute values.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -117,9 +164,29 @@ mod tests {
         assert!(prefers_html(&accept("text/html, application/json")));
     }
 
+    fn why(page: Option<&str>) -> Why<'_> {
+        Why {
+            retry_after: 12,
+            reason: Some("Upsun <push> in progress"),
+            since: None,
+            page,
+        }
+    }
+
+    #[test]
+    fn pages_escape_the_reason_and_fill_placeholders() {
+        let default = page(&why(None));
+        assert!(default.contains("not saved") && default.contains("12 seconds"));
+        assert!(default.contains("Upsun &lt;push&gt; in progress"));
+        let custom = page(&why(Some(
+            "<p>{{reason}} / {{retry_after}} / {{since}}</p>",
+        )));
+        assert_eq!(custom, "<p>Upsun &lt;push&gt; in progress / 12 / </p>");
+    }
+
     #[test]
     fn problem_document_has_the_rfc9457_members() {
-        let v: serde_json::Value = serde_json::from_str(&problem(12)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&problem(&why(None))).unwrap();
         assert_eq!(v["status"], 503);
         assert_eq!(v["retry_after"], 12);
         assert!(v["title"].is_string() && v["detail"].is_string());

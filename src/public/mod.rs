@@ -1,0 +1,183 @@
+//! The public status surface on the proxy port, under a reserved prefix: answered by
+//! writeguard itself and never forwarded, whatever the guard state. Pages learn the state
+//! here (status, live events, the banner script), and Upsun's `website-banner.js` works
+//! unchanged against the status-holder routes.
+
+mod events;
+pub mod inject;
+
+use std::sync::Arc;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::admin::{json, webhook::Verifier};
+use crate::body::{full, Body};
+use crate::config::Config;
+use crate::guard::Guard;
+
+const BANNER_JS: &str = include_str!("banner.js");
+
+pub struct Public {
+    prefix: String,
+    banner_src: String,
+    cors_any: bool,
+    cors_origins: Vec<HeaderValue>,
+    guard: Arc<Guard>,
+    /// Only with a shared key: the public port never takes unsigned webhooks.
+    webhook: Option<Verifier>,
+    project: Option<String>,
+    environments: Vec<String>,
+    pub inject_banner: bool,
+}
+
+impl Public {
+    pub fn new(cfg: &Config, guard: Arc<Guard>) -> Self {
+        let p = &cfg.public;
+        Public {
+            prefix: p.prefix.clone(),
+            banner_src: format!("{}/banner.js", p.prefix),
+            cors_any: p.cors_origins.iter().any(|o| o == "*"),
+            cors_origins: p
+                .cors_origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok())
+                .collect(),
+            guard,
+            webhook: cfg
+                .upsun
+                .shared_key
+                .is_some()
+                .then(|| Verifier::new(&cfg.upsun)),
+            project: cfg.upsun.project.clone(),
+            environments: cfg.upsun.environments.clone(),
+            inject_banner: p.inject_banner,
+        }
+    }
+
+    /// Whether `path` is ours: the prefix itself or anything below it.
+    #[inline]
+    pub fn owns(&self, path: &str) -> bool {
+        path.strip_prefix(self.prefix.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+
+    pub fn banner_src(&self) -> &str {
+        &self.banner_src
+    }
+
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        let rest = &req.uri().path()[self.prefix.len()..];
+        let origin = req.headers().get(header::ORIGIN).cloned();
+        let mut res = match (req.method(), rest) {
+            (&Method::OPTIONS, _) => preflight(req.headers()),
+            (&Method::GET | &Method::HEAD, "/status") => {
+                json(StatusCode::OK, &self.guard.public_status())
+            }
+            (&Method::GET, "/events") => {
+                let mut res = Response::new(events::stream(self.guard.clone()));
+                let h = res.headers_mut();
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/event-stream"),
+                );
+                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                // Tell buffering proxies in front of us (nginx) to pass events through.
+                h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+                res
+            }
+            (&Method::GET | &Method::HEAD, "/banner.js") => {
+                let mut res = Response::new(full(BANNER_JS));
+                let h = res.headers_mut();
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/javascript; charset=utf-8"),
+                );
+                h.insert(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("max-age=300"),
+                );
+                res
+            }
+            (&Method::POST, "/api" | "/api/") => match &self.webhook {
+                Some(verifier) => verifier
+                    .handle(&self.guard, req)
+                    .await
+                    .unwrap_or_else(crate::admin::AdminError::into_response),
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    "webhooks are taken on the public port only when upsun.shared_key is set",
+                ),
+            },
+            (&Method::GET | &Method::HEAD, api) if api.starts_with("/api/") => {
+                self.holder(&api["/api/".len()..])
+            }
+            _ => error(StatusCode::NOT_FOUND, "no such route"),
+        };
+        self.cors(origin, res.headers_mut());
+        res
+    }
+
+    /// Upsun's status-holder answer: `available` is false only while guarded, and only for
+    /// the project and environment we guard; anything unknown fails open.
+    fn holder(&self, rest: &str) -> Response<Body> {
+        let mut parts = rest.split('/');
+        let (project, environment) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(p), Some(e), None) if !p.is_empty() && !e.is_empty() => (p, e),
+            _ => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "expected /api/{project}/{environment}",
+                )
+            }
+        };
+        let ours = self.project.as_deref().is_none_or(|p| p == project)
+            && (self.environments.is_empty() || self.environments.iter().any(|e| e == environment));
+        let available = !(ours && self.guard.snapshot().guarded());
+        json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "project": project,
+                "environment": environment,
+                "available": available,
+            }),
+        )
+    }
+
+    fn cors(&self, origin: Option<HeaderValue>, headers: &mut HeaderMap) {
+        if self.cors_any {
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            );
+        } else if let Some(origin) = origin.filter(|o| self.cors_origins.contains(o)) {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+            headers.append(header::VARY, HeaderValue::from_static("Origin"));
+        }
+    }
+}
+
+fn preflight(req: &HeaderMap) -> Response<Body> {
+    let mut res = Response::new(full(""));
+    *res.status_mut() = StatusCode::NO_CONTENT;
+    let h = res.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    let allow_headers = req
+        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("Content-Type"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allow_headers);
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    res
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Body> {
+    json(status, &serde_json::json!({ "error": message }))
+}
