@@ -11,7 +11,7 @@
   var u = new URL(me.src, location.href);
   var base = u.origin + u.pathname.replace(/\/banner\.js$/, '');
   var forms = me.hasAttribute('data-disable-forms');
-  var el, off = [], last = '', bc, cur;
+  var el, off = [], last = '', bc, cur, pad, top0;
 
   function css(n, v) { return 'var(--writeguard-' + n + ',' + v + ')'; }
 
@@ -37,12 +37,20 @@
     return el;
   }
 
+  // Released: the live region stays, empty and zero-sized, so the next change is announced.
+  // Shown: the page is pushed down by the bar's height rather than covered.
   function show(st) {
-    var b = bar(), s = b.style;
-    // Released: the live region stays, empty and zero-sized, so the next change is announced.
+    var b = bar(), s = b.style, r = d.documentElement.style;
     b.textContent = st ? 'Deploy in progress: saving is paused for about ' + st.retry_after + ' s' : '';
     s.padding = st ? css('padding', '8px 16px') : '0';
     s.boxShadow = st ? css('shadow', '0 2px 6px rgba(0,0,0,.3)') : 'none';
+    if (st) {
+      if (pad == null) { pad = r.paddingTop; top0 = parseFloat(getComputedStyle(d.documentElement).paddingTop) || 0; }
+      r.paddingTop = top0 + b.offsetHeight + 'px';
+    } else if (pad != null) {
+      r.paddingTop = pad;
+      pad = null;
+    }
   }
 
   function lock(on) {

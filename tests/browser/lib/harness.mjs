@@ -1,0 +1,270 @@
+// Harness for the browser tests: the REAL writeguard binary on free loopback ports with its own
+// temp dir, tiny Node upstreams serving HTML, and Debian's headless Chromium driven by
+// playwright-core (never a downloaded browser). Every wait is bounded; everything started here
+// is stopped by the returned `close()` functions.
+
+import { spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync, readFileSync, existsSync, rmSync, mkdirSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const ROOT = path.resolve(here, '../../..');
+export const DOCS = path.join(ROOT, 'docs');
+export const TOKEN = 'browser-test-token-0123';
+export const PREFIX = '/.well-known/writeguard';
+const BIN = process.env.WRITEGUARD_BIN || path.join(ROOT, 'target/debug/writeguard');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+
+export function sleep(ms) {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** A loopback port nobody listens on right now. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.unref();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** An HTTP server on a free loopback port answering with `routes[path](req, body)`. */
+export async function serve(routes) {
+  const seen = [];
+  const server = http.createServer((req, res) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks).toString();
+      const url = new URL(req.url, 'http://x');
+      seen.push({ method: req.method, path: url.pathname, body });
+      const route = routes[url.pathname];
+      if (!route) {
+        res.writeHead(404, { 'content-type': 'text/plain' });
+        return res.end('not found\n');
+      }
+      const out = route(req, body);
+      const type = out.type || 'text/html; charset=utf-8';
+      res.writeHead(out.status || 200, { 'content-type': type, 'cache-control': 'no-store' });
+      res.end(out.body);
+    });
+  });
+  server.keepAliveTimeout = 1000;
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address();
+  return {
+    port,
+    url: `http://127.0.0.1:${port}`,
+    seen,
+    close: () =>
+      new Promise((r) => {
+        server.closeAllConnections?.();
+        server.close(() => r());
+      }),
+  };
+}
+
+/** An HTML page; `head` goes inside <head>, `body` inside <body>. */
+export function page(title, { head = '', body = '' } = {}) {
+  return {
+    body: `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>${title}</title>
+<style>
+  body { font: 16px/1.5 system-ui, sans-serif; margin: 0; padding: 0 2rem 2rem; color: #1f2937; }
+  header { border-bottom: 1px solid #e5e7eb; margin-bottom: 1rem; }
+  h1 { margin: 0; padding: .5rem 0; }
+  form { display: flex; flex-direction: column; align-items: flex-start; gap: .5rem; max-width: 24rem; }
+  textarea { width: 100%; }
+  textarea { min-height: 5rem; font: inherit; }
+  button, input[type=submit] { font: inherit; padding: .4rem 1rem; }
+</style>
+${head}
+</head>
+<body>
+${body}
+</body>
+</html>
+`,
+  };
+}
+
+/**
+ * Starts writeguard with a temp TOML config in front of `upstream` (a URL). `publicCfg` and
+ * `extra` are appended as-is. Returns { proxy, admin, dir, log(), close() }.
+ */
+export async function startWriteguard(upstream, { publicCfg = '', extra = '' } = {}) {
+  if (!existsSync(BIN)) throw new Error(`${BIN} is missing: run \`cargo build\` first`);
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'writeguard-browser-'));
+  const proxyPort = await freePort();
+  const adminPort = await freePort();
+  const config = `[proxy]
+listen = "127.0.0.1:${proxyPort}"
+upstream = "${upstream}"
+upstream_retry = "1s"
+
+[admin]
+listen = "127.0.0.1:${adminPort}"
+token = "${TOKEN}"
+
+[guard]
+hold = "0s"
+retry_after = "30s"
+
+[state]
+path = "${dir}/writeguard.state"
+
+[server]
+upgrade_sock = "${dir}/upgrade.sock"
+pid_file = "${dir}/writeguard.pid"
+shutdown_grace = "1s"
+
+[public]
+prefix = "${PREFIX}"
+${publicCfg}
+${extra}
+`;
+  const file = path.join(dir, 'writeguard.toml');
+  writeFileSync(file, config);
+  const env = { ...process.env, WRITEGUARD_LOG: process.env.WRITEGUARD_LOG || 'info' };
+  for (const k of Object.keys(env)) if (k.startsWith('WRITEGUARD_') && k !== 'WRITEGUARD_LOG') delete env[k];
+  let output = '';
+  const child = spawn(BIN, ['run', '-c', file], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout.on('data', (d) => (output += d));
+  child.stderr.on('data', (d) => (output += d));
+  let exited = null;
+  child.on('exit', (code, signal) => (exited = { code, signal }));
+
+  const admin = `http://127.0.0.1:${adminPort}`;
+  const proxy = `http://127.0.0.1:${proxyPort}`;
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    if (exited) throw new Error(`writeguard exited at start (${JSON.stringify(exited)}):\n${output}`);
+    try {
+      const r = await fetch(`${admin}/readyz`);
+      if (r.ok) break;
+    } catch {}
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`writeguard not ready within 10 s:\n${output}`);
+    }
+    await sleep(50);
+  }
+  // banner.js and the dashboard are compiled into the binary: a stale build tests old files.
+  for (const [url, file] of [
+    [`${proxy}${PREFIX}/banner.js`, 'src/public/banner.js'],
+    [`${admin}/`, 'src/admin/dashboard.html'],
+  ]) {
+    const served = await (await fetch(url)).text();
+    if (served !== readFileSync(path.join(ROOT, file), 'utf8')) {
+      child.kill('SIGKILL');
+      throw new Error(`${BIN} serves an older ${file} than the work tree (${url}): run \`cargo build\``);
+    }
+  }
+  return {
+    proxy,
+    admin,
+    dir,
+    config,
+    log: () => output,
+    async close() {
+      if (!exited) {
+        child.kill('SIGTERM');
+        const t = Date.now() + 5000;
+        while (!exited && Date.now() < t) await sleep(20);
+        if (!exited) child.kill('SIGKILL');
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Admin API calls with the bearer token. */
+export function adminApi(admin) {
+  const call = async (method, p, body) => {
+    const r = await fetch(admin + p, {
+      method,
+      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await r.text();
+    let json;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      json = text;
+    }
+    return { status: r.status, json };
+  };
+  return {
+    call,
+    engage: (reason = 'browser test', ttl) => call('POST', '/guard', ttl ? { reason, ttl } : { reason }),
+    release: () => call('DELETE', '/guard?all=true'),
+    status: () => call('GET', '/status'),
+  };
+}
+
+/** Debian's Chromium, headless, isolated: no download, no network beyond loopback. */
+export async function launchBrowser() {
+  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium`);
+  // playwright-core's launch() gives the browser a fresh temporary --user-data-dir of its own
+  // (and refuses one in `args`), removed on close.
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    timeout: 30_000,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+}
+
+/** Polls `fn` until it returns a truthy value, or throws after `ms`. */
+export async function until(fn, ms, what) {
+  const deadline = Date.now() + ms;
+  let last;
+  for (;;) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what} (last: ${last})`);
+    await sleep(25);
+  }
+}
+
+/**
+ * Where a screenshot goes: docs/ at the repository root with UPDATE_SCREENSHOTS=1 (`npm run
+ * screenshots`), else a temp dir, so a plain test run leaves the tracked PNGs alone.
+ */
+export function shotPath(name) {
+  const dir = process.env.UPDATE_SCREENSHOTS ? DOCS : path.join(os.tmpdir(), 'writeguard-screenshots');
+  mkdirSync(dir, { recursive: true });
+  return path.join(dir, name);
+}
+
+/** One of the shared Upsun sample activities, or null when shared/ is not beside the repo. */
+export function sample(name) {
+  const p = path.join(ROOT, '..', 'shared', 'upsun', 'samples', `${name}.json`);
+  return existsSync(p) ? readFileSync(p, 'utf8') : null;
+}
