@@ -116,12 +116,14 @@ impl Handler for Proxy {
     async fn handle(self: &Arc<Self>, req: Request<Incoming>, peer: &Arc<Peer>) -> Response<Body> {
         let start = Instant::now();
         if self.public.owns(req.uri().path()) {
-            return self.public.handle(req).await;
+            // Cold paths are boxed: hyper keeps room for this handler's future in every
+            // connection, idle or not, so the inline future stays small.
+            return Box::pin(self.public.handle(req)).await;
         }
         let decision = self.guard.decide(req.method(), req.uri().path());
         let method = req.method().clone();
         let res = match decision {
-            Decision::Block => self.hold_or_refuse(req, peer).await,
+            Decision::Block => Box::pin(self.hold_or_refuse(req, peer)).await,
             Decision::Forward => self.pass(req, peer).await,
         };
         tracing::info!(

@@ -118,7 +118,9 @@ impl Pool {
                 },
             }
         }
-        let mut sender = match self.connect().await {
+        // Boxed: the connect (and TLS handshake) future is large and only needed for a new
+        // connection.
+        let mut sender = match Box::pin(self.connect()).await {
             Ok(sender) => sender,
             Err(error) => {
                 return Err(SendError {
