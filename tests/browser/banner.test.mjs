@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startWriteguard, adminApi, launchBrowser, shotPath, until, PREFIX,
+  cleanup, startWriteguard, adminApi, launchBrowser, shotPath, until, PREFIX,
 } from './lib/harness.mjs';
 import { startSite } from './lib/site.mjs';
 
@@ -21,16 +21,21 @@ before(async () => {
   ]);
 });
 
-after(async () => {
-  await browser?.close();
-  await Promise.all([wg?.close(), injected?.close(), site?.close()]);
-});
+after(cleanup);
 
 /** A page in a fresh context whose banner has received its first state. */
 async function open(base, path, { init, width = 1000, height = 560 } = {}) {
   const context = await browser.newContext({ viewport: { width, height } });
   if (init) await context.addInitScript(init);
   const page = await context.newPage();
+  // Any uncaught error in the page (the banner script's included) fails the test at close.
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  const close = context.close.bind(context);
+  context.close = async () => {
+    assert.deepEqual(errors, [], 'no script errors in the page');
+    await close();
+  };
   const res = await page.goto(base + path);
   assert.equal(res.status(), 200);
   await page.locator('#writeguard-banner').waitFor({ state: 'attached', timeout: 5000 });
@@ -78,6 +83,49 @@ test('banner shows within 2 s of an engage and goes within 2 s of a release', { 
   assert.equal((await page.locator('h1').boundingBox()).y, 0);
   console.log(`banner shown after ${shown} ms, hidden after ${hidden} ms`);
   await context.close();
+});
+
+test('an engagement that expires takes the banner away by itself', { timeout: 30_000 }, async () => {
+  const api = adminApi(wg.admin);
+  const { context, page } = await open(wg.proxy, '/tagged');
+  const banner = page.locator('#writeguard-banner');
+  assert.equal((await api.engage('short', '2s')).status, 201);
+  await banner.waitFor({ state: 'visible', timeout: 2000 });
+  // retry_after is capped by the engagement's end.
+  assert.match(await banner.textContent(), /about [0-2] s/);
+  // Expiry is swept every second: gone within 2 s of the end.
+  await banner.waitFor({ state: 'hidden', timeout: 2000 + 2000 });
+  assert.equal((await api.status()).json.guarded, false);
+  await context.close();
+});
+
+test('the banner keeps working across a writeguard restart (the stream reconnects)', { timeout: 45_000 }, async () => {
+  const first = await startWriteguard(site.url, { publicCfg: 'inject_banner = false' });
+  let second;
+  try {
+    const { context, page } = await open(first.proxy, '/tagged');
+    const seen = { events: 0, status: 0 };
+    page.on('request', (r) => {
+      for (const k of Object.keys(seen)) if (r.url().endsWith(`${PREFIX}/${k}`)) seen[k]++;
+    });
+    const banner = page.locator('#writeguard-banner');
+    assert.equal((await adminApi(first.admin).engage('before restart', '5m')).status, 201);
+    await banner.waitFor({ state: 'visible', timeout: 2000 });
+    await first.close(true);
+    // Same ports, same state file: the engagement survives, the page keeps its banner.
+    second = await startWriteguard(site.url, { publicCfg: 'inject_banner = false', again: first });
+    assert.equal((await adminApi(second.admin).status()).json.guarded, true);
+    // EventSource retries every 2 s (the retry: hint), or the script falls back to polling.
+    await page.waitForTimeout(2500);
+    assert.equal(await banner.isVisible(), true);
+    assert.equal((await adminApi(second.admin).release()).status, 200);
+    await banner.waitFor({ state: 'hidden', timeout: 4000 });
+    assert.ok(seen.events >= 1, `reconnected: ${JSON.stringify(seen)}`);
+    console.log(`after the restart: ${JSON.stringify(seen)}`);
+    await context.close();
+  } finally {
+    await (second || first).close();
+  }
 });
 
 test('data-disable-forms disables submit buttons while guarded and restores exactly those', { timeout: 30_000 }, async () => {

@@ -4,7 +4,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startWriteguard, adminApi, launchBrowser, serve, page as html, PREFIX } from './lib/harness.mjs';
+import { cleanup, startWriteguard, adminApi, launchBrowser, serve, page as html, PREFIX } from './lib/harness.mjs';
 import { startSite } from './lib/site.mjs';
 
 let site, other, stranger, open, listed, browser;
@@ -47,10 +47,7 @@ before(async () => {
   ]);
 });
 
-after(async () => {
-  await browser?.close();
-  await Promise.all([open?.close(), listed?.close(), site?.close(), other?.close(), stranger?.close()]);
-});
+after(cleanup);
 
 /** A page served from `origin` (a serve() handle, another port) that talks to `endpoint`. */
 async function crossPage(origin, endpoint) {

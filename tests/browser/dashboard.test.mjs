@@ -3,7 +3,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startWriteguard, adminApi, launchBrowser, shotPath, sample, TOKEN } from './lib/harness.mjs';
+import { cleanup, startWriteguard, adminApi, launchBrowser, shotPath, sample, TOKEN } from './lib/harness.mjs';
 import { startSite } from './lib/site.mjs';
 
 let site, wg, browser;
@@ -17,10 +17,7 @@ before(async () => {
   ]);
 });
 
-after(async () => {
-  await browser?.close();
-  await Promise.all([wg?.close(), site?.close()]);
-});
+after(cleanup);
 
 /** Feeds the shared Upsun samples (a push that ran and completed) when shared/ is there. */
 async function feedDeploy() {
@@ -43,6 +40,8 @@ test('the dashboard engages and releases when driven by clicks', { timeout: 60_0
   const fed = await feedDeploy();
   const context = await browser.newContext({ viewport: { width: 1100, height: 900 } });
   const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
   const res = await page.goto(wg.admin + '/');
   assert.equal(res.status(), 200);
   assert.match(res.headers()['content-type'], /^text\/html/);
@@ -79,6 +78,7 @@ test('the dashboard engages and releases when driven by clicks', { timeout: 60_0
   await page.waitForFunction(() => document.getElementById('state-badge').textContent === 'Open', null, { timeout: 3000 });
   assert.equal((await api.status()).json.guarded, false);
   assert.match(await badge.textContent(), /Open/);
+  assert.deepEqual(errors, [], 'no script errors in the dashboard');
   await context.close();
 });
 

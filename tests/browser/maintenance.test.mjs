@@ -3,7 +3,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startWriteguard, adminApi, launchBrowser, shotPath } from './lib/harness.mjs';
+import { cleanup, startWriteguard, adminApi, launchBrowser, shotPath } from './lib/harness.mjs';
 import { startSite } from './lib/site.mjs';
 
 let site, wg, browser;
@@ -13,10 +13,7 @@ before(async () => {
   [wg, browser] = await Promise.all([startWriteguard(site.url), launchBrowser()]);
 });
 
-after(async () => {
-  await browser?.close();
-  await Promise.all([wg?.close(), site?.close()]);
-});
+after(cleanup);
 
 const posts = () => site.seen.filter((r) => r.method === 'POST').length;
 

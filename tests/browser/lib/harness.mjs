@@ -20,6 +20,39 @@ export const PREFIX = '/.well-known/writeguard';
 const BIN = process.env.WRITEGUARD_BIN || path.join(ROOT, 'target/debug/writeguard');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 
+// Everything started here, so that cleanup() stops it even when a before() hook failed halfway.
+const live = new Set();
+const starting = new Set();
+const children = new Set();
+process.on('exit', () => {
+  for (const c of children) c.kill('SIGKILL');
+});
+
+/** Stops every server, writeguard and browser started by this process (call from after()). */
+export async function cleanup() {
+  // A start still under way when a sibling failed: let it finish, then stop it too.
+  await Promise.allSettled([...starting]);
+  const all = [...live].reverse();
+  live.clear();
+  await Promise.allSettled(all.map((close) => close()));
+}
+
+/** Runs `start` so that cleanup() waits for it. */
+function starts(start) {
+  const p = start();
+  starting.add(p);
+  const done = () => starting.delete(p);
+  p.then(done, done);
+  return p;
+}
+
+function tracked(close) {
+  let done;
+  const once = () => (done ??= (live.delete(once), close()));
+  live.add(once);
+  return once;
+}
+
 export function sleep(ms) {
   return new Promise((r) => setTimeout(r, ms));
 }
@@ -38,7 +71,11 @@ export function freePort() {
 }
 
 /** An HTTP server on a free loopback port answering with `routes[path](req, body)`. */
-export async function serve(routes) {
+export function serve(routes) {
+  return starts(() => listen(routes));
+}
+
+async function listen(routes) {
   const seen = [];
   const server = http.createServer((req, res) => {
     const chunks = [];
@@ -65,11 +102,13 @@ export async function serve(routes) {
     port,
     url: `http://127.0.0.1:${port}`,
     seen,
-    close: () =>
-      new Promise((r) => {
-        server.closeAllConnections?.();
-        server.close(() => r());
-      }),
+    close: tracked(
+      () =>
+        new Promise((r) => {
+          server.closeAllConnections?.();
+          server.close(() => r());
+        }),
+    ),
   };
 }
 
@@ -102,13 +141,17 @@ ${body}
 
 /**
  * Starts writeguard with a temp TOML config in front of `upstream` (a URL). `publicCfg` and
- * `extra` are appended as-is. Returns { proxy, admin, dir, log(), close() }.
+ * `extra` are appended as-is. `again` (an earlier instance, closed with keep = true) reuses its
+ * ports and state dir: a restart. Returns { proxy, admin, dir, ports, log(), close(keep) }.
  */
-export async function startWriteguard(upstream, { publicCfg = '', extra = '' } = {}) {
+export function startWriteguard(upstream, options = {}) {
+  return starts(() => start(upstream, options));
+}
+
+async function start(upstream, { publicCfg = '', extra = '', again } = {}) {
   if (!existsSync(BIN)) throw new Error(`${BIN} is missing: run \`cargo build\` first`);
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'writeguard-browser-'));
-  const proxyPort = await freePort();
-  const adminPort = await freePort();
+  const dir = again ? again.dir : mkdtempSync(path.join(os.tmpdir(), 'writeguard-browser-'));
+  const [proxyPort, adminPort] = again ? again.ports : [await freePort(), await freePort()];
   const config = `[proxy]
 listen = "127.0.0.1:${proxyPort}"
 upstream = "${upstream}"
@@ -141,22 +184,39 @@ ${extra}
   for (const k of Object.keys(env)) if (k.startsWith('WRITEGUARD_') && k !== 'WRITEGUARD_LOG') delete env[k];
   let output = '';
   const child = spawn(BIN, ['run', '-c', file], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
   child.stdout.on('data', (d) => (output += d));
   child.stderr.on('data', (d) => (output += d));
   let exited = null;
-  child.on('exit', (code, signal) => (exited = { code, signal }));
+  child.on('exit', (code, signal) => {
+    exited = { code, signal };
+    children.delete(child);
+  });
+  let keepDir = false;
+  const close = tracked(async () => {
+    if (!exited) {
+      child.kill('SIGTERM');
+      const t = Date.now() + 5000;
+      while (!exited && Date.now() < t) await sleep(20);
+      if (!exited) child.kill('SIGKILL');
+    }
+    if (!keepDir) rmSync(dir, { recursive: true, force: true });
+  });
 
   const admin = `http://127.0.0.1:${adminPort}`;
   const proxy = `http://127.0.0.1:${proxyPort}`;
   const deadline = Date.now() + 10_000;
   for (;;) {
-    if (exited) throw new Error(`writeguard exited at start (${JSON.stringify(exited)}):\n${output}`);
+    if (exited) {
+      await close();
+      throw new Error(`writeguard exited at start (${JSON.stringify(exited)}):\n${output}`);
+    }
     try {
       const r = await fetch(`${admin}/readyz`);
       if (r.ok) break;
     } catch {}
     if (Date.now() > deadline) {
-      child.kill('SIGKILL');
+      await close();
       throw new Error(`writeguard not ready within 10 s:\n${output}`);
     }
     await sleep(50);
@@ -168,7 +228,7 @@ ${extra}
   ]) {
     const served = await (await fetch(url)).text();
     if (served !== readFileSync(path.join(ROOT, file), 'utf8')) {
-      child.kill('SIGKILL');
+      await close();
       throw new Error(`${BIN} serves an older ${file} than the work tree (${url}): run \`cargo build\``);
     }
   }
@@ -176,16 +236,12 @@ ${extra}
     proxy,
     admin,
     dir,
+    ports: [proxyPort, adminPort],
     config,
     log: () => output,
-    async close() {
-      if (!exited) {
-        child.kill('SIGTERM');
-        const t = Date.now() + 5000;
-        while (!exited && Date.now() < t) await sleep(20);
-        if (!exited) child.kill('SIGKILL');
-      }
-      rmSync(dir, { recursive: true, force: true });
+    close(keep = false) {
+      keepDir = keep;
+      return close();
     },
   };
 }
@@ -216,11 +272,15 @@ export function adminApi(admin) {
 }
 
 /** Debian's Chromium, headless, isolated: no download, no network beyond loopback. */
-export async function launchBrowser() {
+export function launchBrowser() {
+  return starts(launch);
+}
+
+async function launch() {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium`);
   // playwright-core's launch() gives the browser a fresh temporary --user-data-dir of its own
   // (and refuses one in `args`), removed on close.
-  return chromium.launch({
+  const browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
     timeout: 30_000,
@@ -235,6 +295,8 @@ export async function launchBrowser() {
       '--disable-sync',
     ],
   });
+  tracked(() => browser.close());
+  return browser;
 }
 
 /** Polls `fn` until it returns a truthy value, or throws after `ms`. */
