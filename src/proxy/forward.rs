@@ -1,7 +1,7 @@
 //! Forwarding to the upstream: the request as sent, plus the `X-Forwarded-*` headers, minus
 //! the hop-by-hop ones; the response likewise.
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use std::time::{Duration, Instant};
 
@@ -99,20 +99,23 @@ impl Upstream {
         };
         let headers = req.headers_mut();
         strip_hop_by_hop(headers);
-        if let Some(host) = authority_host {
-            headers.insert(header::HOST, host);
-        }
-        if !headers.contains_key(&X_FORWARDED_HOST) {
-            if let Some(host) = headers.get(header::HOST).cloned() {
-                headers.insert(X_FORWARDED_HOST.clone(), host);
+        let host = match authority_host {
+            Some(host) => {
+                headers.insert(header::HOST, host.clone());
+                Some(host)
             }
+            None => headers.get(header::HOST).cloned(),
+        };
+        // Entries: one lookup each for "set when absent".
+        if let (Entry::Vacant(e), Some(host)) = (headers.entry(&X_FORWARDED_HOST), host) {
+            e.insert(host);
         }
         if let Some(ip) = &peer.ip_header {
             append_forwarded_for(headers, ip);
         }
-        if !headers.contains_key(&X_FORWARDED_PROTO) {
-            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-        }
+        headers
+            .entry(&X_FORWARDED_PROTO)
+            .or_insert(HeaderValue::from_static("http"));
         // Origin-form request line (`GET /path?query HTTP/1.1`): the client connection sends
         // the URI as it is, and origin servers expect this form (RFC 9112 §3.2.1).
         *req.uri_mut() = Uri::from(path);
@@ -180,20 +183,21 @@ fn error_response(e: &UpstreamError) -> Response<Body> {
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {
-    let value = match headers.get(&X_FORWARDED_FOR) {
-        Some(prior) => {
+    match headers.entry(&X_FORWARDED_FOR) {
+        Entry::Vacant(e) => {
+            e.insert(ip.clone());
+        }
+        Entry::Occupied(mut e) => {
+            let prior = e.get();
             let mut v = Vec::with_capacity(prior.len() + 2 + ip.len());
             v.extend_from_slice(prior.as_bytes());
             v.extend_from_slice(b", ");
             v.extend_from_slice(ip.as_bytes());
-            match HeaderValue::from_bytes(&v) {
-                Ok(v) => v,
-                Err(_) => return,
+            if let Ok(v) = HeaderValue::from_bytes(&v) {
+                e.insert(v);
             }
         }
-        None => ip.clone(),
-    };
-    headers.insert(X_FORWARDED_FOR.clone(), value);
+    }
 }
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
@@ -208,21 +212,30 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// Removes the headers that belong to one connection, not to the message (RFC 9110 §7.6.1),
-/// including those the `Connection` header names. One pass over the names when there are
-/// none, which is the common case.
+/// including those the `Connection` header names. The common cases cost one pass over the
+/// names (no hop-by-hop header) or one removal (`Connection: keep-alive` or `close`).
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
+    let mut named: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',').map(str::trim) {
+            if token.eq_ignore_ascii_case("close") || token.eq_ignore_ascii_case("keep-alive") {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                named.push(name);
+            }
+        }
+    }
+    headers.remove(header::CONNECTION);
     for name in named {
         headers.remove(name);
+    }
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
     }
     let hop: Vec<HeaderName> = headers
         .keys()
