@@ -300,7 +300,14 @@ async fn engagements_that_expired_while_stopped_are_dropped_on_restore() {
 
     // Wait out its expiry while writeguard is down, then start on the same state file.
     let expires = rfc3339(&short["expires_at"]);
+    let ttl = (expires - rfc3339(&short["since"])).whole_seconds();
+    assert_eq!(ttl, 3, "ttl \"3s\" gave {short}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while OffsetDateTime::now_utc() <= expires + Duration::from_millis(200) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "clock went backwards?"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     wg.restart().await;

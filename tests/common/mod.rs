@@ -12,6 +12,7 @@ use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -49,10 +50,49 @@ pub fn writeguard() -> Command {
     cmd
 }
 
-/// A loopback port nobody listens on right now (bound, then released).
+/// A loopback port nobody listens on right now (bound, then released), and never handed
+/// out before in this test process: parallel tests cannot pick the same one.
 pub fn free_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
-    l.local_addr().expect("local addr")
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
+        let addr = l.local_addr().expect("local addr");
+        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+        if !given.contains(&addr.port()) {
+            given.push(addr.port());
+            return addr;
+        }
+    }
+}
+
+/// Whether process `pid` itself holds the listening socket on `addr` (Linux `/proc`).
+/// A successful connect is not enough: another process may own the port.
+fn owns_listener(pid: u32, addr: SocketAddr) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return true; // no procfs: trust the readiness probe
+    };
+    let SocketAddr::V4(v4) = addr else {
+        return true;
+    };
+    let local = format!(
+        "{:08X}:{:04X}",
+        u32::from_le_bytes(v4.ip().octets()),
+        v4.port()
+    );
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 9 && f[1] == local && f[3] == "0A")
+        .map(|f| format!("socket:[{}]", f[9]))
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+    })
 }
 
 /// One of the shared Upsun sample activities (`../shared/upsun/samples/<name>.json`).
@@ -374,7 +414,16 @@ impl Instance {
                 .expect("spawn writeguard");
             self.child = Some(child);
             match self.wait_ready().await {
-                Ok(()) => return,
+                Ok(()) => {
+                    let pid = self.pid();
+                    if owns_listener(pid, self.proxy) && owns_listener(pid, self.admin) {
+                        return;
+                    }
+                    // Another process took one of the ports between our pick and the bind;
+                    // writeguard's own probe cannot tell (see the report). Try new ports.
+                    self.kill_now();
+                    continue;
+                }
                 Err(exited) if exited && self.logs().contains("cannot listen") => {
                     self.child = None;
                     continue;
