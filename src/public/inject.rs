@@ -6,8 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
-use http::Response;
+use http::header::{
+    HeaderValue, ACCEPT_RANGES, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG,
+};
+use http::{Response, StatusCode};
 use hyper::body::Frame;
 use lol_html::html_content::ContentType;
 use lol_html::send::{HtmlRewriter, Settings};
@@ -17,10 +19,19 @@ use crate::body::{Body, BoxError};
 use crate::proxy::PooledBody;
 
 /// Whether a response is a page we may rewrite: a 2xx HTML body that is not compressed (a
-/// compressed one passes untouched).
+/// compressed one passes untouched), not a range of a page (`206`: its bytes belong at an
+/// offset of the whole, so they must stay as they are), and whose origin did not forbid
+/// changes (`Cache-Control: no-transform`, RFC 9110 §7.7).
 pub fn wants(res: &Response<Body>) -> bool {
     let h = res.headers();
     res.status().is_success()
+        && res.status() != StatusCode::PARTIAL_CONTENT
+        && !h.get_all(CACHE_CONTROL).iter().any(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|d| d.trim().eq_ignore_ascii_case("no-transform"))
+            })
+        })
         && matches!(res.body(), Body::Upstream(_))
         && h.get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -34,13 +45,23 @@ pub fn wants(res: &Response<Body>) -> bool {
 }
 
 /// Rewrites the page to load `script_src` before `</head>`. The length changes, so
-/// `Content-Length` goes and the body is sent chunked.
+/// `Content-Length` goes and the body is sent chunked; the origin's byte ranges and strong
+/// ETag describe the original bytes, so ranges are no longer offered and the ETag is
+/// weakened (a later `If-Range` then gets the whole page, never a mix of the two).
 pub fn inject(res: Response<Body>, script_src: &str) -> Response<Body> {
     let (mut parts, body) = res.into_parts();
     let Body::Upstream(upstream) = body else {
         return Response::from_parts(parts, body);
     };
-    parts.headers.remove(CONTENT_LENGTH);
+    let h = &mut parts.headers;
+    h.remove(CONTENT_LENGTH);
+    h.remove(ACCEPT_RANGES);
+    if let Some(etag) = h.get(ETAG).filter(|e| !e.as_bytes().starts_with(b"W/")) {
+        match HeaderValue::from_bytes(&[b"W/", etag.as_bytes()].concat()) {
+            Ok(weak) => h.insert(ETAG, weak),
+            Err(_) => h.remove(ETAG),
+        };
+    }
     let tag = format!(r#"<script src="{script_src}" defer></script>"#);
     let out = Sink::default();
     let rewriter = HtmlRewriter::new(

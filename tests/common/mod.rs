@@ -171,6 +171,8 @@ pub struct Wg {
     /// Extra TOML lines for `[guard]` and `[proxy]`.
     pub guard_extra: String,
     pub proxy_extra: String,
+    /// TOML lines for `[public]` (the section is left out when empty: the defaults).
+    pub public_extra: String,
 }
 
 impl Wg {
@@ -191,6 +193,7 @@ impl Wg {
             hold: "0s".into(),
             guard_extra: String::new(),
             proxy_extra: String::new(),
+            public_extra: String::new(),
         }
     }
 
@@ -210,6 +213,13 @@ impl Wg {
     pub fn proxy_line(mut self, line: &str) -> Self {
         self.proxy_extra += line;
         self.proxy_extra += "\n";
+        self
+    }
+
+    /// Adds `line` (TOML) to the `[public]` section.
+    pub fn public_line(mut self, line: &str) -> Self {
+        self.public_extra += line;
+        self.public_extra += "\n";
         self
     }
 
@@ -314,6 +324,9 @@ impl Wg {
             t += &format!("environments = {}\n", list(&self.environments));
         }
         t += &format!("guard_pending = {}\n\n", self.guard_pending);
+        if !self.public_extra.is_empty() {
+            t += &format!("[public]\n{}\n", self.public_extra);
+        }
         t += &format!(
             "[state]\npath = {}\n\n",
             q(&dir.join("state").join("writeguard.state").to_string_lossy())

@@ -1,6 +1,8 @@
 //! A recording upstream: an in-process hyper 1 server on a loopback port that remembers every
 //! request it got (method, path and query, headers, whole body) and answers by path:
 //!
+//! - `/__canned/<name>`: the response registered with [`Upstream::canned`] under `name`
+//!   (status, headers and body bytes exactly as given; 404 when none is);
 //! - `/__big/<n>`: `n` bytes of [`pattern`](super::pattern)`(n, 7)` with a content-length;
 //! - `/__bigchunked/<n>`: the same bytes, chunked (no length);
 //! - `/__status/<code>`: that status, `x-custom-header: custom-value`, body `status <code>`;
@@ -8,6 +10,7 @@
 //! - anything else: 200 with a JSON echo `{method, uri, len, sha256}` and the same facts in
 //!   `x-body-len` / `x-body-sha256` headers.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -47,6 +50,8 @@ impl Recorded {
 
 #[derive(Default)]
 struct Shared {
+    /// Responses served at `/__canned/<name>`, by name.
+    canned: Mutex<HashMap<String, Canned>>,
     /// Requests whose head arrived (counted before the body is read).
     hits: AtomicUsize,
     records: Mutex<Vec<Recorded>>,
@@ -105,6 +110,25 @@ impl Upstream {
         self.shared.hits.load(Ordering::SeqCst)
     }
 
+    /// Serves `status`, `headers` and the body `pieces` at `/__canned/<name>`: one piece is
+    /// sent with a `content-length`, several are sent chunked, one frame each (so a test
+    /// can split a body where it wants). The bytes are sent exactly as given.
+    pub fn canned(&self, name: &str, status: u16, headers: &[(&str, &str)], pieces: &[&[u8]]) {
+        let canned = Canned {
+            status: StatusCode::from_u16(status).expect("a valid status code"),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            pieces: pieces.iter().map(|p| Bytes::copy_from_slice(p)).collect(),
+        };
+        self.shared
+            .canned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), canned);
+    }
+
     pub fn records(&self) -> Vec<Recorded> {
         self.shared
             .records
@@ -140,6 +164,41 @@ impl Drop for Upstream {
             task.abort();
         }
     }
+}
+
+/// A response registered with [`Upstream::canned`].
+#[derive(Clone)]
+struct Canned {
+    status: StatusCode,
+    headers: Vec<(String, String)>,
+    pieces: Vec<Bytes>,
+}
+
+fn canned(state: &Shared, name: &str) -> Response<TestBody> {
+    let found = state
+        .canned
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(name)
+        .cloned();
+    let Some(c) = found else {
+        return full(StatusCode::NOT_FOUND, format!("nothing canned as {name:?}"));
+    };
+    let mut res = match <[Bytes; 1]>::try_from(c.pieces) {
+        Ok([one]) => full(c.status, one),
+        Err(pieces) => {
+            let mut res = Response::new(Chunks::new(pieces).boxed());
+            *res.status_mut() = c.status;
+            res
+        }
+    };
+    for (k, v) in &c.headers {
+        res.headers_mut().append(
+            http::HeaderName::from_bytes(k.as_bytes()).expect("a valid header name"),
+            v.parse().expect("a valid header value"),
+        );
+    }
+    res
 }
 
 fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<TestBody> {
@@ -178,6 +237,9 @@ async fn respond(state: &Shared, req: Request<Incoming>) -> Response<TestBody> {
         path.strip_prefix(prefix)
             .and_then(|n| n.parse::<u64>().ok())
     };
+    if let Some(name) = path.strip_prefix("/__canned/") {
+        return canned(state, name);
+    }
     if let Some(n) = arg("/__big/") {
         return full(StatusCode::OK, pattern(n as usize, 7));
     }
