@@ -7,8 +7,12 @@
 //! - `/__bigchunked/<n>`: the same bytes, chunked (no length);
 //! - `/__status/<code>`: that status, `x-custom-header: custom-value`, body `status <code>`;
 //! - `/__slow/<ms>`: waits, then 200 with 256 KiB of `pattern(_, 9)`;
+//! - `/__sleep/<ms>[/anything]`: waits, then the JSON echo below;
 //! - anything else: 200 with a JSON echo `{method, uri, len, sha256}` and the same facts in
 //!   `x-body-len` / `x-body-sha256` headers.
+//!
+//! It also tracks how many requests it is handling at once (and the most ever), and the
+//! order in which it finished them; it can be stopped and restarted on the same port.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -55,6 +59,12 @@ struct Shared {
     /// Requests whose head arrived (counted before the body is read).
     hits: AtomicUsize,
     records: Mutex<Vec<Recorded>>,
+    /// Requests being handled right now, and the most there ever were at once.
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    /// Path and query of each answered request, in the order the answers were made (pushed
+    /// before the response leaves the handler).
+    done: Mutex<Vec<String>>,
 }
 
 pub struct Upstream {
@@ -74,32 +84,18 @@ impl Upstream {
             .expect("bind the upstream");
         let addr = listener.local_addr().expect("local addr");
         let shared = Arc::new(Shared::default());
-        let state = shared.clone();
-        let task = tokio::spawn(async move {
-            // Dropping the set (when this task is aborted) aborts every connection too.
-            let mut connections = JoinSet::new();
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let state = state.clone();
-                connections.spawn(async move {
-                    let service = service_fn(move |req| {
-                        let state = state.clone();
-                        async move { Ok::<_, Infallible>(respond(&state, req).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-                while connections.try_join_next().is_some() {}
-            }
-        });
-        Upstream {
-            addr,
-            shared,
-            task: Some(task),
-        }
+        let task = Some(serve(listener, shared.clone()));
+        Upstream { addr, shared, task }
+    }
+
+    /// Listens again on the same address after [`stop`](Self::stop), keeping what was
+    /// recorded so far.
+    pub async fn restart(&mut self) {
+        assert!(self.task.is_none(), "restart a stopped upstream only");
+        let listener = TcpListener::bind(self.addr)
+            .await
+            .unwrap_or_else(|e| panic!("bind the upstream again on {}: {e}", self.addr));
+        self.task = Some(serve(listener, self.shared.clone()));
     }
 
     pub fn url(&self) -> String {
@@ -149,6 +145,20 @@ impl Upstream {
         self.records().iter().filter(|r| r.method == method).count()
     }
 
+    /// The most requests this upstream was ever handling at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Path and query of every answered request, in the order the answers were made.
+    pub fn done(&self) -> Vec<String> {
+        self.shared
+            .done
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Closes the listener and every open connection: the upstream becomes unreachable.
     pub async fn stop(&mut self) {
         if let Some(task) = self.task.take() {
@@ -164,6 +174,48 @@ impl Drop for Upstream {
             task.abort();
         }
     }
+}
+
+fn serve(listener: TcpListener, state: Arc<Shared>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        // Dropping the set (when this task is aborted) aborts every connection too.
+        let mut connections = JoinSet::new();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let state = state.clone();
+            connections.spawn(async move {
+                let service = service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(handle(&state, req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+            while connections.try_join_next().is_some() {}
+        }
+    })
+}
+
+/// Counts the request in flight around [`respond`] and logs its completion.
+async fn handle(state: &Shared, req: Request<Incoming>) -> Response<TestBody> {
+    let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    let uri = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let res = respond(state, req).await;
+    state
+        .done
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(uri);
+    state.in_flight.fetch_sub(1, Ordering::SeqCst);
+    res
 }
 
 /// A response registered with [`Upstream::canned`].
@@ -261,6 +313,13 @@ async fn respond(state: &Shared, req: Request<Incoming>) -> Response<TestBody> {
     if let Some(ms) = arg("/__slow/") {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         return full(StatusCode::OK, pattern(256 * 1024, 9));
+    }
+    let sleep = path
+        .strip_prefix("/__sleep/")
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|ms| ms.parse::<u64>().ok());
+    if let Some(ms) = sleep {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     let doc = serde_json::json!({
         "method": parts.method.as_str(),
