@@ -30,22 +30,62 @@ path = "{}"
 fn guard_decision(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
     let guard = Guard::open(&config(dir.path()));
+    // What a browser's request usually carries, for the method-override lookups.
+    let mut headers = http::HeaderMap::new();
+    for (k, v) in [
+        ("host", "shop.example"),
+        ("accept", "text/html"),
+        ("user-agent", "bench"),
+        ("cookie", "s=1"),
+    ] {
+        headers.insert(k, http::HeaderValue::from_static(v));
+    }
     let mut g = c.benchmark_group("guard_decision");
     g.bench_function("released/GET", |b| {
-        b.iter(|| guard.decide(black_box(&Method::GET), black_box("/products/42?x=1")))
+        b.iter(|| {
+            guard.decide(
+                black_box(&Method::GET),
+                black_box("/products/42?x=1"),
+                black_box(&headers),
+            )
+        })
     });
     g.bench_function("released/POST", |b| {
-        b.iter(|| guard.decide(black_box(&Method::POST), black_box("/cart/items")))
+        b.iter(|| {
+            guard.decide(
+                black_box(&Method::POST),
+                black_box("/cart/items"),
+                black_box(&headers),
+            )
+        })
     });
     guard.engage("bench".into(), None).expect("state saves");
     g.bench_function("engaged/GET", |b| {
-        b.iter(|| guard.decide(black_box(&Method::GET), black_box("/products/42?x=1")))
+        b.iter(|| {
+            guard.decide(
+                black_box(&Method::GET),
+                black_box("/products/42?x=1"),
+                black_box(&headers),
+            )
+        })
     });
     g.bench_function("engaged/POST blocked", |b| {
-        b.iter(|| guard.decide(black_box(&Method::POST), black_box("/cart/items")))
+        b.iter(|| {
+            guard.decide(
+                black_box(&Method::POST),
+                black_box("/cart/items"),
+                black_box(&headers),
+            )
+        })
     });
     g.bench_function("engaged/POST allow_paths", |b| {
-        b.iter(|| guard.decide(black_box(&Method::POST), black_box("/hooks/stripe/events")))
+        b.iter(|| {
+            guard.decide(
+                black_box(&Method::POST),
+                black_box("/hooks/stripe/events"),
+                black_box(&headers),
+            )
+        })
     });
     g.finish();
 }

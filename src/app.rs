@@ -58,6 +58,7 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
 
     let http = HttpOptions {
         header_timeout: cfg.proxy.header_timeout,
+        max_header_size: cfg.proxy.max_header_size,
         h2c: cfg.proxy.h2c,
     };
     let proxy = Arc::new(Proxy::new(&cfg, guard.clone()));

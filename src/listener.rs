@@ -90,14 +90,20 @@ impl<H: Handler> HttpApp<H> {
             builder
                 .http1()
                 .timer(TokioTimer::new())
-                .header_read_timeout(opts.header_timeout);
-            builder.http2().timer(TokioTimer::new());
+                .header_read_timeout(opts.header_timeout)
+                // The auto builder has no max_header_size; a head must fit the buffer.
+                .max_buf_size(opts.max_header_size.max(8192));
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_header_list_size(opts.max_header_size as u32);
             Protocol::Auto(builder)
         } else {
             let mut builder = http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
-                .header_read_timeout(opts.header_timeout);
+                .header_read_timeout(opts.header_timeout)
+                .max_header_size(opts.max_header_size);
             Protocol::Http1(builder)
         };
         HttpApp {
@@ -110,8 +116,11 @@ impl<H: Handler> HttpApp<H> {
 
 /// How a listener speaks HTTP.
 pub struct HttpOptions {
-    /// Whole-header deadline.
+    /// Whole-header deadline, which also bounds an idle keep-alive connection's wait for
+    /// its next request: hyper starts it as soon as it waits for a request head.
     pub header_timeout: Duration,
+    /// Largest request head; larger ones get 431.
+    pub max_header_size: usize,
     /// Also accept HTTP/2 over cleartext (prior knowledge).
     pub h2c: bool,
 }
@@ -171,8 +180,14 @@ impl<H: Handler> ServerApp for HttpApp<H> {
         });
         let io = TokioIo::new(stream);
         let result = match &self.protocol {
-            Protocol::Http1(b) => serve!(b.serve_connection(io, service), shutdown.clone()),
-            Protocol::Auto(b) => serve!(b.serve_connection(io, service), shutdown.clone()),
+            Protocol::Http1(b) => serve!(
+                b.serve_connection(io, service).with_upgrades(),
+                shutdown.clone()
+            ),
+            Protocol::Auto(b) => serve!(
+                b.serve_connection_with_upgrades(io, service),
+                shutdown.clone()
+            ),
         };
         if let Err(e) = result {
             tracing::debug!(error = %e, peer = ?peer.addr, "connection ended with an error");

@@ -110,6 +110,16 @@ pub struct ProxyConfig {
     pub drain_limit: u64,
     /// Also accept HTTP/2 over cleartext (prior knowledge) on the proxy listener.
     pub h2c: bool,
+    /// How long a request body may go without a byte arriving.
+    pub body_idle_timeout: Duration,
+    /// Deadline for a whole request body, from its request's head.
+    pub body_timeout: Duration,
+    /// How long the upstream may take to start its response (then 504).
+    pub upstream_timeout: Duration,
+    /// Largest request head (request line and headers); larger ones get 431.
+    pub max_header_size: usize,
+    /// Longest request target; longer ones get 414.
+    pub max_uri_length: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -133,6 +143,18 @@ pub struct GuardConfig {
     /// A custom maintenance page (its contents), with `{{retry_after}}`, `{{reason}}` and
     /// `{{since}}` placeholders.
     pub page: Option<std::sync::Arc<str>>,
+    /// Forward methods RFC 9110 does not define (`PROPPATCH`, `LOCK`, ...) while guarded.
+    pub pass_unknown_methods: bool,
+    /// New tunnels (WebSocket, h2c upgrades, CONNECT) while guarded.
+    pub upgrades: Upgrades,
+}
+
+/// What the guard does with a new tunnel while engaged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upgrades {
+    /// 503, like a guarded write: a tunnel carries writes the guard cannot see.
+    Refuse,
+    Pass,
 }
 
 #[derive(Debug, Clone)]
@@ -343,6 +365,30 @@ fn read_proxy(
         .unwrap_or(Duration::from_secs(30));
     let drain_limit = r.integer("drain_limit", 0, 1 << 30).unwrap_or(256 * 1024) as u64;
     let h2c = r.bool("h2c").unwrap_or(false);
+    let body_idle_timeout = r
+        .duration("body_idle_timeout")
+        .unwrap_or(Duration::from_secs(30));
+    let body_timeout = r
+        .duration("body_timeout")
+        .unwrap_or(Duration::from_secs(300));
+    let upstream_timeout = r
+        .duration("upstream_timeout")
+        .unwrap_or(Duration::from_secs(60));
+    for (key, d) in [
+        ("header_timeout", header_timeout),
+        ("body_idle_timeout", body_idle_timeout),
+        ("body_timeout", body_timeout),
+        ("upstream_timeout", upstream_timeout),
+        ("connect_timeout", connect_timeout),
+    ] {
+        if d.is_zero() {
+            r.issue(key, "must be more than 0s");
+        }
+    }
+    let max_header_size = r
+        .integer("max_header_size", 1024, 1 << 20)
+        .unwrap_or(64 * 1024) as usize;
+    let max_uri_length = r.integer("max_uri_length", 64, 1 << 20).unwrap_or(8 * 1024) as usize;
     r.finish();
     Some(ProxyConfig {
         listen,
@@ -352,6 +398,11 @@ fn read_proxy(
         header_timeout,
         drain_limit,
         h2c,
+        body_idle_timeout,
+        body_timeout,
+        upstream_timeout,
+        max_header_size,
+        max_uri_length,
     })
 }
 
@@ -448,6 +499,18 @@ fn read_guard(root: &mut toml::Table, issues: &mut Vec<ConfigIssue>) -> Option<G
                 None
             }
         });
+    let pass_unknown_methods = r.bool("pass_unknown_methods").unwrap_or(false);
+    let upgrades = match r.string("upgrades").as_deref() {
+        None | Some("refuse") => Upgrades::Refuse,
+        Some("pass") => Upgrades::Pass,
+        Some(other) => {
+            r.issue(
+                "upgrades",
+                format!("{other:?} is not one of \"refuse\", \"pass\""),
+            );
+            Upgrades::Refuse
+        }
+    };
     let allow_paths = r.strings("allow_paths", false).unwrap_or_default();
     for p in &allow_paths {
         if !p.starts_with('/') {
@@ -467,6 +530,8 @@ fn read_guard(root: &mut toml::Table, issues: &mut Vec<ConfigIssue>) -> Option<G
         hold_max_requests,
         release_concurrency,
         page,
+        pass_unknown_methods,
+        upgrades,
     })
 }
 

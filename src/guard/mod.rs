@@ -149,8 +149,9 @@ impl Guard {
     }
 
     #[inline]
-    pub fn decide(&self, method: &http::Method, path: &str) -> Decision {
-        self.policy.decide(self.snapshot().guarded(), method, path)
+    pub fn decide(&self, method: &http::Method, path: &str, headers: &http::HeaderMap) -> Decision {
+        self.policy
+            .decide(self.snapshot().guarded(), method, path, headers)
     }
 
     /// Seconds a client should wait: the configured value, or less when every engagement

@@ -1,20 +1,33 @@
 //! Which requests the guard stops: a pure, synchronous decision, cheap enough for every
 //! request (no allocation).
 
-use http::Method;
+use http::{header, HeaderMap, HeaderName, Method};
 
-use crate::config::GuardConfig;
+use crate::config::{GuardConfig, Upgrades};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     Forward,
+    /// A guarded write: held or answered 503.
     Block,
+    /// A new tunnel (WebSocket, h2c upgrade) while guarded: answered 503 at once, since the
+    /// writes it would carry are out of the guard's sight.
+    Refuse,
 }
+
+/// Headers with which frameworks let a POST stand for another method.
+static METHOD_OVERRIDES: [HeaderName; 3] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+];
 
 #[derive(Debug, Clone)]
 pub struct Policy {
     methods: Vec<Method>,
     allow_paths: Vec<String>,
+    pass_unknown_methods: bool,
+    upgrades: Upgrades,
 }
 
 impl Policy {
@@ -22,12 +35,31 @@ impl Policy {
         Policy {
             methods: cfg.methods.clone(),
             allow_paths: cfg.allow_paths.clone(),
+            pass_unknown_methods: cfg.pass_unknown_methods,
+            upgrades: cfg.upgrades,
         }
     }
 
     /// `guarded`: whether an engagement is active now.
-    pub fn decide(&self, guarded: bool, method: &Method, path: &str) -> Decision {
-        if guarded && self.is_guarded_method(method) && !self.is_allowed_path(path) {
+    pub fn decide(
+        &self,
+        guarded: bool,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Decision {
+        if !guarded {
+            return Decision::Forward;
+        }
+        if self.upgrades == Upgrades::Refuse && is_upgrade(method, headers) {
+            return Decision::Refuse;
+        }
+        let write = self.is_guarded_method(method)
+            || METHOD_OVERRIDES
+                .iter()
+                .flat_map(|name| headers.get_all(name))
+                .any(|v| self.is_guarded_name(v.as_bytes()));
+        if write && !self.is_allowed_path(path) {
             Decision::Block
         } else {
             Decision::Forward
@@ -35,12 +67,25 @@ impl Policy {
     }
 
     /// Method names are case-sensitive in HTTP, but applications and frameworks often are
-    /// not: `post` is guarded like `POST`.
+    /// not: `post` is guarded like `POST`. Methods RFC 9110 does not define (`PROPPATCH`,
+    /// `LOCK`, ...) are guarded too unless `pass_unknown_methods`.
     pub fn is_guarded_method(&self, method: &Method) -> bool {
-        let name = method.as_str();
-        self.methods
+        self.is_guarded_name(method.as_str().as_bytes())
+    }
+
+    fn is_guarded_name(&self, name: &[u8]) -> bool {
+        let name = name.trim_ascii();
+        if self
+            .methods
             .iter()
-            .any(|m| m.as_str().eq_ignore_ascii_case(name))
+            .any(|m| m.as_str().as_bytes().eq_ignore_ascii_case(name))
+        {
+            return true;
+        }
+        const DEFINED: [&[u8]; 8] = [
+            b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"CONNECT", b"OPTIONS", b"TRACE",
+        ];
+        !self.pass_unknown_methods && !DEFINED.iter().any(|d| d.eq_ignore_ascii_case(name))
     }
 
     /// Segment-wise prefix match against `allow_paths`. A path that could be read two ways
@@ -55,6 +100,12 @@ impl Policy {
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
         })
     }
+}
+
+/// A request that asks for a tunnel: HTTP/1.1 `Upgrade`, `CONNECT` (HTTP/2's extended
+/// CONNECT carries WebSockets).
+pub fn is_upgrade(method: &Method, headers: &HeaderMap) -> bool {
+    method == Method::CONNECT || headers.contains_key(header::UPGRADE)
 }
 
 fn is_ambiguous(path: &str) -> bool {
@@ -88,6 +139,8 @@ mod tests {
             hold_max_requests: 0,
             release_concurrency: 1,
             page: None,
+            pass_unknown_methods: false,
+            upgrades: Upgrades::Refuse,
         })
     }
 
@@ -95,31 +148,100 @@ mod tests {
         Method::from_bytes(s.as_bytes()).unwrap()
     }
 
+    fn decide(p: &Policy, guarded: bool, method: &Method, path: &str) -> Decision {
+        p.decide(guarded, method, path, &HeaderMap::new())
+    }
+
+    fn with(name: &'static str, value: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(name, http::HeaderValue::from_static(value));
+        h
+    }
+
+    #[test]
+    fn extension_methods_are_guarded_unless_passed() {
+        let p = policy(&[]);
+        for name in ["PROPPATCH", "LOCK", "FOO", "patch"] {
+            assert_eq!(decide(&p, true, &m(name), "/x"), Decision::Block, "{name}");
+        }
+        for name in ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"] {
+            assert_eq!(
+                decide(&p, true, &m(name), "/x"),
+                Decision::Forward,
+                "{name}"
+            );
+        }
+        let mut lax = p.clone();
+        lax.pass_unknown_methods = true;
+        assert_eq!(decide(&lax, true, &m("LOCK"), "/x"), Decision::Forward);
+        assert_eq!(decide(&lax, true, &m("PATCH"), "/x"), Decision::Block);
+    }
+
+    #[test]
+    fn method_override_headers_count() {
+        let p = policy(&[]);
+        for name in [
+            "x-http-method-override",
+            "x-http-method",
+            "x-method-override",
+        ] {
+            let h = with(name, "patch");
+            assert_eq!(
+                p.decide(true, &Method::GET, "/x", &h),
+                Decision::Block,
+                "{name}"
+            );
+            let h = with(name, "GET");
+            assert_eq!(
+                p.decide(true, &Method::GET, "/x", &h),
+                Decision::Forward,
+                "{name}"
+            );
+        }
+        let h = with("x-http-method-override", "POST");
+        assert_eq!(p.decide(false, &Method::GET, "/x", &h), Decision::Forward);
+    }
+
+    #[test]
+    fn upgrades_are_refused_while_guarded_unless_passed() {
+        let p = policy(&[]);
+        let h = with("upgrade", "websocket");
+        assert_eq!(p.decide(true, &Method::GET, "/ws", &h), Decision::Refuse);
+        assert_eq!(p.decide(false, &Method::GET, "/ws", &h), Decision::Forward);
+        assert_eq!(decide(&p, true, &Method::CONNECT, "/"), Decision::Refuse);
+        let mut pass = p.clone();
+        pass.upgrades = Upgrades::Pass;
+        assert_eq!(
+            pass.decide(true, &Method::GET, "/ws", &h),
+            Decision::Forward
+        );
+    }
+
     #[test]
     fn only_guarded_methods_while_guarded() {
         let p = policy(&[]);
-        assert_eq!(p.decide(true, &Method::POST, "/x"), Decision::Block);
-        assert_eq!(p.decide(true, &m("post"), "/x"), Decision::Block);
-        assert_eq!(p.decide(true, &Method::PATCH, "/x"), Decision::Block);
-        assert_eq!(p.decide(true, &Method::GET, "/x"), Decision::Forward);
-        assert_eq!(p.decide(true, &Method::PUT, "/x"), Decision::Forward);
-        assert_eq!(p.decide(false, &Method::POST, "/x"), Decision::Forward);
+        assert_eq!(decide(&p, true, &Method::POST, "/x"), Decision::Block);
+        assert_eq!(decide(&p, true, &m("post"), "/x"), Decision::Block);
+        assert_eq!(decide(&p, true, &Method::PATCH, "/x"), Decision::Block);
+        assert_eq!(decide(&p, true, &Method::GET, "/x"), Decision::Forward);
+        assert_eq!(decide(&p, true, &Method::PUT, "/x"), Decision::Forward);
+        assert_eq!(decide(&p, false, &Method::POST, "/x"), Decision::Forward);
     }
 
     #[test]
     fn allow_paths_match_whole_segments() {
         let p = policy(&["/login", "/hooks/stripe"]);
-        assert_eq!(p.decide(true, &Method::POST, "/login"), Decision::Forward);
+        assert_eq!(decide(&p, true, &Method::POST, "/login"), Decision::Forward);
         assert_eq!(
-            p.decide(true, &Method::POST, "/login/sso"),
+            decide(&p, true, &Method::POST, "/login/sso"),
             Decision::Forward
         );
         assert_eq!(
-            p.decide(true, &Method::POST, "/hooks/stripe"),
+            decide(&p, true, &Method::POST, "/hooks/stripe"),
             Decision::Forward
         );
-        assert_eq!(p.decide(true, &Method::POST, "/loginx"), Decision::Block);
-        assert_eq!(p.decide(true, &Method::POST, "/hooks"), Decision::Block);
+        assert_eq!(decide(&p, true, &Method::POST, "/loginx"), Decision::Block);
+        assert_eq!(decide(&p, true, &Method::POST, "/hooks"), Decision::Block);
     }
 
     #[test]
@@ -137,7 +259,7 @@ mod tests {
             "/login/%252e%252e/orders",
         ] {
             assert_eq!(
-                p.decide(true, &Method::POST, path),
+                decide(&p, true, &Method::POST, path),
                 Decision::Block,
                 "{path}"
             );

@@ -9,10 +9,12 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{Either, Empty};
 use hyper::body::{Body as _, Incoming};
 
-use super::pool::{Pool, UpBody, UpstreamError};
-use crate::body::{full, Body};
+use super::pool::{Pool, PooledBody, SendError, UpBody, UpstreamError};
+use super::timed::{is_body_timeout, TimedBody};
+use crate::body::Body;
 use crate::config::ProxyConfig;
 use crate::listener::Peer;
+use hyper_util::rt::TokioIo;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -22,13 +24,73 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 
 pub struct Upstream {
     pool: Pool,
+    body_idle_timeout: Duration,
+    body_timeout: Duration,
+    timeout: Duration,
 }
 
 impl Upstream {
     pub fn new(cfg: &ProxyConfig) -> Self {
         Upstream {
             pool: Pool::new(&cfg.upstream, cfg.connect_timeout),
+            body_idle_timeout: cfg.body_idle_timeout,
+            body_timeout: cfg.body_timeout,
+            timeout: cfg.upstream_timeout,
         }
+    }
+
+    /// One send, bounded by the upstream timeout (connecting and waiting for the response
+    /// head; the body then streams for as long as it takes).
+    async fn send(&self, req: Request<UpBody>) -> Result<Response<PooledBody>, SendError> {
+        match tokio::time::timeout(self.timeout, self.pool.send(req)).await {
+            Ok(res) => res,
+            Err(_) => Err(SendError {
+                error: UpstreamError::Timeout,
+                unsent: None,
+            }),
+        }
+    }
+
+    /// A request that asks to switch protocols (WebSocket): forwarded with its `Upgrade`
+    /// header; on `101 Switching Protocols` both connections become one byte tunnel.
+    pub async fn tunnel(&self, mut req: Request<Incoming>, peer: &Peer) -> Response<Body> {
+        let client_side = hyper::upgrade::on(&mut req);
+        let protocol = req.headers().get(header::UPGRADE).cloned();
+        let mut req = self.prepare(req, peer);
+        if let Some(protocol) = protocol {
+            upgrade_headers(req.headers_mut(), protocol);
+        }
+        let mut res = match self.send(req).await {
+            Ok(res) => res,
+            Err(err) => {
+                tracing::warn!(error = %err.error, "upstream upgrade request failed");
+                return error_response(&err.error);
+            }
+        };
+        let protocol = res.headers().get(header::UPGRADE).cloned();
+        strip_hop_by_hop(res.headers_mut());
+        if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let Some(protocol) = protocol else {
+                return error_response(&UpstreamError::Protocol("101 without Upgrade"));
+            };
+            upgrade_headers(res.headers_mut(), protocol);
+            let upstream_side = hyper::upgrade::on(&mut res);
+            tokio::spawn(async move {
+                match tokio::try_join!(client_side, upstream_side) {
+                    Ok((client, upstream)) => {
+                        let (mut client, mut upstream) =
+                            (TokioIo::new(client), TokioIo::new(upstream));
+                        if let Err(e) =
+                            tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+                        {
+                            tracing::debug!(error = %e, "tunnel closed with an error");
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "upgrade did not complete"),
+                }
+            });
+        }
+        res.map(Body::Upstream)
     }
 
     /// Sends the request upstream. Until `retry_until`, a request none of which reached the
@@ -50,7 +112,7 @@ impl Upstream {
         let mut backoff = Duration::from_millis(25);
         let mut attempts = 1u32;
         loop {
-            let err = match self.pool.send(req).await {
+            let err = match self.send(req).await {
                 Ok(mut res) => {
                     strip_hop_by_hop(res.headers_mut());
                     return res.map(Body::Upstream);
@@ -78,7 +140,13 @@ impl Upstream {
 
     /// Rewrites a client request into the request we send upstream.
     fn prepare(&self, req: Request<Incoming>, peer: &Peer) -> Request<UpBody> {
-        let mut req = req.map(Either::Left);
+        let mut req = req.map(|body| {
+            Either::Left(TimedBody::new(
+                body,
+                self.body_idle_timeout,
+                self.body_timeout,
+            ))
+        });
         self.rewrite(&mut req, peer);
         req
     }
@@ -157,9 +225,23 @@ impl Replay {
     }
 }
 
+fn upgrade_headers(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(header::UPGRADE, protocol);
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+}
+
 /// The one mapping from an upstream failure to what the client sees.
 fn error_response(e: &UpstreamError) -> Response<Body> {
-    let (status, text) = match e {
+    if let UpstreamError::Http(e) = e {
+        if is_body_timeout(e) {
+            return super::refusal::plain(
+                StatusCode::REQUEST_TIMEOUT,
+                "408 Request Timeout: the request body did not arrive in time\n",
+                true,
+            );
+        }
+    }
+    let (status, text): (_, &'static str) = match e {
         UpstreamError::ConnectTimeout => (
             StatusCode::BAD_GATEWAY,
             "502 Bad Gateway: the application did not accept the connection in time\n",
@@ -168,18 +250,16 @@ fn error_response(e: &UpstreamError) -> Response<Body> {
             StatusCode::BAD_GATEWAY,
             "502 Bad Gateway: the application is not reachable\n",
         ),
-        UpstreamError::Http(_) => (
+        UpstreamError::Http(_) | UpstreamError::Protocol(_) => (
             StatusCode::BAD_GATEWAY,
             "502 Bad Gateway: the application did not answer\n",
         ),
+        UpstreamError::Timeout => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "504 Gateway Timeout: the application did not answer in time\n",
+        ),
     };
-    let mut res = Response::new(full(text));
-    *res.status_mut() = status;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    res
+    super::refusal::plain(status, text, false)
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {

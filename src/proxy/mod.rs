@@ -5,6 +5,7 @@ mod forward;
 mod hold;
 mod pool;
 mod refusal;
+mod timed;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +33,7 @@ pub struct Proxy {
     upstream_retry: Duration,
     hold: Duration,
     hold_max_requests: usize,
+    max_uri_length: usize,
 }
 
 impl Proxy {
@@ -45,6 +47,7 @@ impl Proxy {
             upstream_retry: cfg.proxy.upstream_retry,
             hold: cfg.guard.hold,
             hold_max_requests: cfg.guard.hold_max_requests,
+            max_uri_length: cfg.proxy.max_uri_length,
         }
     }
 
@@ -84,6 +87,9 @@ impl Proxy {
     }
 
     async fn pass(&self, req: Request<Incoming>, peer: &Peer) -> Response<Body> {
+        if req.headers().contains_key(http::header::UPGRADE) {
+            return Box::pin(self.upstream.tunnel(req, peer)).await;
+        }
         let retry_until =
             forward::is_idempotent(req.method()).then(|| Instant::now() + self.upstream_retry);
         let _in_flight = self
@@ -120,10 +126,25 @@ impl Handler for Proxy {
             // connection, idle or not, so the inline future stays small.
             return Box::pin(self.public.handle(req)).await;
         }
-        let decision = self.guard.decide(req.method(), req.uri().path());
+        let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+        if target_len > self.max_uri_length {
+            return refusal::plain(http::StatusCode::URI_TOO_LONG, "414 URI Too Long\n", true);
+        }
+        if req.method() == http::Method::CONNECT {
+            // A reverse proxy is nobody's tunnel to elsewhere.
+            return refusal::plain(
+                http::StatusCode::METHOD_NOT_ALLOWED,
+                "405 Method Not Allowed: CONNECT is not proxied\n",
+                false,
+            );
+        }
+        let decision = self
+            .guard
+            .decide(req.method(), req.uri().path(), req.headers());
         let method = req.method().clone();
         let res = match decision {
             Decision::Block => Box::pin(self.hold_or_refuse(req, peer)).await,
+            Decision::Refuse => Box::pin(self.refuse(req)).await,
             Decision::Forward => self.pass(req, peer).await,
         };
         tracing::info!(

@@ -19,6 +19,8 @@ use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
+use super::timed::TimedBody;
+
 /// Idle upstream connections kept per worker thread.
 const MAX_IDLE: usize = 512;
 
@@ -28,7 +30,7 @@ thread_local! {
 
 /// What we send upstream: the client's body, streamed, or nothing (a request rebuilt for a
 /// retry).
-pub type UpBody = Either<Incoming, Empty<Bytes>>;
+pub type UpBody = Either<TimedBody, Empty<Bytes>>;
 
 /// A failed send, with the request back when none of it reached the upstream.
 pub struct SendError {
@@ -44,6 +46,11 @@ pub enum UpstreamError {
     Connect(std::io::Error),
     #[error("upstream connect timed out")]
     ConnectTimeout,
+    /// The upstream took the request but did not start its answer in time.
+    #[error("upstream did not answer in time")]
+    Timeout,
+    #[error("upstream broke the protocol: {0}")]
+    Protocol(&'static str),
     /// The request may have reached the upstream (wholly or partly).
     #[error("upstream failed: {0}")]
     Http(#[from] hyper::Error),
@@ -148,7 +155,7 @@ impl Pool {
             let sender = match &self.tls {
                 None => {
                     let (sender, conn) = builder.handshake(TokioIo::new(tcp)).await?;
-                    tokio::spawn(drive(conn));
+                    tokio::spawn(drive(conn.with_upgrades()));
                     sender
                 }
                 Some((connector, name)) => {
@@ -157,7 +164,7 @@ impl Pool {
                         .await
                         .map_err(UpstreamError::Connect)?;
                     let (sender, conn) = builder.handshake(TokioIo::new(tls)).await?;
-                    tokio::spawn(drive(conn));
+                    tokio::spawn(drive(conn.with_upgrades()));
                     sender
                 }
             };

@@ -64,6 +64,21 @@ pub fn refusal(html: bool, why: &Why<'_>, close: bool) -> Response<Body> {
     res
 }
 
+/// A short plain-text answer of our own (414, 405, ...).
+pub fn plain(status: StatusCode, text: &'static str, close: bool) -> Response<Body> {
+    let mut res = Response::new(full(text));
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if close {
+        h.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    res
+}
+
 const DEFAULT_REASON: &str = "the site is being updated";
 
 fn problem(why: &Why<'_>) -> String {

@@ -1,0 +1,87 @@
+//! A client's request body on its way upstream, cut off when the client stalls (no byte for
+//! `idle`) or trickles (the whole body not in by `deadline`): a slow POST cannot hold a
+//! connection, and the upstream's, forever.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::time::{Instant, Sleep};
+
+use crate::body::BoxError;
+
+/// The error a stalled body ends with; the proxy answers it with 408.
+#[derive(Debug, thiserror::Error)]
+#[error("the client did not send its request body in time")]
+pub struct BodyTimeout;
+
+pub struct TimedBody {
+    inner: Incoming,
+    idle: Duration,
+    deadline: Instant,
+    /// Armed on the first wait, so bodies that arrive with their head cost no timer.
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl TimedBody {
+    pub fn new(inner: Incoming, idle: Duration, whole: Duration) -> Self {
+        TimedBody {
+            inner,
+            idle,
+            deadline: Instant::now() + whole,
+            sleep: None,
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        (Instant::now() + self.idle).min(self.deadline)
+    }
+}
+
+impl Body for TimedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            if let Some(sleep) = this.sleep.as_mut() {
+                let next = (Instant::now() + this.idle).min(this.deadline);
+                sleep.as_mut().reset(next);
+            }
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        let next = this.next_deadline();
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(next)));
+        ready!(sleep.as_mut().poll(cx));
+        Poll::Ready(Some(Err(BodyTimeout.into())))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Whether `err` (or what caused it) is a [`BodyTimeout`].
+pub fn is_body_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if e.is::<BodyTimeout>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
