@@ -39,15 +39,37 @@ impl Upstream {
         }
     }
 
-    /// One send, bounded by the upstream timeout (connecting and waiting for the response
-    /// head; the body then streams for as long as it takes).
+    /// One send, bounded by the upstream timeout: the upstream must start its answer within
+    /// `timeout` of the request's last byte (a slow upload is the body timeouts' business).
     async fn send(&self, req: Request<UpBody>) -> Result<Response<PooledBody>, SendError> {
-        match tokio::time::timeout(self.timeout, self.pool.send(req)).await {
-            Ok(res) => res,
-            Err(_) => Err(SendError {
-                error: UpstreamError::Timeout,
-                unsent: None,
-            }),
+        let sent = match req.body() {
+            Either::Left(body) => body.sent(),
+            Either::Right(_) => None,
+        };
+        let timed_out = || SendError {
+            error: UpstreamError::Timeout,
+            unsent: None,
+        };
+        let Some(sent) = sent else {
+            return tokio::time::timeout(self.timeout, self.pool.send(req))
+                .await
+                .unwrap_or_else(|_| Err(timed_out()));
+        };
+        let send = self.pool.send(req);
+        tokio::pin!(send);
+        let mut deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            tokio::select! {
+                biased;
+                res = &mut send => return res,
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+            let now = tokio::time::Instant::now();
+            deadline = match sent.get() {
+                Some(at) if *at + self.timeout <= now => return Err(timed_out()),
+                Some(at) => *at + self.timeout,
+                None => now + self.timeout,
+            };
         }
     }
 
@@ -119,9 +141,14 @@ impl Upstream {
                 }
                 Err(err) => err,
             };
-            let again = err
-                .unsent
-                .or_else(|| replay.as_ref().map(|r| r.build(self, peer)));
+            // A request the upstream took but did not answer in time is not sent again.
+            let replayable = !matches!(err.error, UpstreamError::Timeout);
+            let again = err.unsent.or_else(|| {
+                replay
+                    .as_ref()
+                    .filter(|_| replayable)
+                    .map(|r| r.build(self, peer))
+            });
             match (again, retry_until) {
                 (Some(next), Some(until)) if Instant::now() + backoff < until => {
                     tracing::debug!(error = %err.error, attempts, "upstream failed; retrying");
@@ -131,7 +158,11 @@ impl Upstream {
                     req = next;
                 }
                 _ => {
-                    tracing::warn!(error = %err.error, attempts, "upstream request failed");
+                    if matches!(&err.error, UpstreamError::Http(e) if is_body_timeout(e)) {
+                        tracing::info!("client request body too slow: answered 408");
+                    } else {
+                        tracing::warn!(error = %err.error, attempts, "upstream request failed");
+                    }
                     return error_response(&err.error);
                 }
             }

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -24,16 +25,25 @@ pub struct TimedBody {
     deadline: Instant,
     /// Armed on the first wait, so bodies that arrive with their head cost no timer.
     sleep: Option<Pin<Box<Sleep>>>,
+    /// When the last byte went upstream: the upstream's time to answer starts there.
+    sent: Option<Arc<OnceLock<Instant>>>,
 }
 
 impl TimedBody {
     pub fn new(inner: Incoming, idle: Duration, whole: Duration) -> Self {
+        let sent = (!inner.is_end_stream()).then(Default::default);
         TimedBody {
             inner,
             idle,
             deadline: Instant::now() + whole,
             sleep: None,
+            sent,
         }
+    }
+
+    /// For a body still to be sent: set to the moment its last byte was sent.
+    pub fn sent(&self) -> Option<Arc<OnceLock<Instant>>> {
+        self.sent.clone()
     }
 
     fn next_deadline(&self) -> Instant {
@@ -54,6 +64,11 @@ impl Body for TimedBody {
             if let Some(sleep) = this.sleep.as_mut() {
                 let next = (Instant::now() + this.idle).min(this.deadline);
                 sleep.as_mut().reset(next);
+            }
+            if matches!(frame, None | Some(Ok(_))) && this.inner.is_end_stream() {
+                if let Some(sent) = &this.sent {
+                    let _ = sent.set(Instant::now());
+                }
             }
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
