@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod faulty;
 pub mod upstream;
 
 use std::fs::File;
