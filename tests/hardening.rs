@@ -605,6 +605,141 @@ async fn a_max_header_size_under_8_kib_holds_with_h2c_on() {
     h2c_heads_over(4096).await;
 }
 
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+
+/// Connects to `addr`, writes `first`, then nothing: is the connection closed within 5 s?
+async fn closed_after_writing(addr: SocketAddr, first: &[u8]) -> bool {
+    let (mut r, mut w) = TcpStream::connect(addr)
+        .await
+        .expect("connect")
+        .into_split();
+    w.write_all(first).await.expect("write");
+    let closed = until_closed(&mut r, Duration::from_secs(5)).await.is_some();
+    drop(w);
+    closed
+}
+
+async fn h2c_with_header_timeout() -> (Upstream, Instance) {
+    let up = Upstream::start().await;
+    let wg = Wg::for_upstream(&up)
+        .proxy_line("h2c = true")
+        .proxy_line("header_timeout = \"1s\"")
+        .start()
+        .await;
+    (up, wg)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_listener_closes_silent_and_half_sent_connections_after_header_timeout() {
+    let (up, wg) = h2c_with_header_timeout().await;
+    assert!(
+        closed_after_writing(wg.proxy, b"GET / HTTP/1.1\r\nHost: a\r\n").await,
+        "h2c on: a half-sent HTTP/1.1 head outlived header_timeout (1s) by 4 s"
+    );
+    assert!(
+        closed_after_writing(wg.proxy, b"").await,
+        "h2c on: a connection that sends nothing outlived header_timeout (1s) by 4 s"
+    );
+    assert!(
+        closed_after_writing(wg.proxy, b"PRI * HT").await,
+        "h2c on: a half-sent HTTP/2 preface outlived header_timeout (1s) by 4 s"
+    );
+    assert_eq!(up.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_h2c_connections_close_after_the_header_timeout() {
+    let (_up, wg) = h2c_with_header_timeout().await;
+    assert!(
+        closed_after_writing(wg.proxy, H2_PREFACE).await,
+        "an idle HTTP/2 connection outlived header_timeout (1s) by 4 s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_long_uris_get_414_and_slow_bodies_408() {
+    let up = Upstream::start().await;
+    let wg = Wg::for_upstream(&up)
+        .proxy_line("h2c = true")
+        .proxy_line("max_uri_length = 128")
+        .proxy_line("body_idle_timeout = \"1s\"")
+        .proxy_line("body_timeout = \"2s\"")
+        .start()
+        .await;
+    let mut conn = h2(wg.proxy).await;
+    let long = format!("/{}", "u".repeat(200));
+    let (status, _) = h2_send(&mut conn, wg.proxy, "GET", &long, &[]).await;
+    assert_eq!(status, 414, "h2 URI over max_uri_length");
+    assert_eq!(up.hits(), 0);
+
+    // A body that announces 100 bytes, sends 10 and stalls.
+    let stream = TcpStream::connect(wg.proxy).await.expect("connect");
+    let (mut sender, h2conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2c handshake");
+    tokio::spawn(async move {
+        let _ = h2conn.await;
+    });
+    let (tx, rx) = tokio::sync::mpsc::channel::<
+        Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
+    >(1);
+    tx.send(Ok(hyper::body::Frame::data(Bytes::from_static(
+        b"0123456789",
+    ))))
+    .await
+    .expect("queue a frame");
+    let body = http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let req = Request::builder()
+        .method("POST")
+        .uri(format!("http://{}/stall", wg.proxy))
+        .header("content-length", "100")
+        .body(body)
+        .expect("request");
+    sender.ready().await.expect("ready");
+    let res = tokio::time::timeout(Duration::from_secs(8), sender.send_request(req))
+        .await
+        .expect("a stalled h2 body was not cut within 8 s");
+    if let Ok(res) = res {
+        assert_eq!(res.status(), 408, "stalled h2 body");
+    }
+    drop(tx);
+    assert!(
+        !up.records().iter().any(|r| r.uri == "/stall"),
+        "the upstream got a complete stalled request"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smuggled_requests_are_guarded_like_any_other() {
+    let up = Upstream::start().await;
+    let wg = Wg::for_upstream(&up).start().await;
+    engaged(&wg).await;
+    let smuggle = [
+        // Both framings: the POST hides in the body by one reading, not by the other.
+        "GET /a HTTP/1.1\r\nHost: app.test\r\nContent-Length: 44\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nPOST /orders HTTP/1.1\r\nHost: app.test\r\n\r\n",
+        // Plain pipelining: a POST right behind a GET on the same connection.
+        "GET /b HTTP/1.1\r\nHost: app.test\r\n\r\nPOST /orders HTTP/1.1\r\nHost: app.test\r\nContent-Length: 3\r\n\r\nx=1",
+        // An obsolete line fold that might hide an override header from one parser.
+        "GET /c HTTP/1.1\r\nHost: app.test\r\nX-Other: 1\r\n X-HTTP-Method-Override: POST\r\n\r\n",
+    ];
+    for raw in smuggle {
+        let (mut r, mut w) = TcpStream::connect(wg.proxy)
+            .await
+            .expect("connect")
+            .into_split();
+        w.write_all(raw.as_bytes()).await.expect("write");
+        // Whatever comes, until the connection closes or 2 s pass.
+        let _ = until_closed(&mut r, Duration::from_secs(2)).await;
+    }
+    let posts: Vec<_> = up
+        .records()
+        .into_iter()
+        .filter(|r| !r.method.eq_ignore_ascii_case("GET") || r.uri.contains("orders"))
+        .collect();
+    assert!(posts.is_empty(), "smuggled past the guard: {posts:?}");
+}
+
 /// The process's soft limit on open files (Linux `/proc`), 1024 when unknown.
 fn open_files_limit() -> usize {
     std::fs::read_to_string("/proc/self/limits")

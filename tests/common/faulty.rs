@@ -183,6 +183,15 @@ async fn serve(stream: TcpStream, state: &State) -> std::io::Result<()> {
                 reset(s);
                 return Ok(());
             }
+            "/stall-body" => {
+                w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+                    .await?;
+                w.write_all(&[b'x'; 10]).await?;
+                w.flush().await?;
+                let mut sink = Vec::new();
+                let _ = s.read_to_end(&mut sink).await;
+                return Ok(());
+            }
             "/hang" => {
                 // Wait for the proxy to give up (EOF), never answering.
                 let mut sink = Vec::new();
