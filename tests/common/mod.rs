@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod faulty;
+pub mod ledger;
 pub mod upstream;
 
 use std::fs::File;
