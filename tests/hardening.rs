@@ -530,6 +530,37 @@ async fn slow_request_bodies_get_408_and_never_reach_the_upstream_complete() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upload_answered_early_does_not_hold_up_other_requests() {
+    let f = Faulty::start().await;
+    let wg = faulty_wg(f.url())
+        .proxy_line("body_idle_timeout = \"15s\"")
+        .start()
+        .await;
+    // The upstream answers at once, then waits for the rest of the body (90 bytes that
+    // never come within this test).
+    let mut slow = RawConn::connect(wg.proxy).await;
+    slow.write(b"POST /early HTTP/1.1\r\nHost: app.test\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await;
+    let res = slow.read_response(false).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.text(), "early");
+    for i in 0..3 {
+        let res = Req::get("/ok")
+            .timeout(Duration::from_secs(3))
+            .try_send(wg.proxy)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("GET /ok #{i} beside a slow upload the upstream already answered: {e}")
+            });
+        assert_eq!(
+            res.status, 200,
+            "GET /ok #{i} beside a slow upload the upstream already answered"
+        );
+    }
+    drop(slow);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_heads_get_431_and_long_uris_414() {
     let up = Upstream::start().await;
     let wg = Wg::for_upstream(&up)

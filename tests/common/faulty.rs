@@ -6,6 +6,9 @@
 //! - `/dupcl`: two conflicting `Content-Length` headers;
 //! - `/reset-head`: a TCP reset before any response byte;
 //! - `/reset-body`: a head announcing 1000 bytes, 100 of them, then a TCP reset;
+//! - `/early`: `200 OK`, body `early`, sent as soon as the head is read (the body is read
+//!   after the answer), keep-alive;
+//! - `/stall-body`: a head announcing 1000 bytes, 10 of them, then nothing;
 //! - `/hang`: reads the request and never answers;
 //! - `/ws`: `101 Switching Protocols` to `Upgrade: websocket`, then `hello from upstream`,
 //!   then echoes every byte back.
@@ -141,9 +144,15 @@ async fn serve(stream: TcpStream, state: &State) -> std::io::Result<()> {
                 upgrade = true;
             }
         }
+        let path = line.split(' ').nth(1).unwrap_or("/").to_string();
+        if path == "/early" {
+            // Answer before reading the body, as apps do that reject an upload early.
+            s.get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly")
+                .await?;
+        }
         let mut body = vec![0u8; len];
         let complete = s.read_exact(&mut body).await.is_ok();
-        let path = line.split(' ').nth(1).unwrap_or("/").to_string();
         state
             .seen
             .lock()
@@ -212,6 +221,7 @@ async fn serve(stream: TcpStream, state: &State) -> std::io::Result<()> {
                     s.get_mut().write_all(&buf[..n]).await?;
                 }
             }
+            "/early" => {}
             _ => {
                 w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                     .await?;
