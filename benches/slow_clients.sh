@@ -12,8 +12,11 @@
 #        baseline   nothing else running;
 #        slowloris  slowhttptest -H: WG_SLOW_CONNS connections trickling header lines, one
 #                   every 5 s, never finishing the head;
-#        slowbody   slowhttptest -B: WG_SLOW_CONNS POSTs announcing 100,000 bytes and
-#                   sending 10 every 5 s (forwarded upstream as they come);
+#        slowbody   slowhttptest -B: WG_SLOW_CONNS POSTs to /read announcing 100,000 bytes
+#                   and sending 10 every 5 s (forwarded upstream as they come; the upstream
+#                   reads the whole body before it answers);
+#        slowbody_early  the same to /small, which the upstream answers at once, before the
+#                   body is in (as an app does that rejects an upload early);
 #      wrk starts once the slow connections are established (counted with ss), and the
 #      count is sampled again when wrk ends, so every slow connection was open throughout.
 #   5. prints a table (p50, p99, requests/s, errors, slow connections open at start / end)
@@ -110,6 +113,8 @@ http {
     server {
         listen $HOST:$UPSTREAM_PORT backlog=4096;
         location / { return 200 "hello from upstream\n"; }
+        # Reads the whole request body before answering (nginx buffers it for proxy_pass).
+        location = /read { proxy_pass http://$HOST:$UPSTREAM_PORT/small; }
     }
 }
 EOF
@@ -154,10 +159,10 @@ measure() { # name
 }
 
 SLOW_PID=
-slow_start() { # name, slowhttptest mode args...
-    local name=$1
-    shift
-    slowhttptest "$@" -c "$SLOW" -r 1000 -i 5 -l $((DUR + 25)) -u "http://$HOST:$WG_PORT/small" \
+slow_start() { # name path, slowhttptest mode args...
+    local name=$1 path=$2
+    shift 2
+    slowhttptest "$@" -c "$SLOW" -r 1000 -i 5 -l $((DUR + 25)) -u "http://$HOST:$WG_PORT$path" \
         -g -o "$OUT/$name" >"$OUT/$name.out" 2>&1 &
     SLOW_PID=$!
     STARTED+=("$SLOW_PID")
@@ -179,7 +184,7 @@ slow_stop() {
 }
 
 printf 'scenario\tp50\tp99\treq/s\terrors\tslow_open_start\tslow_open_end\n' >"$OUT/results.tsv"
-run() { # name [slowhttptest args]
+run() { # name [path slowhttptest args]
     local name=$1 start=0 end=0 r
     shift
     if (($#)); then
@@ -199,8 +204,9 @@ run() { # name [slowhttptest args]
 log "warm-up"
 wrk -t1 -c"$WRK_CONNS" -d2s "http://$HOST:$WG_PORT/small" >/dev/null
 run baseline
-run slowloris -H
-run slowbody -B -t POST -s 100000 -x 10
+run slowloris /small -H
+run slowbody /read -B -t POST -s 100000 -x 10
+run slowbody_early /small -B -t POST -s 100000 -x 10
 run baseline2
 
 {

@@ -901,6 +901,38 @@ async fn upstream_faults_give_one_clean_502_or_504_each_logged_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_mid_upload_is_not_logged_as_an_upstream_failure() {
+    let up = Upstream::start().await;
+    let wg = Wg::for_upstream(&up).start().await;
+    let mut conn = RawConn::connect(wg.proxy).await;
+    conn.write(b"POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await;
+    assert!(
+        common::eventually(Duration::from_secs(5), || async { up.hits() == 1 }).await,
+        "the upload never started upstream"
+    );
+    drop(conn);
+    // The proxy notices when it next reads the body; then it answers (nobody) and logs.
+    assert!(
+        common::eventually(Duration::from_secs(5), || async {
+            wg.logs().contains("decision=Forward method=POST")
+        })
+        .await,
+        "no access line for the abandoned upload"
+    );
+    let warns = warn_lines(&wg);
+    assert!(
+        warns.is_empty(),
+        "a client that went away was logged as an upstream failure:\n{}",
+        warns.join("\n")
+    );
+    assert!(
+        up.records().is_empty(),
+        "the upstream got a complete request"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_upstream_delays_only_its_own_client() {
     let f = Faulty::start().await;
     let wg = faulty_wg(f.url()).start().await;
