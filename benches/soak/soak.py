@@ -11,7 +11,7 @@ writeguard. Every request carries a unique x-request-id; the ledger writes down 
 
 - exactly once: a write answered by the app (200 + x-ledger: <id>) arrived exactly once; a
   write answered 503 never arrived; nothing arrived whose client was not told so; a client that
-  hung up while its write was held saw it arrive never, or at most 200 ms after the hang-up
+  hung up while its write was held saw it arrive never, or at most 300 ms after the hang-up
   (the release racing the hang-up);
 - reads: every GET got a 2xx from the app;
 - no other outcome (other statuses, transport errors) for anyone.
@@ -39,7 +39,7 @@ ID = "x-request-id"
 TOKEN = "soak-admin-token-0123"
 KEY = "soak-shared-key-4567"
 JWS_HEADER = "eyJhbGciOiJIUzI1NiIsImI2NCI6ZmFsc2UsImNyaXQiOlsiYjY0Il19"
-GONE_RACE = 0.2
+GONE_RACE = 0.3
 
 
 # --------------------------------------------------------------------------------------------
