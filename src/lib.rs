@@ -5,6 +5,7 @@ pub mod app;
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod framing;
 pub mod guard;
 pub mod listener;
 pub mod proxy;

@@ -1,5 +1,6 @@
 //! The one listener type: a pingora [`ServerApp`] that serves each accepted stream with
-//! hyper (HTTP/1.1 and h2c), for both the proxy and the admin API.
+//! hyper (HTTP/1.1 and h2c), for both the proxy and the admin API. Every connection's reads
+//! go through the request framing check ([`crate::framing`]) before hyper parses them.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -22,6 +23,8 @@ use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 
 use crate::body::Body;
+use crate::framing::io::{is_connect, Framed, Verdict};
+use crate::framing::Checker;
 
 /// What a listener serves: one request in, one response out.
 pub trait Handler: Send + Sync + 'static {
@@ -39,6 +42,8 @@ pub struct Peer {
     pub fd: Option<RawFd>,
     /// The client's IP, ready to go into `X-Forwarded-For`.
     pub ip_header: Option<HeaderValue>,
+    /// What the framing check of this connection has found.
+    pub framing: Arc<Verdict>,
 }
 
 impl Peer {
@@ -48,6 +53,7 @@ impl Peer {
             addr,
             fd,
             ip_header,
+            framing: Arc::default(),
         }
     }
 }
@@ -74,6 +80,9 @@ pub struct HttpApp<H> {
     handler: Arc<H>,
     protocol: Protocol,
     connections: Arc<Connections>,
+    /// Largest request head, and whether h2c is on: for the framing check.
+    max_head: usize,
+    h2c: bool,
 }
 
 /// HTTP/1.1 only, or HTTP/1.1 and h2c (prior knowledge) told apart by the connection
@@ -110,6 +119,8 @@ impl<H: Handler> HttpApp<H> {
             handler,
             protocol,
             connections,
+            max_head: opts.max_header_size,
+            h2c: opts.h2c,
         }
     }
 }
@@ -176,9 +187,17 @@ impl<H: Handler> ServerApp for HttpApp<H> {
         let service = service_fn(move |req| {
             let handler = handler.clone();
             let peer = conn_peer.clone();
-            async move { Ok::<_, Infallible>(handler.handle(req, &peer).await) }
+            async move {
+                if let Some(refusal) = peer.framing.before(&req) {
+                    return Ok::<_, Infallible>(refusal);
+                }
+                let connect = is_connect(req.method());
+                let res = handler.handle(req, &peer).await;
+                Ok(peer.framing.after(connect, res))
+            }
         });
-        let io = TokioIo::new(stream);
+        let checker = Checker::new(self.max_head, self.h2c);
+        let io = TokioIo::new(Framed::new(stream, checker, peer.framing.clone()));
         let result = match &self.protocol {
             Protocol::Http1(b) => serve!(
                 b.serve_connection(io, service).with_upgrades(),

@@ -1,0 +1,477 @@
+//! Request framing firewall: a strict checker of the HTTP/1.1 request byte stream that runs
+//! in front of hyper, so that no request whose framing two parsers could read differently
+//! (request smuggling) is ever parsed, guarded or forwarded.
+//!
+//! It refuses: `Content-Length` with `Transfer-Encoding`; a `Transfer-Encoding` other than
+//! exactly `chunked` (one field, one coding) or on HTTP/1.0; more than one `Content-Length`
+//! (even identical) or one that is not plain digits; obs-fold; any line not ended by CRLF
+//! (bare LF, bare CR); invalid chunk sizes, chunk data not followed by CRLF, chunk
+//! extensions over [`MAX_CHUNK_EXTENSIONS`] per body, trailers over [`MAX_TRAILERS`]; heads
+//! over the configured maximum. It only decides where messages begin and end; everything else
+//! in a head is left to hyper (which rejects bad tokens itself).
+//!
+//! [`Checker`] is the pure state machine (bytes in, verdicts out; no I/O, no allocation);
+//! [`io::Framed`] wraps a connection with it. A request carrying `Upgrade` (HTTP/1.1) or
+//! `CONNECT`, and an h2c prior-knowledge preface when allowed, end the checking: what
+//! follows is not HTTP/1.
+
+pub mod io;
+
+use memchr::{memchr, memrchr};
+
+/// Chunk-extension bytes allowed in one chunked body, all chunk lines together (hyper's own
+/// limit is 16 KiB; ours is lower so that we refuse first, with a clear 400).
+pub const MAX_CHUNK_EXTENSIONS: usize = 4096;
+/// Trailer bytes allowed after the last chunk.
+pub const MAX_TRAILERS: usize = 8192;
+
+/// Why a request stream was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Violation {
+    BareLf = 1,
+    BareCr,
+    ObsFold,
+    RequestLine,
+    Version,
+    HeaderSyntax,
+    ContentLengthInvalid,
+    ContentLengthRepeated,
+    TransferEncodingNotChunked,
+    TransferEncodingRepeated,
+    TransferEncodingHttp10,
+    ContentLengthAndTransferEncoding,
+    ChunkSize,
+    ChunkData,
+    ChunkExtensionsTooLong,
+    TrailersTooLarge,
+    HeadTooLarge,
+}
+
+impl Violation {
+    const ALL: [Violation; 17] = [
+        Violation::BareLf,
+        Violation::BareCr,
+        Violation::ObsFold,
+        Violation::RequestLine,
+        Violation::Version,
+        Violation::HeaderSyntax,
+        Violation::ContentLengthInvalid,
+        Violation::ContentLengthRepeated,
+        Violation::TransferEncodingNotChunked,
+        Violation::TransferEncodingRepeated,
+        Violation::TransferEncodingHttp10,
+        Violation::ContentLengthAndTransferEncoding,
+        Violation::ChunkSize,
+        Violation::ChunkData,
+        Violation::ChunkExtensionsTooLong,
+        Violation::TrailersTooLarge,
+        Violation::HeadTooLarge,
+    ];
+
+    pub fn from_u8(v: u8) -> Option<Violation> {
+        Violation::ALL.get(usize::from(v).checked_sub(1)?).copied()
+    }
+
+    /// The status a client gets: 431 for an oversized head (as hyper answers), else 400.
+    pub fn status(self) -> http::StatusCode {
+        match self {
+            Violation::HeadTooLarge => http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            _ => http::StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The whole response body: status line text, then why.
+    pub fn message(self) -> &'static str {
+        match self {
+            Violation::BareLf => "400 Bad Request: a line ends with LF alone (CRLF required)\n",
+            Violation::BareCr => "400 Bad Request: a CR not followed by LF\n",
+            Violation::ObsFold => "400 Bad Request: obsolete line folding\n",
+            Violation::RequestLine => "400 Bad Request: malformed request line\n",
+            Violation::Version => "400 Bad Request: unsupported HTTP version\n",
+            Violation::HeaderSyntax => "400 Bad Request: malformed header field\n",
+            Violation::ContentLengthInvalid => "400 Bad Request: invalid Content-Length\n",
+            Violation::ContentLengthRepeated => "400 Bad Request: more than one Content-Length\n",
+            Violation::TransferEncodingNotChunked => {
+                "400 Bad Request: Transfer-Encoding other than chunked\n"
+            }
+            Violation::TransferEncodingRepeated => {
+                "400 Bad Request: more than one Transfer-Encoding\n"
+            }
+            Violation::TransferEncodingHttp10 => {
+                "400 Bad Request: Transfer-Encoding in an HTTP/1.0 request\n"
+            }
+            Violation::ContentLengthAndTransferEncoding => {
+                "400 Bad Request: both Content-Length and Transfer-Encoding\n"
+            }
+            Violation::ChunkSize => "400 Bad Request: invalid chunk size line\n",
+            Violation::ChunkData => "400 Bad Request: chunk data not followed by CRLF\n",
+            Violation::ChunkExtensionsTooLong => "400 Bad Request: chunk extensions too long\n",
+            Violation::TrailersTooLarge => "400 Bad Request: trailers too large\n",
+            Violation::HeadTooLarge => "431 Request Header Fields Too Large\n",
+        }
+    }
+}
+
+/// What [`Checker::scan`] found in the bytes it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scan {
+    /// `data[..settled]` is checked and may be handed on; `data[settled..]` is the start of a
+    /// head not complete yet: pass it again, followed by the next bytes, to the next `scan`.
+    Checking { settled: usize },
+    /// `data[..at]` is checked; from `at` on the stream is not HTTP/1 requests any more (an
+    /// upgrade, CONNECT, or h2c): hand everything on unchecked, now and later.
+    Unchecked { at: usize },
+    /// `data[..at]` is fine; the stream is refused from `at` on. `in_head`: the refused bytes
+    /// start a new request head (so nothing of that request was handed on); otherwise they
+    /// are inside the body of the request being handed on.
+    Refused {
+        at: usize,
+        violation: Violation,
+        in_head: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// At (or inside) a request head; the head starts at the next byte given to `scan`.
+    Head,
+    /// Content-Length body bytes still to come.
+    Body(u64),
+    Size {
+        size: u64,
+        digits: u8,
+    },
+    /// Whitespace after the chunk size.
+    SizeWs {
+        size: u64,
+    },
+    Ext {
+        size: u64,
+    },
+    SizeLf {
+        size: u64,
+    },
+    Data(u64),
+    DataCr,
+    DataLf,
+    TrailerStart,
+    TrailerLine,
+    TrailerLf,
+    EndLf,
+}
+
+/// What the head read so far says.
+#[derive(Debug, Clone, Copy, Default)]
+struct Facts {
+    /// The request line was seen (empty lines before it are skipped).
+    line: bool,
+    http10: bool,
+    connect: bool,
+    h2: bool,
+    upgrade: bool,
+    content_length: Option<u64>,
+    chunked: bool,
+}
+
+/// The request-stream state machine of one connection.
+pub struct Checker {
+    state: State,
+    max_head: usize,
+    h2c: bool,
+    /// No request head completed yet on this connection.
+    first: bool,
+    /// Bytes at the start of a pending head already checked (whole lines).
+    head_checked: usize,
+    facts: Facts,
+    /// Chunk-extension (and trailer) bytes in the current body.
+    budget: usize,
+}
+
+impl Checker {
+    /// `max_head`: the largest head allowed (hyper's `max_header_size`); `h2c`: accept an
+    /// HTTP/2 prior-knowledge preface as the first bytes.
+    pub fn new(max_head: usize, h2c: bool) -> Self {
+        Checker {
+            state: State::Head,
+            max_head,
+            h2c,
+            first: true,
+            head_checked: 0,
+            facts: Facts::default(),
+            budget: 0,
+        }
+    }
+
+    /// Checks the next bytes of the stream. After a `Checking { settled }`, the next call
+    /// must start with `data[settled..]` of this one; after `Unchecked` or `Refused`, the
+    /// checker must not be called again.
+    pub fn scan(&mut self, data: &[u8]) -> Scan {
+        let mut pos = 0;
+        while pos < data.len() || self.state == State::Head {
+            match self.state {
+                State::Head => match self.head(&data[pos..]) {
+                    Ok(None) => return Scan::Checking { settled: pos },
+                    Ok(Some(len)) => {
+                        let facts = std::mem::take(&mut self.facts);
+                        self.first = false;
+                        if facts.h2 {
+                            return Scan::Unchecked { at: pos };
+                        }
+                        pos += len;
+                        if facts.connect || (facts.upgrade && !facts.http10) {
+                            return Scan::Unchecked { at: pos };
+                        }
+                        self.budget = 0;
+                        self.state = match facts.content_length {
+                            _ if facts.chunked => State::Size { size: 0, digits: 0 },
+                            Some(n) if n > 0 => State::Body(n),
+                            _ => State::Head,
+                        };
+                    }
+                    Err(violation) => {
+                        return Scan::Refused {
+                            at: pos,
+                            violation,
+                            in_head: true,
+                        }
+                    }
+                },
+                State::Body(n) | State::Data(n) => {
+                    let left = (data.len() - pos) as u64;
+                    let take = n.min(left);
+                    pos += take as usize;
+                    let rest = n - take;
+                    self.state = match (self.state, rest) {
+                        (State::Body(_), 0) => State::Head,
+                        (State::Body(_), _) => State::Body(rest),
+                        (_, 0) => State::DataCr,
+                        _ => State::Data(rest),
+                    };
+                }
+                _ => {
+                    if let Err(violation) = self.chunk_byte(data[pos]) {
+                        return Scan::Refused {
+                            at: pos,
+                            violation,
+                            in_head: false,
+                        };
+                    }
+                    pos += 1;
+                }
+            }
+        }
+        Scan::Checking { settled: pos }
+    }
+
+    /// Checks a head starting at `data[0]`: `Ok(Some(len))` when it is complete and fine,
+    /// `Ok(None)` when more bytes are needed.
+    fn head(&mut self, data: &[u8]) -> Result<Option<usize>, Violation> {
+        let mut pos = self.head_checked;
+        loop {
+            let Some(nl) = memchr(b'\n', &data[pos..]) else {
+                if data.len() > self.max_head {
+                    return Err(Violation::HeadTooLarge);
+                }
+                self.head_checked = pos;
+                return Ok(None);
+            };
+            let end = pos + nl;
+            if end >= self.max_head {
+                return Err(Violation::HeadTooLarge);
+            }
+            if end == pos || data[end - 1] != b'\r' {
+                return Err(Violation::BareLf);
+            }
+            let line = &data[pos..end - 1];
+            if memchr(b'\r', line).is_some() {
+                return Err(Violation::BareCr);
+            }
+            pos = end + 1;
+            if !self.facts.line {
+                // RFC 9112 §2.2: empty lines before the request line are ignored.
+                if !line.is_empty() {
+                    self.request_line(line)?;
+                }
+                continue;
+            }
+            if line.is_empty() {
+                self.head_checked = 0;
+                let f = &self.facts;
+                if f.chunked && f.content_length.is_some() {
+                    return Err(Violation::ContentLengthAndTransferEncoding);
+                }
+                if f.chunked && f.http10 {
+                    return Err(Violation::TransferEncodingHttp10);
+                }
+                return Ok(Some(pos));
+            }
+            self.field(line)?;
+        }
+    }
+
+    fn request_line(&mut self, line: &[u8]) -> Result<(), Violation> {
+        let (Some(first), Some(last)) = (memchr(b' ', line), memrchr(b' ', line)) else {
+            return Err(Violation::RequestLine);
+        };
+        if first == last {
+            return Err(Violation::RequestLine);
+        }
+        match &line[last + 1..] {
+            b"HTTP/1.1" => {}
+            b"HTTP/1.0" => self.facts.http10 = true,
+            b"HTTP/2.0" if self.first && self.h2c && line == b"PRI * HTTP/2.0" => {
+                self.facts.h2 = true
+            }
+            _ => return Err(Violation::Version),
+        }
+        self.facts.connect = &line[..first] == b"CONNECT";
+        self.facts.line = true;
+        Ok(())
+    }
+
+    fn field(&mut self, line: &[u8]) -> Result<(), Violation> {
+        if matches!(line[0], b' ' | b'\t') {
+            return Err(Violation::ObsFold);
+        }
+        let Some(colon) = memchr(b':', line) else {
+            return Err(Violation::HeaderSyntax);
+        };
+        let name = &line[..colon];
+        // RFC 9112 §5.1: no whitespace between the name and the colon.
+        if name.is_empty() || matches!(name[colon - 1], b' ' | b'\t') {
+            return Err(Violation::HeaderSyntax);
+        }
+        let value = trim(&line[colon + 1..]);
+        match name.len() {
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                if self.facts.content_length.is_some() {
+                    return Err(Violation::ContentLengthRepeated);
+                }
+                self.facts.content_length = Some(digits(value)?);
+            }
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                if self.facts.chunked {
+                    return Err(Violation::TransferEncodingRepeated);
+                }
+                if !value.eq_ignore_ascii_case(b"chunked") {
+                    return Err(Violation::TransferEncodingNotChunked);
+                }
+                self.facts.chunked = true;
+            }
+            7 if name.eq_ignore_ascii_case(b"upgrade") => self.facts.upgrade = true,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// One byte of a chunk-size line, chunk delimiter or trailer section.
+    fn chunk_byte(&mut self, b: u8) -> Result<(), Violation> {
+        use State::*;
+        use Violation::*;
+        let ext = MAX_CHUNK_EXTENSIONS;
+        self.state = match self.state {
+            Size { size, digits } => match b {
+                _ if b.is_ascii_hexdigit() => {
+                    if digits == 16 {
+                        return Err(ChunkSize);
+                    }
+                    let v = (b as char).to_digit(16).unwrap_or(0);
+                    Size {
+                        size: size << 4 | u64::from(v),
+                        digits: digits + 1,
+                    }
+                }
+                _ if digits == 0 => return Err(ChunkSize),
+                b' ' | b'\t' => self.spend(ext, ChunkExtensionsTooLong, SizeWs { size })?,
+                b';' => self.spend(ext, ChunkExtensionsTooLong, Ext { size })?,
+                b'\r' => SizeLf { size },
+                b'\n' => return Err(BareLf),
+                _ => return Err(ChunkSize),
+            },
+            SizeWs { size } => match b {
+                b' ' | b'\t' => self.spend(ext, ChunkExtensionsTooLong, SizeWs { size })?,
+                b';' => self.spend(ext, ChunkExtensionsTooLong, Ext { size })?,
+                b'\r' => SizeLf { size },
+                b'\n' => return Err(BareLf),
+                _ => return Err(ChunkSize),
+            },
+            Ext { size } => match b {
+                b'\r' => SizeLf { size },
+                b'\n' => return Err(BareLf),
+                _ if (b < 0x20 && b != b'\t') || b == 0x7f => return Err(ChunkSize),
+                _ => self.spend(ext, ChunkExtensionsTooLong, Ext { size })?,
+            },
+            SizeLf { size } => match b {
+                b'\n' if size == 0 => {
+                    self.budget = 0;
+                    TrailerStart
+                }
+                b'\n' => Data(size),
+                _ => return Err(BareCr),
+            },
+            DataCr => match b {
+                b'\r' => DataLf,
+                _ => return Err(ChunkData),
+            },
+            DataLf => match b {
+                b'\n' => Size { size: 0, digits: 0 },
+                _ => return Err(ChunkData),
+            },
+            TrailerStart => match b {
+                b'\r' => EndLf,
+                b'\n' => return Err(BareLf),
+                b' ' | b'\t' => return Err(ObsFold),
+                _ => self.spend(MAX_TRAILERS, TrailersTooLarge, TrailerLine)?,
+            },
+            TrailerLine => match b {
+                b'\r' => TrailerLf,
+                b'\n' => return Err(BareLf),
+                _ => self.spend(MAX_TRAILERS, TrailersTooLarge, TrailerLine)?,
+            },
+            TrailerLf => match b {
+                b'\n' => TrailerStart,
+                _ => return Err(BareCr),
+            },
+            EndLf => match b {
+                b'\n' => Head,
+                _ => return Err(BareCr),
+            },
+            // Not byte-wise states: `scan` handles them.
+            Head | Body(_) | Data(_) => self.state,
+        };
+        Ok(())
+    }
+
+    /// Counts one more extension or trailer byte against `limit`, then moves to `next`.
+    fn spend(&mut self, limit: usize, over: Violation, next: State) -> Result<State, Violation> {
+        self.budget += 1;
+        if self.budget > limit {
+            return Err(over);
+        }
+        Ok(next)
+    }
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    let start = v
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t'))
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t'))
+        .map_or(start, |i| i + 1);
+    &v[start..end]
+}
+
+/// A Content-Length value: 1 to 19 digits, nothing else.
+fn digits(v: &[u8]) -> Result<u64, Violation> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return Err(Violation::ContentLengthInvalid);
+    }
+    Ok(v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+#[cfg(test)]
+mod tests;
