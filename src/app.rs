@@ -1,7 +1,9 @@
 //! The one place that wires everything into pingora's `Server`: both listeners, the guard's
-//! maintenance task, signals, graceful shutdown and zero-downtime upgrades.
+//! maintenance task, signals (SIGHUP reloads `[guard]`), readiness, graceful shutdown and
+//! zero-downtime upgrades.
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,19 +20,26 @@ use pingora::services::listening::Service;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::admin::Admin;
-use crate::config::Config;
+use crate::config::{Config, ConfigError, GuardConfig, ProcessEnv};
 use crate::guard::Guard;
 use crate::listener::{Connections, HttpApp, HttpOptions};
 use crate::proxy::Proxy;
 
+/// How long our listeners may take to come up before start-up fails. A bind takes
+/// microseconds; pingora itself retries a taken address for 30 s before it panics in a task
+/// and leaves the process running without that listener.
+const LISTENERS_WITHIN: Duration = Duration::from_secs(5);
+
 /// Runs writeguard until SIGTERM/SIGINT (graceful stop) or SIGQUIT (hand the listeners to
-/// a new instance started with `run --upgrade`). Returns only on a start-up error.
-pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
+/// a new instance started with `run --upgrade`); SIGHUP re-reads `config_path` for the
+/// `[guard]` settings. Returns only on a start-up error.
+pub fn run(cfg: Config, config_path: &Path, upgrade: bool) -> anyhow::Result<()> {
     if !upgrade {
         for addr in cfg.proxy.listen.iter().chain(&cfg.admin.listen) {
             TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
         }
     }
+    exit_when_a_listener_fails();
     let guard = Arc::new(Guard::open(&cfg));
     let ready = Arc::new(AtomicBool::new(false));
     let connections = Arc::new(Connections::default());
@@ -93,6 +102,8 @@ pub fn run(cfg: Config, upgrade: bool) -> anyhow::Result<()> {
                 .chain(&cfg.admin.listen)
                 .copied()
                 .collect(),
+            config_path: config_path.to_owned(),
+            config: std::sync::Mutex::new(cfg.clone()),
         },
     );
     let upkeep_id = server.add_service(upkeep);
@@ -170,17 +181,40 @@ fn spawn_drain_watcher(server: &Server, connections: Arc<Connections>, grace: Du
     });
 }
 
-/// Marks the process ready once every listener accepts connections, then expires
-/// engagements whose time is up, every second.
+/// pingora builds each listener in a task of its own and, when the address stays taken,
+/// panics there after 30 s of retries while the process keeps running without it. Such a
+/// panic ends the process instead, with the error that names the address.
+fn exit_when_a_listener_fails() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.contains("Failed to build listeners") {
+            tracing::error!("cannot listen: {message}; exiting");
+            std::process::exit(1);
+        }
+        default(info);
+    }));
+}
+
+/// Marks the process ready once every listener is OURS and accepts connections, then
+/// expires engagements whose time is up, every second, and reloads `[guard]` on SIGHUP.
 struct Upkeep {
     guard: Arc<Guard>,
     ready: Arc<AtomicBool>,
     addrs: Vec<SocketAddr>,
+    config_path: PathBuf,
+    /// The config in effect (the last one loaded successfully).
+    config: std::sync::Mutex<Config>,
 }
 
-#[async_trait]
-impl BackgroundService for Upkeep {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
+impl Upkeep {
+    /// Waits until this process listens on every address, or exits the process.
+    async fn wait_for_listeners(&self) {
         let started = Instant::now();
         for addr in &self.addrs {
             let mut probe = *addr;
@@ -190,20 +224,144 @@ impl BackgroundService for Upkeep {
                     SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
                 });
             }
-            while tokio::net::TcpStream::connect(probe).await.is_err() {
-                if started.elapsed() > Duration::from_secs(30) {
-                    tracing::error!(%addr, "listener never came up; exiting");
+            // A connect alone is not enough: another process may hold the port (under
+            // `--upgrade`, or taken between our pre-bind check and pingora's bind).
+            while !(listening::owned(addr) && tokio::net::TcpStream::connect(probe).await.is_ok()) {
+                if started.elapsed() > LISTENERS_WITHIN {
+                    tracing::error!(
+                        %addr,
+                        "cannot listen on {addr}: this process holds no listening socket there after {}s (is another process using it?); exiting",
+                        LISTENERS_WITHIN.as_secs()
+                    );
                     std::process::exit(1);
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
+    }
+
+    /// Re-reads the config file and applies its `[guard]` section; anything else that
+    /// changed needs a restart, and then nothing is applied.
+    fn reload(&self) {
+        let path = &self.config_path;
+        let next = match Config::load(path, &ProcessEnv) {
+            Ok(next) => next,
+            Err(ConfigError::Invalid { issues, .. }) => {
+                for issue in &issues {
+                    tracing::error!(key = %issue.key, "reload refused: {issue}");
+                }
+                tracing::error!(path = %path.display(), errors = issues.len(), "SIGHUP: config is invalid; the previous config stays in effect");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(path = %path.display(), "SIGHUP: {e}; the previous config stays in effect");
+                return;
+            }
+        };
+        let mut current = self.config.lock().unwrap_or_else(|p| p.into_inner());
+        let restart = needs_restart(&current, &next);
+        if !restart.is_empty() {
+            for section in &restart {
+                tracing::error!(key = %section, "reload refused: [{section}] changed; only [guard] is reloaded, this change needs a restart");
+            }
+            tracing::error!(path = %path.display(), "SIGHUP: the previous config stays in effect");
+            return;
+        }
+        let changed = guard_changes(&current.guard, &next.guard);
+        self.guard.reload(&next.guard);
+        if changed.is_empty() {
+            tracing::info!(path = %path.display(), "SIGHUP: config reloaded, nothing changed");
+        } else {
+            tracing::info!(path = %path.display(), changed = %changed.join(", "), "SIGHUP: config reloaded");
+        }
+        *current = next;
+    }
+}
+
+/// The sections other than `[guard]` that differ: a reload cannot apply them.
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let same =
+        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") == format!("{b:?}");
+    let mut out = Vec::new();
+    if !same(&old.proxy, &new.proxy) {
+        out.push("proxy");
+    }
+    // Secrets print redacted: compare them by value.
+    if !same(&old.admin, &new.admin) || old.admin.token.expose() != new.admin.token.expose() {
+        out.push("admin");
+    }
+    let key = |c: &Config| c.upsun.shared_key.as_ref().map(|k| k.expose().to_owned());
+    if !same(&old.upsun, &new.upsun) || key(old) != key(new) {
+        out.push("upsun");
+    }
+    if !same(&old.state, &new.state) {
+        out.push("state");
+    }
+    if !same(&old.server, &new.server) {
+        out.push("server");
+    }
+    if !same(&old.public, &new.public) {
+        out.push("public");
+    }
+    out
+}
+
+/// `guard.<key>` for every reloadable key that differs.
+fn guard_changes(old: &GuardConfig, new: &GuardConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    macro_rules! compare {
+        ($($field:ident),*) => {$(
+            if format!("{:?}", old.$field) != format!("{:?}", new.$field) {
+                out.push(format!("guard.{} {:?} -> {:?}", stringify!($field), old.$field, new.$field));
+            }
+        )*};
+    }
+    compare!(
+        methods,
+        allow_paths,
+        retry_after,
+        max_engaged,
+        hold,
+        hold_max_requests,
+        release_concurrency,
+        pass_unknown_methods,
+        upgrades
+    );
+    if old.page != new.page {
+        out.push("guard.page (contents)".into());
+    }
+    out
+}
+
+#[async_trait]
+impl BackgroundService for Upkeep {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        // Installed before readiness: until then SIGHUP's default action would end the
+        // process. pingora itself does not handle SIGHUP.
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot install the SIGHUP handler: reload needs a restart");
+                None
+            }
+        };
+        self.wait_for_listeners().await;
         self.ready.store(true, Ordering::Release);
         tracing::info!(addrs = ?self.addrs, "ready: listening");
 
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
+            let hup = async {
+                match hangup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                _ = hup => {
+                    tracing::info!(path = %self.config_path.display(), "SIGHUP: reloading the [guard] settings");
+                    self.reload();
+                }
                 _ = tick.tick() => {
                     let guard = self.guard.clone();
                     match tokio::task::spawn_blocking(move || guard.expire()).await {
@@ -217,6 +375,73 @@ impl BackgroundService for Upkeep {
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Whether this process itself holds a listening socket on an address: Linux `/proc` (the
+/// socket table, then our own file descriptors). pingora's service API has no hook that says
+/// a listener was built.
+mod listening {
+    use std::net::SocketAddr;
+
+    pub fn owned(addr: &SocketAddr) -> bool {
+        let (table, local) = match addr {
+            SocketAddr::V4(a) => (
+                "/proc/self/net/tcp",
+                format!(
+                    "{:08X}:{:04X}",
+                    u32::from_ne_bytes(a.ip().octets()),
+                    a.port()
+                ),
+            ),
+            SocketAddr::V6(a) => {
+                let o = a.ip().octets();
+                let words: String = o
+                    .chunks(4)
+                    .map(|w| format!("{:08X}", u32::from_ne_bytes([w[0], w[1], w[2], w[3]])))
+                    .collect();
+                ("/proc/self/net/tcp6", format!("{words}:{:04X}", a.port()))
+            }
+        };
+        let Ok(text) = std::fs::read_to_string(table) else {
+            return true; // no procfs: the connect probe decides alone
+        };
+        let sockets: Vec<String> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            // State 0A is LISTEN.
+            .filter(|f| f.len() > 9 && f[1] == local && f[3] == "0A")
+            .map(|f| format!("socket:[{}]", f[9]))
+            .collect();
+        if sockets.is_empty() {
+            return false;
+        }
+        let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
+            return true;
+        };
+        fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|target| sockets.iter().any(|s| target.as_os_str() == s.as_str()))
+        })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn tells_our_listener_from_someone_elses() {
+            let ours = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            assert!(owned(&ours.local_addr().unwrap()));
+            let v6 = std::net::TcpListener::bind("[::1]:0");
+            if let Ok(v6) = v6 {
+                assert!(owned(&v6.local_addr().unwrap()));
+            }
+            let addr = ours.local_addr().unwrap();
+            drop(ours);
+            assert!(!owned(&addr));
         }
     }
 }

@@ -29,7 +29,7 @@ fn main() -> ExitCode {
                 tracing::warn!("admin.token is the example value: set a real one before exposing the admin port");
             }
             tracing::info!("{}", cfg.summary());
-            return match writeguard::app::run(cfg, upgrade) {
+            return match writeguard::app::run(cfg, &config.path, upgrade) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");

@@ -1,5 +1,5 @@
-//! The admin API: health, readiness, status, the operator's engage/release, and the Upsun
-//! webhook. Operator routes need the bearer token; the webhook needs its JWS signature.
+//! The admin API: health, readiness, status, the operator's engage/release, the audit log
+//! (`/history`), and the Upsun webhook. Operator routes need the bearer token; the webhook needs its JWS signature.
 
 pub mod webhook;
 
@@ -183,13 +183,14 @@ impl Admin {
             }),
             (&Method::GET, "/status") => Ok(json(StatusCode::OK, &self.guard.status())),
             (&Method::GET, "/deploys") => Ok(json(StatusCode::OK, &self.deploys())),
+            (&Method::GET, "/history") => self.history(&req).await,
             (&Method::GET, "/") => Ok(dashboard()),
             (&Method::POST, "/guard") => self.engage(req).await,
             (&Method::DELETE, "/guard") => self.release(req).await,
             (&Method::POST, "/webhooks/upsun") => self.webhook.handle(&self.guard, req).await,
             (
                 _,
-                "/" | "/healthz" | "/readyz" | "/status" | "/deploys" | "/guard"
+                "/" | "/healthz" | "/readyz" | "/status" | "/deploys" | "/history" | "/guard"
                 | "/webhooks/upsun",
             ) => Err(AdminError::MethodNotAllowed),
             _ => Err(AdminError::NotFound),
@@ -243,6 +244,28 @@ impl Admin {
         Ok(json(StatusCode::CREATED, &engagement))
     }
 
+    /// `GET /history?limit=N`: the audit log, newest first (default 100, at most 1000).
+    async fn history(&self, req: &Request<Incoming>) -> Result<Response<Body>, AdminError> {
+        self.authorize(req)?;
+        let mut limit = 100;
+        for kv in req.uri().query().unwrap_or_default().split('&') {
+            if let Some(raw) = kv.strip_prefix("limit=") {
+                limit = raw
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_HISTORY).contains(n))
+                    .ok_or_else(|| {
+                        AdminError::BadRequest(format!(
+                            "limit {raw:?} must be a number from 1 to {MAX_HISTORY}"
+                        ))
+                    })?;
+            }
+        }
+        let guard = self.guard.clone();
+        let records = blocking(move || guard.history(limit)).await?;
+        Ok(json(StatusCode::OK, &records))
+    }
+
     /// The deploys seen, newest first, with their durations.
     fn deploys(&self) -> Vec<serde_json::Value> {
         self.guard
@@ -287,6 +310,9 @@ impl Admin {
         Ok(json(StatusCode::OK, &self.guard.status()))
     }
 }
+
+/// Most audit records one `GET /history` returns.
+const MAX_HISTORY: usize = 1000;
 
 /// Runs a state change (which fsyncs) off the async workers.
 async fn blocking<T: Send + 'static>(

@@ -170,6 +170,8 @@ pub struct UpsunConfig {
 #[derive(Debug, Clone)]
 pub struct StateConfig {
     pub path: PathBuf,
+    /// JSON lines, one per engagement change (default: `path` + `.audit.jsonl`).
+    pub audit_log: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -567,8 +569,19 @@ fn read_state(root: &mut toml::Table, issues: &mut Vec<ConfigIssue>) -> Option<S
     if path.is_empty() {
         r.issue("path", "must not be empty");
     }
+    let audit_log = r
+        .string("audit_log")
+        .unwrap_or_else(|| format!("{path}.audit.jsonl"));
+    if audit_log.is_empty() {
+        r.issue("audit_log", "must not be empty");
+    } else if audit_log == path {
+        r.issue("audit_log", "must not be the state file itself");
+    }
     r.finish();
-    Some(StateConfig { path: path.into() })
+    Some(StateConfig {
+        path: path.into(),
+        audit_log: audit_log.into(),
+    })
 }
 
 fn read_public(root: &mut toml::Table, issues: &mut Vec<ConfigIssue>) -> PublicConfig {
@@ -642,6 +655,10 @@ token = "a-long-token"
         assert_eq!(c.guard.max_engaged, Duration::from_secs(1800));
         assert_eq!(c.admin.listen, vec!["127.0.0.1:9090".parse().unwrap()]);
         assert_eq!(c.state.path, PathBuf::from("var/writeguard.state"));
+        assert_eq!(
+            c.state.audit_log,
+            PathBuf::from("var/writeguard.state.audit.jsonl")
+        );
         assert_eq!(c.server.shutdown_grace, Duration::from_secs(10));
         assert!(c.upsun.shared_key.is_none() && !c.upsun.allow_unsigned);
     }

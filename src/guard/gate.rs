@@ -10,14 +10,15 @@ use tokio::sync::Semaphore;
 
 pub struct Gate {
     episode: ArcSwap<Semaphore>,
-    concurrency: usize,
+    /// `guard.release_concurrency`; a reload changes it for the next release.
+    concurrency: AtomicUsize,
 }
 
 impl Gate {
     pub fn new(concurrency: usize) -> Self {
         Gate {
             episode: ArcSwap::from_pointee(Semaphore::new(0)),
-            concurrency,
+            concurrency: AtomicUsize::new(concurrency),
         }
     }
 
@@ -29,7 +30,11 @@ impl Gate {
     /// Releases the current episode's waiters and starts a new, closed episode.
     pub(super) fn open(&self) {
         let released = self.episode.swap(Arc::new(Semaphore::new(0)));
-        released.add_permits(self.concurrency);
+        released.add_permits(self.concurrency.load(Ordering::Acquire));
+    }
+
+    pub(super) fn set_concurrency(&self, concurrency: usize) {
+        self.concurrency.store(concurrency, Ordering::Release);
     }
 }
 

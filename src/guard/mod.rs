@@ -1,7 +1,8 @@
 //! The guard: who engaged it and until when, and whether a request may pass.
 //!
 //! Writers (webhooks, the operator API, the expiry sweep) take a mutex, persist the new state
-//! and only then publish it; the proxy reads an `ArcSwap` snapshot and never locks.
+//! and its audit line, and only then publish it; the proxy reads an `ArcSwap` snapshot (the
+//! state's span and the `[guard]` settings, which a reload swaps) and never locks.
 
 mod gate;
 mod policy;
@@ -14,16 +15,43 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::config::Config;
-use crate::store::{FileStore, StoreError};
+use crate::config::{Config, GuardConfig};
+use crate::store::{AuditLog, AuditRecord, FileStore, StoreError};
 use crate::upsun::Activity;
 
 pub use gate::{Counted, Gate, Traffic};
 pub use policy::{Decision, Policy};
 pub use state::{Applied, Deploy, Engagement, GuardState, Scope, Source};
 
-/// What the proxy needs on every request, published after every change.
-#[derive(Debug, Default)]
+/// The `[guard]` settings, swapped whole by a reload.
+#[derive(Debug)]
+pub struct Settings {
+    pub policy: Policy,
+    pub retry_after: Duration,
+    pub max_engaged: Duration,
+    pub hold: Duration,
+    pub hold_max_requests: usize,
+    pub release_concurrency: usize,
+    pub page: Option<Arc<str>>,
+}
+
+impl Settings {
+    pub fn new(cfg: &GuardConfig) -> Self {
+        Settings {
+            policy: Policy::new(cfg),
+            retry_after: cfg.retry_after,
+            max_engaged: cfg.max_engaged,
+            hold: cfg.hold,
+            hold_max_requests: cfg.hold_max_requests,
+            release_concurrency: cfg.release_concurrency,
+            page: cfg.page.clone(),
+        }
+    }
+}
+
+/// What the proxy needs on every request, published after every change and every reload:
+/// one load per request gives both the state and the settings.
+#[derive(Debug)]
 pub struct Snapshot {
     /// Guarded until this instant (the latest expiry of the active engagements).
     until: Option<SystemTime>,
@@ -31,6 +59,7 @@ pub struct Snapshot {
     pub since: Option<OffsetDateTime>,
     /// Why (the oldest active engagement's reason).
     pub reason: Option<Arc<str>>,
+    pub settings: Arc<Settings>,
 }
 
 impl Snapshot {
@@ -66,14 +95,101 @@ pub struct Status {
     pub problem: Option<String>,
 }
 
+/// Who or what changes the guard, for the audit log.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// `api`, `webhook`, `expiry`, `startup`.
+    pub source: &'static str,
+    /// Never a secret.
+    pub actor: String,
+    /// Why engagements that end with this change ended.
+    pub why: String,
+    pub activity: Option<String>,
+}
+
+impl Origin {
+    pub fn operator(why: &str) -> Self {
+        Origin {
+            source: "api",
+            actor: "operator".into(),
+            why: why.into(),
+            activity: None,
+        }
+    }
+
+    pub fn webhook(activity: &Activity) -> Self {
+        Origin {
+            source: "webhook",
+            actor: format!(
+                "upsun {} (project {})",
+                activity.kind,
+                activity.project.as_deref().unwrap_or("unknown")
+            ),
+            why: format!("Upsun {} {}", activity.kind, activity.state),
+            activity: Some(activity.id.clone()),
+        }
+    }
+
+    fn writeguard(source: &'static str, why: &str) -> Self {
+        Origin {
+            source,
+            actor: "writeguard".into(),
+            why: why.into(),
+            activity: None,
+        }
+    }
+}
+
+/// The audit lines for the change from `old` to `new`: one per engagement that started or
+/// ended.
+fn audit_records(
+    origin: &Origin,
+    old: &GuardState,
+    new: &GuardState,
+    now: OffsetDateTime,
+) -> Vec<AuditRecord> {
+    let engaged = new.span(now).is_some();
+    let activity = |e: &Engagement| match e.source {
+        Source::Upsun => Some(e.id.clone()),
+        Source::Manual => origin.activity.clone(),
+    };
+    let record = |e: &Engagement, action: &str, reason: &str| AuditRecord {
+        when: now,
+        source: origin.source.into(),
+        actor: origin.actor.clone(),
+        action: action.into(),
+        reason: reason.into(),
+        engagement: e.id.clone(),
+        activity: activity(e),
+        engaged,
+    };
+    let has = |s: &GuardState, e: &Engagement| s.engagements.iter().any(|x| x.id == e.id);
+    let ended = if origin.source == "expiry" {
+        "expire"
+    } else {
+        "release"
+    };
+    let mut out: Vec<AuditRecord> = old
+        .engagements
+        .iter()
+        .filter(|e| !has(new, e))
+        .map(|e| record(e, ended, &origin.why))
+        .collect();
+    out.extend(
+        new.engagements
+            .iter()
+            .filter(|e| !has(old, e))
+            .map(|e| record(e, "engage", &e.reason)),
+    );
+    out
+}
+
 pub struct Guard {
     state: Mutex<GuardState>,
     snapshot: ArcSwap<Snapshot>,
     store: FileStore,
+    audit: AuditLog,
     scope: Scope,
-    max_engaged: Duration,
-    retry_after: Duration,
-    policy: Policy,
     gate: Gate,
     traffic: Traffic,
     /// Ticks on every published change (for live event streams).
@@ -87,12 +203,17 @@ pub struct Guard {
 
 impl Guard {
     /// Restores state from the store. An unreadable state file fails closed: it is moved
-    /// aside and the guard starts ENGAGED (until released or `max_engaged`).
+    /// aside and the guard starts ENGAGED (until released or `max_engaged`), and that
+    /// engagement is saved, so the next start is engaged too.
     pub fn open(cfg: &Config) -> Guard {
         let store = FileStore::new(&cfg.state.path);
+        let audit = AuditLog::new(&cfg.state.audit_log);
         let now = OffsetDateTime::now_utc();
-        let (mut state, problem) = match store.load() {
-            Ok(state) => (state.unwrap_or_default(), None),
+        let (loaded, mut state, problem) = match store.load() {
+            Ok(state) => {
+                let state = state.unwrap_or_default();
+                (state.clone(), state, None)
+            }
             Err(e) => {
                 let mut aside = store.path().as_os_str().to_owned();
                 aside.push(".corrupt");
@@ -108,33 +229,64 @@ impl Guard {
                     cfg.guard.max_engaged,
                     now,
                 );
-                (state, Some(e.to_string()))
+                (GuardState::default(), state, Some(e.to_string()))
             }
         };
-        for e in state.expire(now) {
+        let expired = state.expire(now);
+        for e in &expired {
             tracing::warn!(id = %e.id, reason = %e.reason, "engagement expired while stopped; dropped");
         }
         let guard = Guard {
-            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            snapshot: ArcSwap::from_pointee(Snapshot {
+                until: None,
+                since: None,
+                reason: None,
+                settings: Arc::new(Settings::new(&cfg.guard)),
+            }),
             state: Mutex::new(GuardState::default()),
             store,
+            audit,
             scope: Scope {
                 project: cfg.upsun.project.clone(),
                 environments: cfg.upsun.environments.clone(),
                 guard_pending: cfg.upsun.guard_pending,
             },
-            max_engaged: cfg.guard.max_engaged,
-            retry_after: cfg.guard.retry_after,
-            policy: Policy::new(&cfg.guard),
             gate: Gate::new(cfg.guard.release_concurrency),
             changes: tokio::sync::watch::Sender::new(()),
             stopping: tokio::sync::watch::Sender::new(false),
             traffic: Traffic::default(),
             problem: Mutex::new(problem),
         };
+        if state != loaded {
+            guard.record_at_start(&loaded, &state, !expired.is_empty(), now);
+        }
         guard.publish(&state, now);
         *guard.lock() = state;
         guard
+    }
+
+    /// Saves what changed while opening (a fail-closed engagement, engagements that expired
+    /// while stopped) and audits it. Failing here is logged, not fatal: the state in memory
+    /// is the safe one either way.
+    fn record_at_start(
+        &self,
+        loaded: &GuardState,
+        state: &GuardState,
+        expired: bool,
+        now: OffsetDateTime,
+    ) {
+        let origin = if expired && loaded.engagements.len() > state.engagements.len() {
+            Origin::writeguard("expiry", "expired while writeguard was stopped")
+        } else {
+            Origin::writeguard("startup", "state file unreadable at start")
+        };
+        let records = audit_records(&origin, loaded, state, now);
+        if let Err(e) = self.audit.append(&records) {
+            tracing::error!(error = %e, "cannot write the audit log at start");
+        }
+        if let Err(e) = self.store.save(state) {
+            tracing::error!(error = %e, "cannot save the guard state at start");
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, GuardState> {
@@ -150,15 +302,49 @@ impl Guard {
 
     #[inline]
     pub fn decide(&self, method: &http::Method, path: &str, headers: &http::HeaderMap) -> Decision {
-        self.policy
-            .decide(self.snapshot().guarded(), method, path, headers)
+        let snapshot = self.snapshot();
+        snapshot
+            .settings
+            .policy
+            .decide(snapshot.guarded(), method, path, headers)
+    }
+
+    /// Whether `method` is one the guard stops (writes), engaged or not.
+    #[inline]
+    pub fn is_guarded_method(&self, method: &http::Method) -> bool {
+        self.snapshot().settings.policy.is_guarded_method(method)
+    }
+
+    /// The current `[guard]` settings.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.snapshot().settings.clone()
+    }
+
+    /// Swaps in new `[guard]` settings (a reload); the state and held requests stay.
+    pub fn reload(&self, cfg: &GuardConfig) {
+        let state = self.lock();
+        let current = self.snapshot.load_full();
+        self.gate.set_concurrency(cfg.release_concurrency);
+        self.snapshot.store(Arc::new(Snapshot {
+            until: current.until,
+            since: current.since,
+            reason: current.reason.clone(),
+            settings: Arc::new(Settings::new(cfg)),
+        }));
+        drop(state);
+        self.changes.send_replace(());
     }
 
     /// Seconds a client should wait: the configured value, or less when every engagement
     /// ends sooner.
     pub fn retry_after_secs(&self) -> u64 {
-        let cfg = self.retry_after.as_secs().max(1);
-        match self.snapshot().until {
+        Self::retry_after_of(&self.snapshot())
+    }
+
+    /// [`Guard::retry_after_secs`] for a snapshot already loaded.
+    pub fn retry_after_of(snapshot: &Snapshot) -> u64 {
+        let cfg = snapshot.settings.retry_after.as_secs().max(1);
+        match snapshot.until {
             Some(u) => u
                 .duration_since(SystemTime::now())
                 .map(|left| left.as_secs().clamp(1, cfg))
@@ -191,10 +377,12 @@ impl Guard {
         }
     }
 
-    /// Applies `change` to a copy of the state, persists it, then publishes it. On a store
-    /// error nothing changes.
+    /// Applies `change` to a copy of the state, appends its audit lines, persists it, then
+    /// publishes it. On a store or audit error nothing changes (audit lines already written
+    /// are taken back).
     fn mutate<T>(
         &self,
+        origin: &Origin,
         change: impl FnOnce(&mut GuardState, OffsetDateTime) -> T,
     ) -> Result<T, StoreError> {
         let now = OffsetDateTime::now_utc();
@@ -202,7 +390,18 @@ impl Guard {
         let mut next = state.clone();
         let out = change(&mut next, now);
         if next != *state {
-            self.store.save(&next)?;
+            let records = audit_records(origin, &state, &next, now);
+            let appended = if records.is_empty() {
+                None
+            } else {
+                Some(self.audit.append(&records)?)
+            };
+            if let Err(e) = self.store.save(&next) {
+                if let Some(appended) = appended {
+                    appended.undo(self.audit.path());
+                }
+                return Err(e);
+            }
             *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = None;
             self.publish(&next, now);
             *state = next;
@@ -219,10 +418,12 @@ impl Guard {
             .filter(|e| e.expires_at > now)
             .min_by_key(|e| e.since)
             .map(|e| Arc::from(e.reason.as_str()));
+        let settings = self.snapshot.load().settings.clone();
         let previous = self.snapshot.swap(Arc::new(Snapshot {
             until,
             since: span.map(|(since, _)| since),
             reason,
+            settings,
         }));
         self.changes.send_replace(());
         // An engagement that ran out by the clock still has its window in the previous
@@ -275,26 +476,38 @@ impl Guard {
         &self.traffic
     }
 
-    pub fn policy(&self) -> &Policy {
-        &self.policy
-    }
-
     pub fn apply_activity(&self, activity: &Activity) -> Result<Applied, StoreError> {
-        self.mutate(|s, now| s.apply_activity(activity, &self.scope, now, self.max_engaged))
+        let max_engaged = self.max_engaged();
+        self.mutate(&Origin::webhook(activity), |s, now| {
+            s.apply_activity(activity, &self.scope, now, max_engaged)
+        })
     }
 
     pub fn engage(&self, reason: String, ttl: Option<Duration>) -> Result<Engagement, StoreError> {
-        let ttl = ttl.unwrap_or(self.max_engaged);
-        self.mutate(|s, now| s.engage_manual(reason, ttl, now))
+        let ttl = ttl.unwrap_or_else(|| self.max_engaged());
+        self.mutate(&Origin::operator(""), |s, now| {
+            s.engage_manual(reason, ttl, now)
+        })
     }
 
     pub fn release(&self, all: bool) -> Result<Vec<Engagement>, StoreError> {
-        self.mutate(|s, _| s.release(all))
+        let why = if all {
+            "released by operator (all)"
+        } else {
+            "released by operator"
+        };
+        self.mutate(&Origin::operator(why), |s, _| s.release(all))
+    }
+
+    /// The audit log, newest first.
+    pub fn history(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        self.audit.tail(limit)
     }
 
     /// Drops engagements whose time is up, loudly.
     pub fn expire(&self) -> Result<Vec<Engagement>, StoreError> {
-        let gone = self.mutate(|s, now| s.expire(now))?;
+        let origin = Origin::writeguard("expiry", "expired (ttl or guard.max_engaged)");
+        let gone = self.mutate(&origin, |s, now| s.expire(now))?;
         for e in &gone {
             tracing::warn!(
                 id = %e.id,
@@ -308,6 +521,6 @@ impl Guard {
     }
 
     pub fn max_engaged(&self) -> Duration {
-        self.max_engaged
+        self.snapshot().settings.max_engaged
     }
 }

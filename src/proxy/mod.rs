@@ -27,12 +27,9 @@ pub use refusal::prefers_html;
 pub struct Proxy {
     guard: Arc<Guard>,
     public: Public,
-    page: Option<Arc<str>>,
     upstream: Upstream,
     drain_limit: u64,
     upstream_retry: Duration,
-    hold: Duration,
-    hold_max_requests: usize,
     max_uri_length: usize,
 }
 
@@ -40,13 +37,10 @@ impl Proxy {
     pub fn new(cfg: &Config, guard: Arc<Guard>) -> Self {
         Proxy {
             public: Public::new(cfg, guard.clone()),
-            page: cfg.guard.page.clone(),
             guard,
             upstream: Upstream::new(&cfg.proxy),
             drain_limit: cfg.proxy.drain_limit,
             upstream_retry: cfg.proxy.upstream_retry,
-            hold: cfg.guard.hold,
-            hold_max_requests: cfg.guard.hold_max_requests,
             max_uri_length: cfg.proxy.max_uri_length,
         }
     }
@@ -54,18 +48,20 @@ impl Proxy {
     /// A guarded write: held until the release (then forwarded once), or answered 503 when
     /// holding is off, full, or outlasted by the deploy.
     async fn hold_or_refuse(&self, req: Request<Incoming>, peer: &Peer) -> Response<Body> {
-        if self.hold.is_zero() {
+        // Read per request: a reload (SIGHUP) may change them.
+        let (hold_for, max_held) = {
+            let settings = &self.guard.snapshot().settings;
+            (settings.hold, settings.hold_max_requests)
+        };
+        if hold_for.is_zero() {
             return self.refuse(req).await;
         }
         let traffic = self.guard.traffic();
-        let Some(held) = traffic.hold(self.hold_max_requests) else {
-            tracing::warn!(
-                max = self.hold_max_requests,
-                "hold is full: answering 503 at once"
-            );
+        let Some(held) = traffic.hold(max_held) else {
+            tracing::warn!(max = max_held, "hold is full: answering 503 at once");
             return self.refuse(req).await;
         };
-        let deadline = tokio::time::Instant::now() + self.hold;
+        let deadline = tokio::time::Instant::now() + hold_for;
         let outcome = hold::hold(&self.guard, peer.fd, deadline).await;
         drop(held);
         match outcome {
@@ -94,7 +90,6 @@ impl Proxy {
             forward::is_idempotent(req.method()).then(|| Instant::now() + self.upstream_retry);
         let _in_flight = self
             .guard
-            .policy()
             .is_guarded_method(req.method())
             .then(|| self.guard.traffic().write_in_flight());
         let res = self.upstream.forward(req, peer, retry_until).await;
@@ -109,10 +104,10 @@ impl Proxy {
         let keep_alive = drain(req.into_body(), self.drain_limit).await;
         let snapshot = self.guard.snapshot();
         let why = refusal::Why {
-            retry_after: self.guard.retry_after_secs(),
+            retry_after: Guard::retry_after_of(&snapshot),
             reason: snapshot.reason.as_deref(),
             since: snapshot.since,
-            page: self.page.as_deref(),
+            page: snapshot.settings.page.as_deref(),
         };
         refusal::refusal(html, &why, !keep_alive)
     }

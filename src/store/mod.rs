@@ -1,12 +1,17 @@
 //! Where guard state lives. The default backend is one JSON file, replaced atomically:
 //! write a temp file, fsync it, rename it over the old one, fsync the directory. A change is
-//! acknowledged only after that returns.
+//! acknowledged only after that returns, and after its line in the audit log (`audit`) is
+//! durable too.
+
+mod audit;
 
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::guard::GuardState;
+
+pub use audit::{Appended, AuditLog, AuditRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -22,6 +27,16 @@ pub enum StoreError {
     },
     #[error("cannot write state file {path}: {source}")]
     Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot append to audit log {path}: {source}")]
+    Audit {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read audit log {path}: {source}")]
+    AuditRead {
         path: PathBuf,
         source: std::io::Error,
     },
