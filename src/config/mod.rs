@@ -388,7 +388,8 @@ fn read_proxy(
         }
     }
     let max_header_size = r
-        .integer("max_header_size", 1024, 1 << 20)
+        // hyper's read buffer cannot be smaller than 8 KiB (with h2c the limit is the buffer).
+        .integer("max_header_size", 8192, 1 << 20)
         .unwrap_or(64 * 1024) as usize;
     let max_uri_length = r.integer("max_uri_length", 64, 1 << 20).unwrap_or(8 * 1024) as usize;
     r.finish();

@@ -10,7 +10,7 @@ use http_body_util::{Either, Empty};
 use hyper::body::{Body as _, Incoming};
 
 use super::pool::{Pool, PooledBody, SendError, UpBody, UpstreamError};
-use super::timed::{is_body_timeout, TimedBody};
+use super::timed::{ClientBodyError, TimedBody};
 use crate::body::Body;
 use crate::config::ProxyConfig;
 use crate::listener::Peer;
@@ -158,8 +158,8 @@ impl Upstream {
                     req = next;
                 }
                 _ => {
-                    if matches!(&err.error, UpstreamError::Http(e) if is_body_timeout(e)) {
-                        tracing::info!("client request body too slow: answered 408");
+                    if let Some(e) = err.error.client_body() {
+                        tracing::info!(error = %e, "client request body failed; not the upstream's fault");
                     } else {
                         tracing::warn!(error = %err.error, attempts, "upstream request failed");
                     }
@@ -263,14 +263,22 @@ fn upgrade_headers(headers: &mut HeaderMap, protocol: HeaderValue) {
 
 /// The one mapping from an upstream failure to what the client sees.
 fn error_response(e: &UpstreamError) -> Response<Body> {
-    if let UpstreamError::Http(e) = e {
-        if is_body_timeout(e) {
+    match e.client_body() {
+        Some(ClientBodyError::Timeout) => {
             return super::refusal::plain(
                 StatusCode::REQUEST_TIMEOUT,
                 "408 Request Timeout: the request body did not arrive in time\n",
                 true,
-            );
+            )
         }
+        Some(ClientBodyError::Broken(_)) => {
+            return super::refusal::plain(
+                StatusCode::BAD_REQUEST,
+                "400 Bad Request: the request body broke off\n",
+                true,
+            )
+        }
+        None => {}
     }
     let (status, text): (_, &'static str) = match e {
         UpstreamError::ConnectTimeout => (

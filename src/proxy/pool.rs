@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -57,12 +57,12 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
-    /// Whether no byte of the request reached the upstream.
-    pub fn nothing_sent(&self) -> bool {
-        matches!(
-            self,
-            UpstreamError::Connect(_) | UpstreamError::ConnectTimeout
-        )
+    /// The client's request body failing, seen through the upstream request it fed.
+    pub fn client_body(&self) -> Option<&super::timed::ClientBodyError> {
+        match self {
+            UpstreamError::Http(e) => super::timed::client_body_error(e),
+            _ => None,
+        }
     }
 }
 
@@ -108,12 +108,16 @@ impl Pool {
     /// Sends `req` on an idle connection, or a new one. A pooled connection that the upstream
     /// closed while idle hands the request back unsent, and the next one is tried.
     pub async fn send(&self, mut req: Request<UpBody>) -> Result<Response<PooledBody>, SendError> {
+        let sent = match req.body() {
+            Either::Left(body) => body.sent(),
+            Either::Right(_) => None,
+        };
         while let Some(mut sender) = checkout() {
             if sender.ready().await.is_err() {
                 continue;
             }
             match sender.try_send_request(req).await {
-                Ok(res) => return Ok(PooledBody::wrap(res, sender)),
+                Ok(res) => return Ok(PooledBody::wrap(res, sender, sent)),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => req = unsent,
                     None => {
@@ -137,7 +141,7 @@ impl Pool {
             }
         };
         match sender.try_send_request(req).await {
-            Ok(res) => Ok(PooledBody::wrap(res, sender)),
+            Ok(res) => Ok(PooledBody::wrap(res, sender, sent)),
             Err(mut e) => Err(SendError {
                 unsent: e.take_message(),
                 error: e.into_error().into(),
@@ -208,14 +212,21 @@ fn checkin(sender: SendRequest<UpBody>) {
 pub struct PooledBody {
     body: Incoming,
     sender: Option<SendRequest<UpBody>>,
+    /// Set once the request's body has all gone upstream (None: it had none).
+    sent: Option<Arc<OnceLock<tokio::time::Instant>>>,
 }
 
 impl PooledBody {
-    fn wrap(res: Response<Incoming>, sender: SendRequest<UpBody>) -> Response<PooledBody> {
+    fn wrap(
+        res: Response<Incoming>,
+        sender: SendRequest<UpBody>,
+        sent: Option<Arc<OnceLock<tokio::time::Instant>>>,
+    ) -> Response<PooledBody> {
         res.map(|body| {
             let mut pooled = PooledBody {
                 body,
                 sender: Some(sender),
+                sent,
             };
             if pooled.body.is_end_stream() {
                 pooled.release();
@@ -224,9 +235,14 @@ impl PooledBody {
         })
     }
 
+    /// An upstream may answer before it has the whole request body (a 413, an early
+    /// redirect): its connection stays busy sending that body, so it goes back to the pool
+    /// only when the body is through; otherwise it closes once the body is done.
     fn release(&mut self) {
         if let Some(sender) = self.sender.take() {
-            checkin(sender);
+            if self.sent.as_ref().is_none_or(|s| s.get().is_some()) {
+                checkin(sender);
+            }
         }
     }
 }

@@ -14,10 +14,17 @@ use tokio::time::{Instant, Sleep};
 
 use crate::body::BoxError;
 
-/// The error a stalled body ends with; the proxy answers it with 408.
+/// Why a client's request body did not make it upstream: the client's doing, not the
+/// upstream's, so it is answered and logged as such.
 #[derive(Debug, thiserror::Error)]
-#[error("the client did not send its request body in time")]
-pub struct BodyTimeout;
+pub enum ClientBodyError {
+    /// Stalled or trickled past the body timeouts: answered 408.
+    #[error("the client did not send its request body in time")]
+    Timeout,
+    /// The client's connection broke mid-body (it went away, or sent bad framing).
+    #[error("the client's request body broke off: {0}")]
+    Broken(hyper::Error),
+}
 
 pub struct TimedBody {
     inner: Incoming,
@@ -70,14 +77,14 @@ impl Body for TimedBody {
                     let _ = sent.set(Instant::now());
                 }
             }
-            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+            return Poll::Ready(frame.map(|f| f.map_err(|e| ClientBodyError::Broken(e).into())));
         }
         let next = this.next_deadline();
         let sleep = this
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(next)));
         ready!(sleep.as_mut().poll(cx));
-        Poll::Ready(Some(Err(BodyTimeout.into())))
+        Poll::Ready(Some(Err(ClientBodyError::Timeout.into())))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -89,14 +96,16 @@ impl Body for TimedBody {
     }
 }
 
-/// Whether `err` (or what caused it) is a [`BodyTimeout`].
-pub fn is_body_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
+/// The [`ClientBodyError`] behind `err`, if the client's body is what failed.
+pub fn client_body_error<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a ClientBodyError> {
     let mut cur = Some(err);
     while let Some(e) = cur {
-        if e.is::<BodyTimeout>() {
-            return true;
+        if let Some(found) = e.downcast_ref::<ClientBodyError>() {
+            return Some(found);
         }
         cur = e.source();
     }
-    false
+    None
 }
