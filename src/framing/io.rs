@@ -177,8 +177,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Framed<S> {
             match this.mode {
                 Mode::Checking => {}
                 Mode::Unchecked => return Pin::new(&mut this.inner).poll_read(cx, buf),
+                Mode::Sentinel(sent) if sent == SENTINEL.len() => {
+                    // Nothing more, ever: hyper closes after answering the sentinel. Not an
+                    // end of stream, which hyper would take for a client gone mid-request
+                    // (and then not answer); its header timeout bounds any wait.
+                    return Poll::Pending;
+                }
                 Mode::Sentinel(sent) => {
-                    // After the sentinel: end of stream (hyper closes after answering it).
                     let n = (SENTINEL.len() - sent).min(buf.remaining());
                     buf.put_slice(&SENTINEL[sent..sent + n]);
                     this.mode = Mode::Sentinel(sent + n);
