@@ -171,14 +171,6 @@ fn refused_heads_become_the_sentinel_after_the_requests_before_them() {
         (b"GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n", Violation::BareCr),
         (b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n", Violation::ObsFold),
         (b"GET / HTTP/1.1\r\n\tX: a\r\n\r\n", Violation::ObsFold),
-        (
-            b"GET / HTTP/1.1\r\nContent-Length : 5\r\n\r\nhello",
-            Violation::HeaderSyntax,
-        ),
-        (
-            b"GET / HTTP/1.1\r\nno colon\r\n\r\n",
-            Violation::HeaderSyntax,
-        ),
         (b"GET /\r\n\r\n", Violation::RequestLine),
         (b"GET / HTTP/1.2\r\n\r\n", Violation::Version),
         (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", Violation::Version),
@@ -222,6 +214,19 @@ fn refused_chunked_bodies_end_in_an_error_after_their_good_bytes() {
         stream.extend_from_slice(body);
         let expect = (stream[..head.len() + good].to_vec(), Some(*violation));
         assert_eq!(every_split(&stream, false), expect, "{violation:?}");
+    }
+}
+
+#[test]
+fn lines_hyper_refuses_itself_are_left_to_it() {
+    // httparse rejects whitespace before a colon and lines without one (400, close): no
+    // parser reads a field there, so the checker need not look for them.
+    for stream in [
+        &b"GET / HTTP/1.1\r\nContent-Length : 5\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nno colon\r\n\r\n",
+        b"GET HTTP/1.1\r\n\r\n",
+    ] {
+        assert_eq!(every_split(stream, false), (stream.to_vec(), None));
     }
 }
 
