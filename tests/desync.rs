@@ -183,7 +183,7 @@ async fn a_write_hidden_in_a_guarded_request_never_reaches_the_upstream() {
     // Ambiguous framing around a guarded write: refused before the guard even sees it.
     for (case, raw) in ambiguous() {
         let raw = raw.replacen("GET ", "POST ", 1);
-        refused(&wg, &raw, &case).await;
+        refused(&wg, &raw, case).await;
     }
     // A well-framed guarded POST whose body is a request: 503, and its body is skipped or
     // the connection closed; never parsed as the next request.
