@@ -429,9 +429,21 @@ fn trickle(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_headers_are_cut_at_the_whole_header_deadline() {
+    slowloris(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_headers_are_cut_with_h2c_on_too() {
+    slowloris(true).await;
+}
+
+/// A head trickled byte by byte to a listener with `header_timeout = "1s"` (and h2c on or
+/// off): the connection is closed within 5 s, nothing reaches the upstream, others are served.
+async fn slowloris(h2c: bool) {
     let up = Upstream::start().await;
     let wg = Wg::for_upstream(&up)
         .proxy_line("header_timeout = \"1s\"")
+        .proxy_line(&format!("h2c = {h2c}"))
         .start()
         .await;
     // 100 bytes, one every 100 ms: each read is quick, the head would take 10 s.
@@ -445,7 +457,9 @@ async fn slowloris_headers_are_cut_at_the_whole_header_deadline() {
     let writer = trickle(w, head, Duration::from_millis(100));
     let got = until_closed(&mut r, Duration::from_secs(6))
         .await
-        .expect("the slowloris connection was not closed within 6 s");
+        .unwrap_or_else(|| {
+            panic!("h2c = {h2c}: the slowloris connection was not closed within 6 s")
+        });
     let elapsed = started.elapsed();
     let text = String::from_utf8_lossy(&got);
     assert!(
