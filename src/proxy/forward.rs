@@ -143,7 +143,7 @@ impl Upstream {
             };
             // A request the upstream took but did not answer in time is not sent again.
             let replayable = !matches!(err.error, UpstreamError::Timeout);
-            let again = err.unsent.or_else(|| {
+            let again = err.unsent.map(|r| *r).or_else(|| {
                 replay
                     .as_ref()
                     .filter(|_| replayable)

@@ -35,7 +35,8 @@ pub type UpBody = Either<TimedBody, Empty<Bytes>>;
 /// A failed send, with the request back when none of it reached the upstream.
 pub struct SendError {
     pub error: UpstreamError,
-    pub unsent: Option<Request<UpBody>>,
+    /// Boxed: a request is large and errors are rare.
+    pub unsent: Option<Box<Request<UpBody>>>,
 }
 
 /// Why the upstream did not answer.
@@ -136,14 +137,14 @@ impl Pool {
             Err(error) => {
                 return Err(SendError {
                     error,
-                    unsent: Some(req),
+                    unsent: Some(Box::new(req)),
                 })
             }
         };
         match sender.try_send_request(req).await {
             Ok(res) => Ok(PooledBody::wrap(res, sender, sent)),
             Err(mut e) => Err(SendError {
-                unsent: e.take_message(),
+                unsent: e.take_message().map(Box::new),
                 error: e.into_error().into(),
             }),
         }
