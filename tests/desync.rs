@@ -303,6 +303,10 @@ async fn well_framed_keep_alive_traffic_passes_byte_exact() {
     raw.extend_from_slice(format!("{:X};ext=\"v\"\r\n", big.len()).as_bytes());
     raw.extend_from_slice(&big);
     raw.extend_from_slice(b"\r\n3\r\nend\r\n0\r\nX-Trailer: t\r\n\r\n");
+    // A chunked GET body (rare, legal): forwarded, not dropped.
+    raw.extend_from_slice(
+        b"GET /chunked-get HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    );
     for i in 0..3 {
         raw.extend_from_slice(format!("GET /get/{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
     }
@@ -324,6 +328,12 @@ async fn well_framed_keep_alive_traffic_passes_byte_exact() {
         res.header("x-body-sha256"),
         Some(sha256_hex(&whole).as_str())
     );
+    let res = conn.read_response(false).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(
+        res.header("x-body-sha256"),
+        Some(sha256_hex(b"hello").as_str())
+    );
     for i in 0..3 {
         let res = conn.read_response(false).await;
         assert_eq!(res.status, 200);
@@ -331,6 +341,17 @@ async fn well_framed_keep_alive_traffic_passes_byte_exact() {
     }
     assert!(!conn.closed_within(Duration::from_millis(100)).await);
     let uris: Vec<String> = up.records().iter().map(|r| r.uri.clone()).collect();
-    assert_eq!(uris, ["/cl", "/chunked", "/get/0", "/get/1", "/get/2"]);
+    assert_eq!(
+        uris,
+        [
+            "/cl",
+            "/chunked",
+            "/chunked-get",
+            "/get/0",
+            "/get/1",
+            "/get/2"
+        ]
+    );
     assert_eq!(up.records()[1].body.as_ref(), &whole[..]);
+    assert_eq!(up.records()[2].body.as_ref(), b"hello");
 }

@@ -171,6 +171,9 @@ impl Upstream {
 
     /// Rewrites a client request into the request we send upstream.
     fn prepare(&self, req: Request<Incoming>, peer: &Peer) -> Request<UpBody> {
+        // A body of unknown length (chunked from the client): hyper's client frames it
+        // chunked for most methods, but sends GET and HEAD bodies only when told to.
+        let chunked = !req.body().is_end_stream() && req.body().size_hint().exact().is_none();
         let mut req = req.map(|body| {
             Either::Left(TimedBody::new(
                 body,
@@ -179,6 +182,12 @@ impl Upstream {
             ))
         });
         self.rewrite(&mut req, peer);
+        if chunked {
+            req.headers_mut().insert(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+        }
         req
     }
 
