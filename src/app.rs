@@ -69,6 +69,7 @@ pub fn run(cfg: Config, config_path: &Path, upgrade: bool) -> anyhow::Result<()>
         header_timeout: cfg.proxy.header_timeout,
         max_header_size: cfg.proxy.max_header_size,
         h2c: cfg.proxy.h2c,
+        linger: cfg.server.shutdown_grace.min(Duration::from_secs(1)),
     };
     let proxy = Arc::new(Proxy::new(&cfg, guard.clone()));
     let mut proxy_service = Service::new(

@@ -6,12 +6,13 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use http::HeaderValue;
+use http::header::CONNECTION;
+use http::{HeaderValue, Version};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -44,6 +45,13 @@ pub struct Peer {
     pub ip_header: Option<HeaderValue>,
     /// What the framing check of this connection has found.
     pub framing: Arc<Verdict>,
+    /// Set when the server stops: HTTP/1.1 answers say `Connection: close` from then on.
+    closing: AtomicBool,
+    /// With h2c on, requests being handled and when the last one was answered (ms since
+    /// `accepted`): hyper has no idle deadline for HTTP/2 nor for the protocol sniff.
+    busy: AtomicUsize,
+    last_answer_ms: AtomicU64,
+    accepted: tokio::time::Instant,
 }
 
 impl Peer {
@@ -54,7 +62,64 @@ impl Peer {
             fd,
             ip_header,
             framing: Arc::default(),
+            closing: AtomicBool::new(false),
+            busy: AtomicUsize::new(0),
+            last_answer_ms: AtomicU64::new(0),
+            accepted: tokio::time::Instant::now(),
         }
+    }
+
+    /// When the connection, if nothing is in flight, has been idle for `idle`.
+    fn idle_deadline(&self, idle: Duration) -> Option<tokio::time::Instant> {
+        if self.busy.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let last = Duration::from_millis(self.last_answer_ms.load(Ordering::Acquire));
+        Some(self.accepted + last + idle)
+    }
+}
+
+/// A request of an h2c-capable connection, from its head until its answer's body ends.
+struct Busy(Arc<Peer>);
+
+impl Busy {
+    fn new(peer: &Arc<Peer>) -> Self {
+        peer.busy.fetch_add(1, Ordering::AcqRel);
+        Busy(peer.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let ms = self.0.accepted.elapsed().as_millis() as u64;
+        self.0.last_answer_ms.fetch_max(ms, Ordering::AcqRel);
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// An answer's body that keeps its request counted as busy until hyper drops it.
+struct Tracked {
+    body: Body,
+    _busy: Busy,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -83,6 +148,8 @@ pub struct HttpApp<H> {
     /// Largest request head, and whether h2c is on: for the framing check.
     max_head: usize,
     h2c: bool,
+    header_timeout: Duration,
+    linger: Duration,
 }
 
 /// HTTP/1.1 only, or HTTP/1.1 and h2c (prior knowledge) told apart by the connection
@@ -121,6 +188,8 @@ impl<H: Handler> HttpApp<H> {
             connections,
             max_head: opts.max_header_size,
             h2c: opts.h2c,
+            header_timeout: opts.header_timeout,
+            linger: opts.linger,
         }
     }
 }
@@ -134,20 +203,68 @@ pub struct HttpOptions {
     pub max_header_size: usize,
     /// Also accept HTTP/2 over cleartext (prior knowledge).
     pub h2c: bool,
+    /// At shutdown, how long connections keep serving (answers say `Connection: close`)
+    /// before idle ones are closed: a request a client sent on an idle connection just as
+    /// the server stopped is answered rather than lost.
+    pub linger: Duration,
 }
 
-/// Serves one connection; when shutdown starts, finishes the request in flight and closes
-/// (an idle keep-alive connection closes at once). A macro rather than a generic function:
-/// the compiler cannot prove a generic version's future `Send` for pingora's boxed future.
+/// Serves one connection. When shutdown starts, answers go on for `linger` with
+/// `Connection: close` (clients move to the new listener as their answers come back), then
+/// the request in flight finishes and the connection closes. With `idle` (h2c on), a
+/// connection with nothing in flight for that long is closed: hyper's own deadline does not
+/// cover the protocol sniff nor HTTP/2. A macro rather than a generic function: the compiler
+/// cannot prove a generic version's future `Send` for pingora's boxed future.
 macro_rules! serve {
-    ($conn:expr, $shutdown:expr) => {{
+    ($conn:expr, $shutdown:expr, $peer:expr, $linger:expr, $idle:expr) => {{
         let conn = $conn;
         tokio::pin!(conn);
-        tokio::select! {
-            res = conn.as_mut() => res,
-            _ = stopping($shutdown) => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
+        let peer: &Peer = $peer;
+        let idle: Option<Duration> = $idle;
+        let far = || tokio::time::Instant::now() + Duration::from_secs(86400);
+        let next_idle = || {
+            idle.map_or_else(far, |idle| {
+                peer.idle_deadline(idle)
+                    .unwrap_or_else(|| tokio::time::Instant::now() + idle)
+            })
+        };
+        let idle_check = tokio::time::sleep_until(next_idle());
+        tokio::pin!(idle_check);
+        let stopping = stopping($shutdown);
+        tokio::pin!(stopping);
+        let mut linger_end: Option<tokio::time::Instant> = None;
+        let linger_check = tokio::time::sleep_until(far());
+        tokio::pin!(linger_check);
+        loop {
+            tokio::select! {
+                res = conn.as_mut() => break res,
+                _ = stopping.as_mut(), if linger_end.is_none() => {
+                    peer.closing.store(true, Ordering::Release);
+                    let end = tokio::time::Instant::now() + $linger;
+                    linger_end = Some(end);
+                    linger_check.as_mut().reset(end);
+                }
+                _ = linger_check.as_mut(), if linger_end.is_some() => {
+                    conn.as_mut().graceful_shutdown();
+                    break conn.await;
+                }
+                _ = idle_check.as_mut(), if idle.is_some() => {
+                    let now = tokio::time::Instant::now();
+                    match idle.and_then(|idle| peer.idle_deadline(idle)) {
+                        Some(at) if at <= now => {
+                            // HTTP/2 closes once the client acknowledges the GOAWAY; one
+                            // that does not answer at all is dropped after another `idle`.
+                            conn.as_mut().graceful_shutdown();
+                            let idle = idle.unwrap_or_default();
+                            match tokio::time::timeout(idle, conn.as_mut()).await {
+                                Ok(res) => break res,
+                                Err(_) if peer.busy.load(Ordering::Acquire) == 0 => break Ok(()),
+                                Err(_) => break conn.await,
+                            }
+                        }
+                        _ => idle_check.as_mut().reset(next_idle()),
+                    }
+                }
             }
         }
         .map_err(|e| e.to_string())
@@ -184,16 +301,28 @@ impl<H: Handler> ServerApp for HttpApp<H> {
         ));
         let handler = self.handler.clone();
         let conn_peer = peer.clone();
+        let track = self.h2c;
         let service = service_fn(move |req| {
             let handler = handler.clone();
             let peer = conn_peer.clone();
             async move {
+                let busy = track.then(|| Busy::new(&peer));
                 if let Some(refusal) = peer.framing.before(&req) {
                     return Ok::<_, Infallible>(refusal);
                 }
                 let connect = is_connect(req.method());
-                let res = handler.handle(req, &peer).await;
-                Ok(peer.framing.after(connect, res))
+                let http1 = req.version() <= Version::HTTP_11;
+                let mut res = peer
+                    .framing
+                    .after(connect, handler.handle(req, &peer).await);
+                if http1 && peer.closing.load(Ordering::Acquire) {
+                    res.headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                }
+                Ok(match busy {
+                    Some(busy) => res.map(|body| Body::boxed(Tracked { body, _busy: busy })),
+                    None => res,
+                })
             }
         });
         let checker = Checker::new(self.max_head, self.h2c);
@@ -201,11 +330,17 @@ impl<H: Handler> ServerApp for HttpApp<H> {
         let result = match &self.protocol {
             Protocol::Http1(b) => serve!(
                 b.serve_connection(io, service).with_upgrades(),
-                shutdown.clone()
+                shutdown.clone(),
+                &peer,
+                self.linger,
+                None
             ),
             Protocol::Auto(b) => serve!(
                 b.serve_connection_with_upgrades(io, service),
-                shutdown.clone()
+                shutdown.clone(),
+                &peer,
+                self.linger,
+                Some(self.header_timeout)
             ),
         };
         if let Err(e) = result {

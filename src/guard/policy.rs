@@ -16,11 +16,23 @@ pub enum Decision {
 }
 
 /// Headers with which frameworks let a POST stand for another method.
-static METHOD_OVERRIDES: [HeaderName; 3] = [
-    HeaderName::from_static("x-http-method-override"),
-    HeaderName::from_static("x-http-method"),
-    HeaderName::from_static("x-method-override"),
+const METHOD_OVERRIDES: [&[u8]; 3] = [
+    b"x-http-method-override",
+    b"x-http-method",
+    b"x-method-override",
 ];
+
+/// An override header, also spelt with underscores: CGI and PHP turn `X_HTTP_Method` and
+/// `X-HTTP-Method` into the same variable, so the app sees both alike.
+fn is_method_override(name: &HeaderName) -> bool {
+    let name = name.as_str().as_bytes();
+    METHOD_OVERRIDES.iter().any(|o| {
+        o.len() == name.len()
+            && o.iter()
+                .zip(name)
+                .all(|(&a, &b)| a == b || (a == b'-' && b == b'_'))
+    })
+}
 
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -55,10 +67,9 @@ impl Policy {
             return Decision::Refuse;
         }
         let write = self.is_guarded_method(method)
-            || METHOD_OVERRIDES
+            || headers
                 .iter()
-                .flat_map(|name| headers.get_all(name))
-                .any(|v| self.is_guarded_name(v.as_bytes()));
+                .any(|(name, v)| is_method_override(name) && self.is_guarded_name(v.as_bytes()));
         if write && !self.is_allowed_path(path) {
             Decision::Block
         } else {
@@ -184,6 +195,9 @@ mod tests {
             "x-http-method-override",
             "x-http-method",
             "x-method-override",
+            "x_http_method_override",
+            "x_http-method",
+            "x-method_override",
         ] {
             let h = with(name, "patch");
             assert_eq!(
