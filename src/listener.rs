@@ -315,7 +315,10 @@ impl<H: Handler> ServerApp for HttpApp<H> {
                 let mut res = peer
                     .framing
                     .after(connect, handler.handle(req, &peer).await);
-                if http1 && peer.closing.load(Ordering::Acquire) {
+                if http1
+                    && peer.closing.load(Ordering::Acquire)
+                    && res.status() != http::StatusCode::SWITCHING_PROTOCOLS
+                {
                     res.headers_mut()
                         .insert(CONNECTION, HeaderValue::from_static("close"));
                 }
