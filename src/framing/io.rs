@@ -171,6 +171,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Framed<S> {
                 let n = this.ready.min(buf.remaining());
                 buf.put_slice(&this.held[..n]);
                 this.held.drain(..n);
+                if this.held.is_empty() {
+                    // Not kept for the next head: an idle connection holds no buffer here.
+                    this.held = Vec::new();
+                }
                 this.ready -= n;
                 return Poll::Ready(Ok(()));
             }
