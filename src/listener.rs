@@ -217,8 +217,7 @@ pub struct HttpOptions {
 /// cannot prove a generic version's future `Send` for pingora's boxed future.
 macro_rules! serve {
     ($conn:expr, $shutdown:expr, $peer:expr, $linger:expr, $idle:expr) => {{
-        let conn = $conn;
-        tokio::pin!(conn);
+        let mut conn = $conn;
         let peer: &Peer = $peer;
         let idle: Option<Duration> = $idle;
         let far = || tokio::time::Instant::now() + Duration::from_secs(86400);
@@ -332,14 +331,16 @@ impl<H: Handler> ServerApp for HttpApp<H> {
         let io = TokioIo::new(Framed::new(stream, checker, peer.framing.clone()));
         let result = match &self.protocol {
             Protocol::Http1(b) => serve!(
-                b.serve_connection(io, service).with_upgrades(),
+                std::pin::pin!(b.serve_connection(io, service).with_upgrades()),
                 shutdown.clone(),
                 &peer,
                 self.linger,
                 None
             ),
+            // Boxed: the auto connection (HTTP/1.1 and HTTP/2 state) is several times the
+            // size of the HTTP/1.1 one, and every connection's future would carry it.
             Protocol::Auto(b) => serve!(
-                b.serve_connection_with_upgrades(io, service),
+                Box::pin(b.serve_connection_with_upgrades(io, service)),
                 shutdown.clone(),
                 &peer,
                 self.linger,

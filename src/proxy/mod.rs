@@ -140,7 +140,7 @@ impl Handler for Proxy {
         let res = match decision {
             Decision::Block => Box::pin(self.hold_or_refuse(req, peer)).await,
             Decision::Refuse => Box::pin(self.refuse(req)).await,
-            Decision::Forward => self.pass(req, peer).await,
+            Decision::Forward => Box::pin(self.pass(req, peer)).await,
         };
         tracing::info!(
             target: "writeguard::access",
