@@ -71,10 +71,9 @@ impl Proxy {
                     return self.refuse(req).await;
                 }
                 let _in_flight = traffic.write_in_flight();
-                let res = self
-                    .upstream
-                    .forward(req, peer, Some(deadline.into_std()))
-                    .await;
+                // Boxed only once released: a held request's future stays small.
+                let res =
+                    Box::pin(self.upstream.forward(req, peer, Some(deadline.into_std()))).await;
                 drop(permit);
                 res
             }
