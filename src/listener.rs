@@ -270,6 +270,31 @@ macro_rules! serve {
     }};
 }
 
+/// Starts, once per worker thread, a task that keeps a timer due within half a second.
+///
+/// Every proxied request arms a deadline (the upstream timeout, hyper's header timer). When
+/// tokio registers a timer that is due before anything its driver last went to sleep for (or
+/// when nothing was due), it wakes its own driver through an eventfd: a `write` syscall and an
+/// extra turn of the event loop, measured at 0.5 per request under load (`strace -f -e
+/// trace=write`), about 5 % of a small GET's CPU. With this timer always pending, the
+/// per-request deadlines (a second or more away) never come first. Costs two wake-ups a second
+/// per worker thread.
+fn keep_timer_awake() {
+    thread_local! {
+        static STARTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    if STARTED.replace(true) {
+        return;
+    }
+    tokio::spawn(async {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+        }
+    });
+}
+
 /// Resolves once the server starts shutting down.
 async fn stopping(mut shutdown: ShutdownWatch) {
     loop {
@@ -291,6 +316,7 @@ impl<H: Handler> ServerApp for HttpApp<H> {
     ) -> Option<Stream> {
         self.connections.0.fetch_add(1, Ordering::AcqRel);
         let _open = Open(&self.connections);
+        keep_timer_awake();
         let peer = Arc::new(Peer::new(
             stream
                 .get_socket_digest()
