@@ -28,7 +28,7 @@
 #   WG_LOAD_CONNECTIONS    wrk connections (64)
 #   WG_LOAD_IDLE           idle connections for the memory test (1000; 0 skips it)
 #   WG_LOAD_SCENARIOS      subset of "get_small get_16k post_503 mix"
-#   WG_LOAD_PORT_BASE      first of the loopback ports used (39400: upstream, +1 writeguard,
+#   WG_LOAD_PORT_BASE      first of the loopback ports used (24400, below the ephemeral range: upstream, +1 writeguard,
 #                          +2 nginx, +3 HAProxy, +9 writeguard's admin API)
 #   WG_LOAD_OUT            directory for configs, logs and raw results (default: a new
 #                          /tmp/wg-load.XXXXXX, kept after the run)
@@ -46,7 +46,7 @@ WARMUP=${WG_LOAD_WARMUP:-1}
 CONNS=${WG_LOAD_CONNECTIONS:-64}
 IDLE=${WG_LOAD_IDLE:-1000}
 SCENARIOS=${WG_LOAD_SCENARIOS:-"get_small get_16k post_503 mix"}
-PORT_BASE=${WG_LOAD_PORT_BASE:-39400}
+PORT_BASE=${WG_LOAD_PORT_BASE:-24400}
 UPSTREAM_PORT=$PORT_BASE
 WG_PORT=$((PORT_BASE + 1))
 NGINX_PORT=$((PORT_BASE + 2))
