@@ -1,10 +1,10 @@
 //! The answer to a guarded write: `503`, `Retry-After`, an HTML page for browsers and
 //! RFC 9457 problem+json for everything else.
 
-use http::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use std::cell::RefCell;
 
 use bytes::Bytes;
+use http::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, Response, StatusCode};
 
 use crate::body::{full, Body};
