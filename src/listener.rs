@@ -13,6 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use http::header::CONNECTION;
 use http::{HeaderValue, Version};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -94,32 +95,6 @@ impl Drop for Busy {
         let ms = self.0.accepted.elapsed().as_millis() as u64;
         self.0.last_answer_ms.fetch_max(ms, Ordering::AcqRel);
         self.0.busy.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// An answer's body that keeps its request counted as busy until hyper drops it.
-struct Tracked {
-    body: Body,
-    _busy: Busy,
-}
-
-impl hyper::body::Body for Tracked {
-    type Data = bytes::Bytes;
-    type Error = crate::body::BoxError;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
     }
 }
 
@@ -231,19 +206,18 @@ macro_rules! serve {
         tokio::pin!(idle_check);
         let stopping = stopping($shutdown);
         tokio::pin!(stopping);
-        let mut linger_end: Option<tokio::time::Instant> = None;
+        let mut lingering = false;
         let linger_check = tokio::time::sleep_until(far());
         tokio::pin!(linger_check);
         loop {
             tokio::select! {
                 res = conn.as_mut() => break res,
-                _ = stopping.as_mut(), if linger_end.is_none() => {
+                _ = stopping.as_mut(), if !lingering => {
                     peer.closing.store(true, Ordering::Release);
-                    let end = tokio::time::Instant::now() + $linger;
-                    linger_end = Some(end);
-                    linger_check.as_mut().reset(end);
+                    lingering = true;
+                    linger_check.as_mut().reset(tokio::time::Instant::now() + $linger);
                 }
-                _ = linger_check.as_mut(), if linger_end.is_some() => {
+                _ = linger_check.as_mut(), if lingering => {
                     conn.as_mut().graceful_shutdown();
                     break conn.await;
                 }
@@ -348,7 +322,13 @@ impl<H: Handler> ServerApp for HttpApp<H> {
                         .insert(CONNECTION, HeaderValue::from_static("close"));
                 }
                 Ok(match busy {
-                    Some(busy) => res.map(|body| Body::boxed(Tracked { body, _busy: busy })),
+                    // The body owns the guard: the request stays busy until hyper drops it.
+                    Some(busy) => res.map(|body| {
+                        Body::boxed(body.map_frame(move |frame| {
+                            let _ = &busy;
+                            frame
+                        }))
+                    }),
                     None => res,
                 })
             }
