@@ -17,4 +17,4 @@ if [[ -z "${WG_BIN:-}" ]]; then
 fi
 echo "writeguard: $WG_BIN ($(git rev-parse --short HEAD 2>/dev/null || echo '?')), $(nproc) cores"
 exec python3 benches/soak/soak.py --bin "$WG_BIN" --minutes "$minutes" \
-    --samples "$(pwd)/../shared/upsun/samples" "$@"
+    --samples "$(pwd)/tests/fixtures/upsun" "$@"

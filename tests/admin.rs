@@ -159,7 +159,7 @@ async fn release_drops_manual_engagements_and_all_drops_every_one() {
     let wg = Wg::for_upstream(&up).start().await;
 
     assert_eq!(
-        wg.webhook_signed(sample("synthetic.environment.push_in_progress"))
+        wg.webhook_signed(sample("environment.push_in_progress"))
             .await
             .status,
         200
@@ -194,7 +194,7 @@ async fn release_drops_manual_engagements_and_all_drops_every_one() {
 
     // A late duplicate of the released deploy does not re-engage.
     let res = wg
-        .webhook_signed(sample("synthetic.environment.push_in_progress"))
+        .webhook_signed(sample("environment.push_in_progress"))
         .await;
     assert_eq!(res.status, 200);
     assert_eq!(res.json()["guarded"], false);
@@ -240,7 +240,7 @@ async fn a_restart_while_guarded_stays_guarded() {
     let up = Upstream::start().await;
     let mut wg = Wg::for_upstream(&up).start().await;
     let res = wg
-        .webhook_signed(sample("synthetic.environment.push_in_progress"))
+        .webhook_signed(sample("environment.push_in_progress"))
         .await;
     assert_eq!(res.status, 200);
     assert_eq!(wg.engage("ops freeze", Some("20m")).await.status, 201);
@@ -261,7 +261,7 @@ async fn a_restart_while_guarded_stays_guarded() {
     // The restored deploy still ends with its `complete` (ids survive the restart), and
     // the manual one with a release.
     let res = wg
-        .webhook_signed(sample("synthetic.environment.push_complete_success"))
+        .webhook_signed(sample("environment.push_complete_success"))
         .await;
     assert_eq!(res.status, 200);
     assert_eq!(res.json()["guarded"], true);
@@ -272,7 +272,7 @@ async fn a_restart_while_guarded_stays_guarded() {
     wg.restart().await;
     assert_eq!(wg.status().await["guarded"], false);
     let res = wg
-        .webhook_signed(sample("synthetic.environment.push_in_progress"))
+        .webhook_signed(sample("environment.push_in_progress"))
         .await;
     assert_eq!(
         res.json()["guarded"],

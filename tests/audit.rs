@@ -11,8 +11,8 @@ use std::time::Duration;
 use common::{eventually, sample, Instance, Req, Upstream, Wg, SAMPLE_ID, SAMPLE_PROJECT};
 use serde_json::Value;
 
-const IN_PROGRESS: &str = "synthetic.environment.push_in_progress";
-const COMPLETE: &str = "synthetic.environment.push_complete_success";
+const IN_PROGRESS: &str = "environment.push_in_progress";
+const COMPLETE: &str = "environment.push_complete_success";
 
 fn audit_path(wg: &Instance) -> PathBuf {
     let mut p = wg.state_path().into_os_string();

@@ -322,7 +322,7 @@ async fn the_operator_cli_takes_its_defaults_from_the_config_and_env() {
 
     // `release --all` also drops Upsun engagements.
     let res = wg
-        .webhook_signed(common::sample("synthetic.environment.push_in_progress"))
+        .webhook_signed(common::sample("environment.push_in_progress"))
         .await;
     assert_eq!(res.json()["guarded"], true);
     let out = run(cwd, &["release", "-c", &config], &[]).await;

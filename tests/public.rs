@@ -26,8 +26,8 @@ const PREFIX: &str = "/.well-known/writeguard";
 const BROWSER_ACCEPT: &str =
     "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,*/*;q=0.8";
 const SCRIPT_TAG: &str = r#"<script src="/.well-known/writeguard/banner.js" defer></script>"#;
-const IN_PROGRESS: &str = "synthetic.environment.push_in_progress";
-const COMPLETE: &str = "synthetic.environment.push_complete_success";
+const IN_PROGRESS: &str = "environment.push_in_progress";
+const COMPLETE: &str = "environment.push_complete_success";
 /// Every wait on a stream in this file.
 const WAIT: Duration = Duration::from_secs(5);
 

@@ -7,10 +7,10 @@ use bytes::Bytes;
 use common::{activity, sample, sample_json, Instance, Req, Resp, Upstream, Wg, SAMPLE_ID};
 use serde_json::Value;
 
-const IN_PROGRESS: &str = "synthetic.environment.push_in_progress";
-const COMPLETE: &str = "synthetic.environment.push_complete_success";
-const FAILED: &str = "synthetic.environment.redeploy_complete_failure";
-const PENDING: &str = "synthetic.environment.variable.create_pending";
+const IN_PROGRESS: &str = "environment.push_in_progress";
+const COMPLETE: &str = "environment.push_complete_success";
+const FAILED: &str = "environment.redeploy_complete_failure";
+const PENDING: &str = "environment.variable.create_pending";
 
 /// 200 `{"accepted": true, "guarded": <guarded>}`, with `ignored` present iff `ignored`.
 #[track_caller]
@@ -220,7 +220,7 @@ async fn malformed_activities_are_400_and_change_nothing() {
     let bad: Vec<Vec<u8>> = [
         b"".to_vec(),
         b"not json at all".to_vec(),
-        b"{\"id\": \"a1kz6ffxui7em\", \"type\": \"environment.push\", \"state\": \"in_progress\""
+        b"{\"id\": \"wgpush0000001\", \"type\": \"environment.push\", \"state\": \"in_progress\""
             .to_vec(),
         b"[]".to_vec(),
         b"\"in_progress\"".to_vec(),

@@ -133,7 +133,7 @@ def sign(body):
 
 
 def activity(sample_dir, act_id, state):
-    with open(os.path.join(sample_dir, "synthetic.environment.push_in_progress.json")) as f:
+    with open(os.path.join(sample_dir, "environment.push_in_progress.json")) as f:
         v = json.load(f)
     v["id"] = act_id
     v["state"] = state

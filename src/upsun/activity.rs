@@ -117,27 +117,27 @@ mod tests {
 
     fn sample(name: &str) -> Vec<u8> {
         let path = format!(
-            "{}/../shared/upsun/samples/{name}.json",
+            "{}/tests/fixtures/upsun/{name}.json",
             env!("CARGO_MANIFEST_DIR")
         );
-        std::fs::read(path).expect("shared samples sit beside the project")
+        std::fs::read(path).expect("the fixtures are part of the repository")
     }
 
     #[test]
-    fn parses_the_shared_samples() {
-        let a = Activity::parse(&sample("synthetic.environment.push_in_progress")).unwrap();
-        assert_eq!(a.id, "a1kz6ffxui7em");
+    fn parses_the_fixtures() {
+        let a = Activity::parse(&sample("environment.push_in_progress")).unwrap();
+        assert_eq!(a.id, "wgpush0000001");
         assert_eq!(a.kind, "environment.push");
         assert_eq!(a.phase(), Phase::InProgress);
-        assert_eq!(a.project.as_deref(), Some("abcdefgh1234567"));
+        assert_eq!(a.project.as_deref(), Some("wgfixture0proj"));
         assert_eq!(a.environments, vec!["main"]);
         assert!(a.redeploys());
 
         // `timings: []` and friends must not trip the parser.
-        let p = Activity::parse(&sample("synthetic.environment.variable.create_pending")).unwrap();
+        let p = Activity::parse(&sample("environment.variable.create_pending")).unwrap();
         assert_eq!(p.phase(), Phase::Pending);
         let f =
-            Activity::parse(&sample("synthetic.environment.redeploy_complete_failure")).unwrap();
+            Activity::parse(&sample("environment.redeploy_complete_failure")).unwrap();
         assert_eq!(
             (f.phase(), f.result.as_deref()),
             (Phase::Ended, Some("failure"))

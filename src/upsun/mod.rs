@@ -1,5 +1,5 @@
 //! Upsun webhooks: signature verification and activity parsing. Bytes in, facts out:
-//! no HTTP types and no state here (see `../shared/upsun/UPSUN.md` §2-§4).
+//! no HTTP types and no state here (README "Upsun integration"; the test fixtures are in `tests/fixtures/upsun`).
 
 mod activity;
 mod jws;

@@ -19,10 +19,10 @@ before(async () => {
 
 after(cleanup);
 
-/** Feeds the shared Upsun samples (a push that ran and completed) when shared/ is there. */
+/** Feeds the Upsun fixtures of a push that ran and completed. */
 async function feedDeploy() {
-  const start = sample('synthetic.environment.push_in_progress');
-  const done = sample('synthetic.environment.push_complete_success');
+  const start = sample('environment.push_in_progress');
+  const done = sample('environment.push_complete_success');
   if (!start || !done) return false;
   for (const body of [start, done]) {
     const r = await fetch(`${wg.admin}/webhooks/upsun`, {

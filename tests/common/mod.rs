@@ -26,9 +26,9 @@ pub use upstream::Upstream;
 
 pub const TOKEN: &str = "test-admin-token-0123";
 pub const SHARED_KEY: &str = "test-shared-key-4567";
-/// The project and environment of the shared Upsun samples.
-pub const SAMPLE_PROJECT: &str = "abcdefgh1234567";
-pub const SAMPLE_ID: &str = "a1kz6ffxui7em";
+/// The project and the push activity of the Upsun fixtures (tests/fixtures/upsun).
+pub const SAMPLE_PROJECT: &str = "wgfixture0proj";
+pub const SAMPLE_ID: &str = "wgpush0000001";
 
 /// Every environment variable the binary reads: removed from children so the developer's
 /// shell cannot change what a test sees.
@@ -97,10 +97,10 @@ fn owns_listener(pid: u32, addr: SocketAddr) -> bool {
     })
 }
 
-/// One of the shared Upsun sample activities (`../shared/upsun/samples/<name>.json`).
+/// One of the project's Upsun activity fixtures (`tests/fixtures/upsun/<name>.json`).
 pub fn sample(name: &str) -> Vec<u8> {
     let path = format!(
-        "{}/../shared/upsun/samples/{name}.json",
+        "{}/tests/fixtures/upsun/{name}.json",
         env!("CARGO_MANIFEST_DIR")
     );
     std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read sample {path}: {e}"))
@@ -113,7 +113,7 @@ pub fn sample_json(name: &str) -> Value {
 
 /// The `in_progress` push sample with some fields replaced.
 pub fn activity(id: &str, kind: &str, state: &str) -> Vec<u8> {
-    let mut v = sample_json("synthetic.environment.push_in_progress");
+    let mut v = sample_json("environment.push_in_progress");
     v["id"] = id.into();
     v["type"] = kind.into();
     v["state"] = state.into();

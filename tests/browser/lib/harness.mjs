@@ -325,8 +325,7 @@ export function shotPath(name) {
   return path.join(dir, name);
 }
 
-/** One of the shared Upsun sample activities, or null when shared/ is not beside the repo. */
+/** One of the project's Upsun activity fixtures (tests/fixtures/upsun/NAME.json). */
 export function sample(name) {
-  const p = path.join(ROOT, '..', 'shared', 'upsun', 'samples', `${name}.json`);
-  return existsSync(p) ? readFileSync(p, 'utf8') : null;
+  return readFileSync(path.join(ROOT, 'tests', 'fixtures', 'upsun', `${name}.json`), 'utf8');
 }
