@@ -2,14 +2,13 @@
 //! changes on connections opened before the reload, the guard stays engaged, and a bad file
 //! changes nothing (and says which key is wrong). Also: readiness means OUR listeners.
 
-mod common;
-
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::client::RawConn;
-use common::{eventually, Instance, Upstream, Wg};
+use crate::common;
+use crate::common::client::RawConn;
+use crate::common::{eventually, Instance, Upstream, Wg};
 
 fn sighup(wg: &Instance) {
     let pid = wg.pid().to_string();

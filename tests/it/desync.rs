@@ -2,13 +2,11 @@
 //! closed, and the recording upstream never parses the ambiguous request nor anything hidden
 //! behind it. Unambiguous framings on one keep-alive connection still pass byte-exact.
 
-mod common;
-
 use std::time::Duration;
 
-use common::client::RawConn;
-use common::upstream::sha256_hex;
-use common::{pattern, Instance, Upstream, Wg};
+use crate::common::client::RawConn;
+use crate::common::upstream::sha256_hex;
+use crate::common::{pattern, Instance, Upstream, Wg};
 
 const SMUGGLED: &str = "/smuggled";
 

@@ -2,8 +2,6 @@
 //! live events, banner script, Upsun status-holder routes, CORS), the banner injected into
 //! HTML pages, the custom maintenance page, and the admin port's deploys and dashboard.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Output;
@@ -11,8 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::client::RawConn;
-use common::{sample, writeguard, Instance, Req, Resp, Upstream, Wg, SAMPLE_ID, SAMPLE_PROJECT};
 use http::Request;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
@@ -21,6 +17,12 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+
+use crate::common;
+use crate::common::client::RawConn;
+use crate::common::{
+    sample, writeguard, Instance, Req, Resp, Upstream, Wg, SAMPLE_ID, SAMPLE_PROJECT,
+};
 
 const PREFIX: &str = "/.well-known/writeguard";
 const BROWSER_ACCEPT: &str =

@@ -2,14 +2,14 @@
 //! change, `GET /history` reads it back newest first, and a change that cannot be recorded
 //! does not happen.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{eventually, sample, Instance, Req, Upstream, Wg, SAMPLE_ID, SAMPLE_PROJECT};
 use serde_json::Value;
+
+use crate::common;
+use crate::common::{eventually, sample, Instance, Req, Upstream, Wg, SAMPLE_ID, SAMPLE_PROJECT};
 
 const IN_PROGRESS: &str = "environment.push_in_progress";
 const COMPLETE: &str = "environment.push_complete_success";

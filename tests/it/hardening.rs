@@ -2,20 +2,20 @@
 //! override headers, path tricks, HTTP/2, WebSocket upgrades); slow and greedy clients are cut
 //! off and cannot starve others; upstream faults end in one clean 502/504, logged once.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::client::RawConn;
-use common::faulty::Faulty;
-use common::{Instance, Req, Upstream, Wg};
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::common;
+use crate::common::client::RawConn;
+use crate::common::faulty::Faulty;
+use crate::common::{Instance, Req, Upstream, Wg};
 
 /// Engages the guard through the admin API.
 async fn engaged(wg: &Instance) {

@@ -3,17 +3,17 @@
 //! budget is spent; a client that leaves is never forwarded; the release is ordered and
 //! bounded; idempotent requests ride through an app restart; `wait: quiesced`.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::upstream::sha256_hex;
-use common::{pattern, Instance, Req, Resp, Upstream, Wg};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
+
+use crate::common;
+use crate::common::upstream::sha256_hex;
+use crate::common::{pattern, Instance, Req, Resp, Upstream, Wg};
 
 /// `held` in `/status`.
 async fn held(wg: &Instance) -> u64 {

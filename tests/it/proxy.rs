@@ -1,14 +1,14 @@
 //! The data path over real sockets: pass-through of every method with bodies streamed both
 //! ways, the guarded 503 (negotiated, never reaching the upstream, keep-alive), and 502.
 
-mod common;
-
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::client::RawConn;
-use common::upstream::sha256_hex;
-use common::{pattern, Req, Upstream, Wg};
+
+use crate::common;
+use crate::common::client::RawConn;
+use crate::common::upstream::sha256_hex;
+use crate::common::{pattern, Req, Upstream, Wg};
 
 const BROWSER_ACCEPT: &str =
     "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,*/*;q=0.8";

@@ -1,14 +1,14 @@
 //! The admin API and durable state: health, readiness, `/status`, operator engage/release
 //! with bearer auth, manual ttl expiry, and restarts on the same state file.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{eventually, sample, Req, Resp, Upstream, Wg, SAMPLE_ID};
 use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+
+use crate::common;
+use crate::common::{eventually, sample, Req, Resp, Upstream, Wg, SAMPLE_ID};
 
 fn rfc3339(v: &Value) -> OffsetDateTime {
     let s = v

@@ -12,8 +12,6 @@
 //! Every request carries a unique id ([`ID_HEADER`]); the [`Ledger`] upstream writes down
 //! each arrival, so a test compares what each client was told with what the app saw.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -22,8 +20,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::ledger::{Ledger, ID_HEADER};
-use common::{activity, eventually, Instance, Req, Wg, TOKEN};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
@@ -32,6 +28,10 @@ use rand::Rng;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::common;
+use crate::common::ledger::{Ledger, ID_HEADER};
+use crate::common::{activity, eventually, Instance, Req, Wg, TOKEN};
 
 /// A random duration in `[lo, hi)` milliseconds.
 fn random_ms(lo: u64, hi: u64) -> Duration {

@@ -1,11 +1,9 @@
 //! Process lifecycle: graceful stop on SIGTERM with a request in flight.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::client::RawConn;
-use common::{eventually, pattern, Req, Upstream, Wg};
+use crate::common::client::RawConn;
+use crate::common::{eventually, pattern, Req, Upstream, Wg};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_the_in_flight_request_finish_then_exits_0() {

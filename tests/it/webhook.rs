@@ -1,11 +1,11 @@
 //! Signed Upsun webhooks on the admin listener, with the shared samples, seen from outside:
 //! the webhook's answer, `/status`, and whether a POST through the proxy reaches the app.
 
-mod common;
-
 use bytes::Bytes;
-use common::{activity, sample, sample_json, Instance, Req, Resp, Upstream, Wg, SAMPLE_ID};
 use serde_json::Value;
+
+use crate::common;
+use crate::common::{activity, sample, sample_json, Instance, Req, Resp, Upstream, Wg, SAMPLE_ID};
 
 const IN_PROGRESS: &str = "environment.push_in_progress";
 const COMPLETE: &str = "environment.push_complete_success";

@@ -1,14 +1,14 @@
 //! The command line as users run it: `check` on good and broken configs, and the operator
 //! client (`engage`, `status`, `release`) against a running instance.
 
-mod common;
-
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::Output;
 
-use common::{writeguard, Req, Upstream, Wg, TOKEN};
 use serde_json::Value;
+
+use crate::common;
+use crate::common::{writeguard, Req, Upstream, Wg, TOKEN};
 
 /// Runs the binary with `args` in `cwd` (blocking work off the async workers).
 async fn run(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {

@@ -1,0 +1,18 @@
+//! writeguard's black-box tests, in one binary: the real `writeguard` process on free
+//! loopback ports, driven over real sockets by the harness in [`common`]. One module per
+//! topic; a folder where a topic has several parts.
+
+mod common;
+
+mod admin;
+mod audit;
+mod cli;
+mod desync;
+mod hardening;
+mod hold;
+mod lifecycle;
+mod proxy;
+mod public;
+mod reliability;
+mod reload;
+mod webhook;
