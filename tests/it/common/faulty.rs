@@ -14,8 +14,8 @@
 //!   then echoes every byte back.
 //!
 //! [`Faulty::mute`] makes it accept new connections and never read from them.
-//! It records the request line of every request whose head it read in full, and whether the
-//! body (by `Content-Length`) arrived in full.
+//! It records the head of every request it read in full, byte for byte (the request line
+//! exactly as the proxy wrote it), and whether the body (by `Content-Length`) arrived in full.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +31,8 @@ use tokio::task::{JoinHandle, JoinSet};
 pub struct Seen {
     /// `METHOD /path HTTP/1.1`.
     pub line: String,
+    /// The request line and the header lines as received, CRLFs and the blank line included.
+    pub head: String,
     /// The request's body arrived in full (per its `Content-Length`; true without one).
     pub complete: bool,
 }
@@ -124,6 +126,7 @@ async fn serve(stream: TcpStream, state: &State) -> std::io::Result<()> {
         if s.read_line(&mut line).await? == 0 {
             return Ok(());
         }
+        let mut head = line.clone();
         let line = line.trim_end().to_string();
         let mut len = 0usize;
         let mut upgrade = false;
@@ -132,6 +135,7 @@ async fn serve(stream: TcpStream, state: &State) -> std::io::Result<()> {
             if s.read_line(&mut h).await? == 0 {
                 return Ok(());
             }
+            head.push_str(&h);
             let h = h.trim_end();
             if h.is_empty() {
                 break;
@@ -157,7 +161,11 @@ async fn serve(stream: TcpStream, state: &State) -> std::io::Result<()> {
             .seen
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(Seen { line, complete });
+            .push(Seen {
+                line,
+                head,
+                complete,
+            });
         if !complete {
             return Ok(());
         }

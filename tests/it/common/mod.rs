@@ -7,13 +7,17 @@
 
 pub mod client;
 pub mod faulty;
+pub mod h2c;
 pub mod ledger;
+pub mod load;
+pub mod sse;
+pub mod successor;
 pub mod upstream;
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -29,6 +33,12 @@ pub const SHARED_KEY: &str = "test-shared-key-4567";
 /// The project and the push activity of the Upsun fixtures (tests/fixtures/upsun).
 pub const SAMPLE_PROJECT: &str = "wgfixture0proj";
 pub const SAMPLE_ID: &str = "wgpush0000001";
+/// The fixtures of a push that starts, and of the same push done.
+pub const IN_PROGRESS: &str = "environment.push_in_progress";
+pub const COMPLETE: &str = "environment.push_complete_success";
+/// What a browser sends as `Accept` for a page: it gets HTML answers, API clients JSON.
+pub const BROWSER_ACCEPT: &str =
+    "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,*/*;q=0.8";
 
 /// Every environment variable the binary reads: removed from children so the developer's
 /// shell cannot change what a test sees.
@@ -50,6 +60,37 @@ pub fn writeguard() -> Command {
     }
     cmd.stdin(Stdio::null());
     cmd
+}
+
+/// Runs the binary with `args` in `cwd` and `env` to its end (killed after 20 s at most),
+/// blocking work off the async workers.
+pub async fn run(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = writeguard();
+    cmd.args(args).current_dir(cwd);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let what = format!("writeguard {}", args.join(" "));
+    tokio::task::spawn_blocking(move || {
+        let child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn writeguard");
+        // Bounded: the operator client and `check` finish in well under a second.
+        let pid = child.id();
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(20));
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        });
+        let out = child.wait_with_output().expect("wait for writeguard");
+        drop(killer);
+        out
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
 /// A loopback port nobody listens on right now (bound, then released), and never handed
@@ -485,13 +526,17 @@ impl Instance {
 
     /// Sends SIGTERM (graceful stop) without waiting.
     pub fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends the signal `name` (`HUP`, `QUIT`, `KILL`...) without waiting.
+    pub fn signal(&self, name: &str) {
         let pid = self.pid().to_string();
         let ok = Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([&format!("-{name}"), &pid])
             .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(ok, "kill -TERM {pid} failed");
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{name} {pid} failed");
     }
 
     /// Waits (bounded) for the process to exit; None on timeout.
@@ -640,6 +685,20 @@ impl Drop for Instance {
         }
         self.stop();
     }
+}
+
+/// Engages the guard through the admin API (the operator path), checking that it took.
+pub async fn engaged(wg: &Instance) {
+    let res = wg.engage("integration test", None).await;
+    assert_eq!(res.status, 201, "POST /guard: {}", res.text());
+    assert!(wg.guarded().await);
+}
+
+/// Releases every engagement through the admin API, checking that it took.
+pub async fn released(wg: &Instance) {
+    let res = wg.release(true).await;
+    assert!(res.status.is_success(), "DELETE /guard: {}", res.text());
+    assert!(!wg.guarded().await);
 }
 
 /// `method` as an http::Method (extension methods like `post` included).
