@@ -1,5 +1,6 @@
 //! The data path over real sockets: pass-through of every method with bodies streamed both
-//! ways, the guarded 503 (negotiated, never reaching the upstream, keep-alive), and 502.
+//! ways, the guarded 503 (negotiated, never reaching the upstream, keep-alive), 502, and the
+//! request line the upstream gets.
 
 use std::time::Duration;
 
@@ -7,11 +8,9 @@ use bytes::Bytes;
 
 use crate::common;
 use crate::common::client::RawConn;
+use crate::common::faulty::Faulty;
 use crate::common::upstream::sha256_hex;
-use crate::common::{pattern, Req, Upstream, Wg};
-
-const BROWSER_ACCEPT: &str =
-    "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,*/*;q=0.8";
+use crate::common::{engaged, pattern, Req, Upstream, Wg, BROWSER_ACCEPT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_method_passes_through_with_path_query_and_headers_intact() {
@@ -164,13 +163,6 @@ async fn upstream_status_and_headers_are_returned_unchanged() {
         assert_eq!(res.header("x-custom-header"), Some("custom-value"));
         assert_eq!(res.text(), format!("status {code}"));
     }
-}
-
-/// Engages the guard through the admin API (the operator path).
-async fn engaged(wg: &common::Instance) {
-    let res = wg.engage("integration test", None).await;
-    assert_eq!(res.status, 201, "POST /guard: {}", res.text());
-    assert!(wg.guarded().await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -383,4 +375,36 @@ async fn unreachable_upstream_is_a_502_with_a_short_body() {
     assert!(!res.body.is_empty() && res.body.len() < 512);
     // ... and writeguard itself is still fine.
     assert_eq!(wg.admin(Req::get("/healthz")).await.status, 200);
+}
+
+/// The request line the upstream sees: origin-form (never the absolute form), with a Host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_gets_an_origin_form_request_line() {
+    let f = Faulty::start().await;
+    let wg = Wg::new(f.url()).start().await;
+
+    let res = wg.proxy(Req::get("/path?q=1")).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.text(), "ok");
+    let res = wg
+        .proxy(Req::new("POST", "/orders/7?x=a%20b").body("x=1"))
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+
+    let heads: Vec<String> = f.seen().into_iter().map(|s| s.head).collect();
+    let lines: Vec<&str> = heads
+        .iter()
+        .map(|h| h.split("\r\n").next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        lines,
+        ["GET /path?q=1 HTTP/1.1", "POST /orders/7?x=a%20b HTTP/1.1"],
+        "heads:\n{heads:#?}"
+    );
+    for head in &heads {
+        assert!(
+            head.to_ascii_lowercase().contains("\r\nhost: "),
+            "no Host header:\n{head}"
+        );
+    }
 }
