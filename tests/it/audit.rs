@@ -9,10 +9,10 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::common;
-use crate::common::{eventually, sample, Instance, Req, Upstream, Wg, SAMPLE_ID, SAMPLE_PROJECT};
-
-const IN_PROGRESS: &str = "environment.push_in_progress";
-const COMPLETE: &str = "environment.push_complete_success";
+use crate::common::{
+    eventually, sample, Instance, Req, Upstream, Wg, COMPLETE, IN_PROGRESS, SAMPLE_ID,
+    SAMPLE_PROJECT,
+};
 
 fn audit_path(wg: &Instance) -> PathBuf {
     let mut p = wg.state_path().into_os_string();

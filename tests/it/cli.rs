@@ -8,37 +8,7 @@ use std::process::Output;
 use serde_json::Value;
 
 use crate::common;
-use crate::common::{writeguard, Req, Upstream, Wg, TOKEN};
-
-/// Runs the binary with `args` in `cwd` (blocking work off the async workers).
-async fn run(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = writeguard();
-    cmd.args(args).current_dir(cwd);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let what = format!("writeguard {}", args.join(" "));
-    tokio::task::spawn_blocking(move || {
-        let child = cmd
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn writeguard");
-        // Bounded: the operator client and `check` finish in well under a second.
-        let pid = child.id();
-        let killer = std::thread::spawn(move || {
-            std::thread::sleep(std::time::Duration::from_secs(20));
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-        });
-        let out = child.wait_with_output().expect("wait for writeguard");
-        drop(killer);
-        out
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{what}: {e}"))
-}
+use crate::common::{run, Req, Upstream, Wg, TOKEN};
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()

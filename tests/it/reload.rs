@@ -3,21 +3,12 @@
 //! changes nothing (and says which key is wrong). Also: readiness means OUR listeners.
 
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common;
 use crate::common::client::RawConn;
+use crate::common::successor::Successor;
 use crate::common::{eventually, Instance, Upstream, Wg};
-
-fn sighup(wg: &Instance) {
-    let pid = wg.pid().to_string();
-    let ok = Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill -HUP {pid}");
-}
 
 /// Rewrites the instance's config file from `cfg` (same ports and paths).
 fn rewrite(wg: &Instance, cfg: &Wg) {
@@ -28,7 +19,7 @@ fn rewrite(wg: &Instance, cfg: &Wg) {
 /// Sends SIGHUP and waits until the log shows one more line containing `marker`.
 async fn reload(wg: &Instance, marker: &str) {
     let before = wg.logs().matches(marker).count();
-    sighup(wg);
+    wg.signal("HUP");
     assert!(
         eventually(Duration::from_secs(5), || async {
             wg.logs().matches(marker).count() > before
@@ -154,38 +145,14 @@ async fn a_listener_that_cannot_bind_ends_the_process_and_is_never_ready() {
 
     let config = wg.dir().join("successor.toml");
     std::fs::write(&config, wg.cfg.render(taken, wg.admin, wg.dir())).expect("config");
-    let sock = wg.dir().join("upgrade.sock");
-    let _ = std::fs::remove_file(&sock);
-    let log_path = wg.dir().join("successor.log");
-    let log = std::fs::File::create(&log_path).expect("log");
-    let mut successor = common::writeguard()
-        .arg("run")
-        .arg("--upgrade")
-        .arg("-c")
-        .arg(&config)
-        .env("WRITEGUARD_LOG", "info")
-        .current_dir(wg.dir())
-        .stdout(log.try_clone().expect("clone log"))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("spawn the successor");
-    let successor_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    assert!(
-        eventually(Duration::from_secs(10), || async { sock.exists() }).await,
-        "the successor never opened the upgrade socket; log:\n{}",
-        successor_log()
-    );
-    let old = wg.pid().to_string();
-    assert!(Command::new("kill")
-        .args(["-QUIT", &old])
-        .status()
-        .is_ok_and(|s| s.success()));
+    let mut successor = Successor::start(&wg, &config).await;
+    wg.signal("QUIT");
     assert!(wg.wait_exit(Duration::from_secs(10)).await.is_some());
 
     // Until it exits, the successor (which now holds the admin port) is never ready.
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     let status = loop {
-        if let Ok(Some(status)) = successor.try_wait() {
+        if let Some(status) = successor.try_wait() {
             break status;
         }
         if let Ok(res) = common::Req::get("/readyz")
@@ -194,25 +161,22 @@ async fn a_listener_that_cannot_bind_ends_the_process_and_is_never_ready() {
             .await
         {
             if res.status == 200 {
-                let _ = successor.kill();
                 panic!(
                     "/readyz said 200 while {taken} belongs to another socket; log:\n{}",
-                    successor_log()
+                    successor.logs()
                 );
             }
         }
         if std::time::Instant::now() > deadline {
-            let _ = successor.kill();
-            let _ = successor.wait();
             panic!(
                 "the successor kept running without its proxy listener; log:\n{}",
-                successor_log()
+                successor.logs()
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(!status.success(), "exit status {status}");
-    let log = successor_log();
+    let log = successor.logs();
     assert!(
         log.contains(&format!("cannot listen on {taken}")),
         "the error does not name {taken}:\n{log}"

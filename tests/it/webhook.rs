@@ -5,10 +5,11 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use crate::common;
-use crate::common::{activity, sample, sample_json, Instance, Req, Resp, Upstream, Wg, SAMPLE_ID};
+use crate::common::{
+    activity, sample, sample_json, Instance, Req, Resp, Upstream, Wg, COMPLETE, IN_PROGRESS,
+    SAMPLE_ID,
+};
 
-const IN_PROGRESS: &str = "environment.push_in_progress";
-const COMPLETE: &str = "environment.push_complete_success";
 const FAILED: &str = "environment.redeploy_complete_failure";
 const PENDING: &str = "environment.variable.create_pending";
 
