@@ -9,7 +9,6 @@
 //! proxy's own. Requests without an id are only counted.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,10 +18,10 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
+
+use super::server::serve_http1;
 
 /// The header carrying each request's unique id.
 pub const ID_HEADER: &str = "x-request-id";
@@ -53,7 +52,7 @@ impl Ledger {
             .expect("bind the ledger upstream");
         let addr = listener.local_addr().expect("local addr");
         let book = Arc::new(Book::default());
-        let task = serve(listener, book.clone());
+        let task = serve_http1(listener, book.clone(), record);
         Ledger { addr, book, task }
     }
 
@@ -107,32 +106,9 @@ impl Drop for Ledger {
     }
 }
 
-fn serve(listener: TcpListener, book: Arc<Book>) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        // Dropping the set (when this task is aborted) aborts every connection too.
-        let mut connections = JoinSet::new();
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let book = book.clone();
-            connections.spawn(async move {
-                let service = service_fn(move |req| {
-                    let book = book.clone();
-                    async move { Ok::<_, Infallible>(record(&book, req).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-            while connections.try_join_next().is_some() {}
-        }
-    })
-}
-
 /// Writes the request down once its whole body is in (a request cut short never counts as
 /// received), then answers.
-async fn record(book: &Book, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn record(book: Arc<Book>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     if body.collect().await.is_err() {
         let mut res = Response::new(Full::new(Bytes::from_static(b"body cut")));

@@ -10,6 +10,7 @@ pub mod faulty;
 pub mod h2c;
 pub mod ledger;
 pub mod load;
+pub mod server;
 pub mod sse;
 pub mod successor;
 pub mod upstream;

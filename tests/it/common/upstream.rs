@@ -15,7 +15,6 @@
 //! order in which it finished them; it can be stopped and restarted on the same port.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,14 +24,13 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 use super::client::{Chunks, TestBody};
 use super::pattern;
+use super::server::serve_http1;
 
 /// One request as the upstream saw it.
 #[derive(Debug, Clone)]
@@ -84,7 +82,7 @@ impl Upstream {
             .expect("bind the upstream");
         let addr = listener.local_addr().expect("local addr");
         let shared = Arc::new(Shared::default());
-        let task = Some(serve(listener, shared.clone()));
+        let task = Some(serve_http1(listener, shared.clone(), handle));
         Upstream { addr, shared, task }
     }
 
@@ -95,7 +93,7 @@ impl Upstream {
         let listener = TcpListener::bind(self.addr)
             .await
             .unwrap_or_else(|e| panic!("bind the upstream again on {}: {e}", self.addr));
-        self.task = Some(serve(listener, self.shared.clone()));
+        self.task = Some(serve_http1(listener, self.shared.clone(), handle));
     }
 
     pub fn url(&self) -> String {
@@ -176,31 +174,8 @@ impl Drop for Upstream {
     }
 }
 
-fn serve(listener: TcpListener, state: Arc<Shared>) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        // Dropping the set (when this task is aborted) aborts every connection too.
-        let mut connections = JoinSet::new();
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let state = state.clone();
-            connections.spawn(async move {
-                let service = service_fn(move |req| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(handle(&state, req).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-            while connections.try_join_next().is_some() {}
-        }
-    })
-}
-
 /// Counts the request in flight around [`respond`] and logs its completion.
-async fn handle(state: &Shared, req: Request<Incoming>) -> Response<TestBody> {
+async fn handle(state: Arc<Shared>, req: Request<Incoming>) -> Response<TestBody> {
     let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     state.max_in_flight.fetch_max(now, Ordering::SeqCst);
     let uri = req
@@ -208,7 +183,7 @@ async fn handle(state: &Shared, req: Request<Incoming>) -> Response<TestBody> {
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
-    let res = respond(state, req).await;
+    let res = respond(&state, req).await;
     state
         .done
         .lock()
