@@ -3,8 +3,6 @@
 //!
 //! Every wait is bounded; every instance is stopped (SIGTERM, then SIGKILL) when dropped.
 
-#![allow(dead_code)]
-
 pub mod client;
 pub mod faulty;
 pub mod h2c;
@@ -284,11 +282,6 @@ impl Wg {
 
     pub fn retry_after(mut self, d: &str) -> Self {
         self.retry_after = d.into();
-        self
-    }
-
-    pub fn max_engaged(mut self, d: &str) -> Self {
-        self.max_engaged = d.into();
         self
     }
 
