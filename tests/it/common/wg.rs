@@ -1,0 +1,200 @@
+//! The fluent builder of a writeguard configuration: every setting a test may change, with
+//! defaults that suit tests (a 0 s hold, one thread), rendered to TOML on given ports and
+//! paths.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::{Instance, Upstream, SHARED_KEY, TOKEN};
+
+/// How to configure a writeguard instance; `start` renders it to TOML in a fresh temp dir.
+#[derive(Debug, Clone)]
+pub struct Wg {
+    pub upstream: String,
+    pub token: String,
+    pub methods: Option<Vec<String>>,
+    pub allow_paths: Vec<String>,
+    pub retry_after: String,
+    pub max_engaged: String,
+    pub shared_key: Option<String>,
+    pub allow_unsigned: bool,
+    pub project: Option<String>,
+    pub environments: Vec<String>,
+    pub guard_pending: bool,
+    pub shutdown_grace: String,
+    /// `guard.hold`: "0s" by default here, so tests of the immediate 503 need not wait.
+    pub hold: String,
+    /// Extra TOML lines for `[guard]` and `[proxy]`.
+    pub guard_extra: String,
+    pub proxy_extra: String,
+    /// TOML lines for `[public]` (the section is left out when empty: the defaults).
+    pub public_extra: String,
+}
+
+impl Wg {
+    pub fn new(upstream: impl Into<String>) -> Self {
+        Wg {
+            upstream: upstream.into(),
+            token: TOKEN.into(),
+            methods: None,
+            allow_paths: Vec::new(),
+            retry_after: "30s".into(),
+            max_engaged: "30m".into(),
+            shared_key: Some(SHARED_KEY.into()),
+            allow_unsigned: false,
+            project: None,
+            environments: Vec::new(),
+            guard_pending: false,
+            shutdown_grace: "5s".into(),
+            hold: "0s".into(),
+            guard_extra: String::new(),
+            proxy_extra: String::new(),
+            public_extra: String::new(),
+        }
+    }
+
+    pub fn hold(mut self, d: &str) -> Self {
+        self.hold = d.into();
+        self
+    }
+
+    /// Adds `line` (TOML) to the `[guard]` section.
+    pub fn guard_line(mut self, line: &str) -> Self {
+        self.guard_extra += line;
+        self.guard_extra += "\n";
+        self
+    }
+
+    /// Adds `line` (TOML) to the `[proxy]` section.
+    pub fn proxy_line(mut self, line: &str) -> Self {
+        self.proxy_extra += line;
+        self.proxy_extra += "\n";
+        self
+    }
+
+    /// Adds `line` (TOML) to the `[public]` section.
+    pub fn public_line(mut self, line: &str) -> Self {
+        self.public_extra += line;
+        self.public_extra += "\n";
+        self
+    }
+
+    /// In front of a recording upstream.
+    pub fn for_upstream(up: &Upstream) -> Self {
+        Wg::new(up.url())
+    }
+
+    pub fn methods(mut self, methods: &[&str]) -> Self {
+        self.methods = Some(methods.iter().map(|s| s.to_string()).collect());
+        self
+    }
+
+    pub fn allow_paths(mut self, paths: &[&str]) -> Self {
+        self.allow_paths = paths.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    pub fn retry_after(mut self, d: &str) -> Self {
+        self.retry_after = d.into();
+        self
+    }
+
+    pub fn shared_key(mut self, key: Option<&str>) -> Self {
+        self.shared_key = key.map(str::to_string);
+        self
+    }
+
+    pub fn allow_unsigned(mut self, yes: bool) -> Self {
+        self.allow_unsigned = yes;
+        self
+    }
+
+    pub fn project(mut self, project: &str) -> Self {
+        self.project = Some(project.into());
+        self
+    }
+
+    pub fn environments(mut self, envs: &[&str]) -> Self {
+        self.environments = envs.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    pub fn guard_pending(mut self, yes: bool) -> Self {
+        self.guard_pending = yes;
+        self
+    }
+
+    pub fn shutdown_grace(mut self, d: &str) -> Self {
+        self.shutdown_grace = d.into();
+        self
+    }
+
+    /// The TOML for this instance, listening on `proxy`/`admin`, with everything it writes
+    /// under `dir`.
+    pub fn render(&self, proxy: SocketAddr, admin: SocketAddr, dir: &Path) -> String {
+        let q = |s: &str| Value::from(s).to_string();
+        let list = |v: &[String]| {
+            format!(
+                "[{}]",
+                v.iter().map(|s| q(s)).collect::<Vec<_>>().join(", ")
+            )
+        };
+        let mut t = String::new();
+        t += &format!(
+            "[proxy]\nlisten = {}\nupstream = {}\nconnect_timeout = \"2s\"\n{}\n",
+            q(&proxy.to_string()),
+            q(&self.upstream),
+            self.proxy_extra
+        );
+        t += &format!(
+            "[admin]\nlisten = {}\ntoken = {}\n\n",
+            q(&admin.to_string()),
+            q(&self.token)
+        );
+        t += "[guard]\n";
+        if let Some(m) = &self.methods {
+            t += &format!("methods = {}\n", list(m));
+        }
+        t += &format!(
+            "retry_after = {}\nmax_engaged = {}\nallow_paths = {}\nhold = {}\n{}\n",
+            q(&self.retry_after),
+            q(&self.max_engaged),
+            list(&self.allow_paths),
+            q(&self.hold),
+            self.guard_extra
+        );
+        t += "[upsun]\n";
+        if let Some(k) = &self.shared_key {
+            t += &format!("shared_key = {}\n", q(k));
+        }
+        t += &format!("allow_unsigned = {}\n", self.allow_unsigned);
+        if let Some(p) = &self.project {
+            t += &format!("project = {}\n", q(p));
+        }
+        if !self.environments.is_empty() {
+            t += &format!("environments = {}\n", list(&self.environments));
+        }
+        t += &format!("guard_pending = {}\n\n", self.guard_pending);
+        if !self.public_extra.is_empty() {
+            t += &format!("[public]\n{}\n", self.public_extra);
+        }
+        t += &format!(
+            "[state]\npath = {}\n\n",
+            q(&dir.join("state").join("writeguard.state").to_string_lossy())
+        );
+        t += &format!(
+            "[server]\nthreads = 1\nshutdown_grace = {}\nupgrade_sock = {}\npid_file = {}\n",
+            q(&self.shutdown_grace),
+            q(&dir.join("upgrade.sock").to_string_lossy()),
+            q(&dir.join("writeguard.pid").to_string_lossy())
+        );
+        t
+    }
+
+    /// Starts the real binary and waits (bounded) until `/readyz` answers 200.
+    pub async fn start(self) -> Instance {
+        Instance::start(self).await
+    }
+}
