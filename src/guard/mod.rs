@@ -4,8 +4,11 @@
 //! and its audit line, and only then publish it; the proxy reads an `ArcSwap` snapshot (the
 //! state's span and the `[guard]` settings, which a reload swaps) and never locks.
 
+mod audit;
+mod backend;
 mod gate;
 mod policy;
+mod snapshot;
 mod state;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,59 +19,15 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::config::{Config, GuardConfig};
-use crate::store::{AuditLog, AuditRecord, FileStore, StoreError};
 use crate::upsun::Activity;
 
+pub use audit::AuditRecord;
+use audit::{audit_records, Origin};
+pub use backend::{Backend, StoreError};
 pub use gate::{Counted, Gate, Traffic};
-pub use policy::{Decision, Policy};
+pub use policy::Decision;
+pub use snapshot::{Settings, Snapshot};
 pub use state::{Applied, Deploy, Engagement, GuardState, Scope, Source};
-
-/// The `[guard]` settings, swapped whole by a reload.
-#[derive(Debug)]
-pub struct Settings {
-    pub policy: Policy,
-    pub retry_after: Duration,
-    pub max_engaged: Duration,
-    pub hold: Duration,
-    pub hold_max_requests: usize,
-    pub release_concurrency: usize,
-    pub page: Option<Arc<str>>,
-}
-
-impl Settings {
-    pub fn new(cfg: &GuardConfig) -> Self {
-        Settings {
-            policy: Policy::new(cfg),
-            retry_after: cfg.retry_after,
-            max_engaged: cfg.max_engaged,
-            hold: cfg.hold,
-            hold_max_requests: cfg.hold_max_requests,
-            release_concurrency: cfg.release_concurrency,
-            page: cfg.page.clone(),
-        }
-    }
-}
-
-/// What the proxy needs on every request, published after every change and every reload:
-/// one load per request gives both the state and the settings.
-#[derive(Debug)]
-pub struct Snapshot {
-    /// Guarded until this instant (the latest expiry of the active engagements).
-    until: Option<SystemTime>,
-    /// The earliest start of the active engagements.
-    pub since: Option<OffsetDateTime>,
-    /// Why (the oldest active engagement's reason).
-    pub reason: Option<Arc<str>>,
-    pub settings: Arc<Settings>,
-}
-
-impl Snapshot {
-    /// Reads the clock only while something is engaged.
-    #[inline]
-    pub fn guarded(&self) -> bool {
-        self.until.is_some_and(|u| SystemTime::now() < u)
-    }
-}
 
 /// What pages may know (the public `/status` and live events).
 #[derive(Debug, Serialize)]
@@ -95,100 +54,10 @@ pub struct Status {
     pub problem: Option<String>,
 }
 
-/// Who or what changes the guard, for the audit log.
-#[derive(Debug, Clone)]
-pub struct Origin {
-    /// `api`, `webhook`, `expiry`, `startup`.
-    pub source: &'static str,
-    /// Never a secret.
-    pub actor: String,
-    /// Why engagements that end with this change ended.
-    pub why: String,
-    pub activity: Option<String>,
-}
-
-impl Origin {
-    pub fn operator(why: &str) -> Self {
-        Origin {
-            source: "api",
-            actor: "operator".into(),
-            why: why.into(),
-            activity: None,
-        }
-    }
-
-    pub fn webhook(activity: &Activity) -> Self {
-        Origin {
-            source: "webhook",
-            actor: format!(
-                "upsun {} (project {})",
-                activity.kind,
-                activity.project.as_deref().unwrap_or("unknown")
-            ),
-            why: format!("Upsun {} {}", activity.kind, activity.state),
-            activity: Some(activity.id.clone()),
-        }
-    }
-
-    fn writeguard(source: &'static str, why: &str) -> Self {
-        Origin {
-            source,
-            actor: "writeguard".into(),
-            why: why.into(),
-            activity: None,
-        }
-    }
-}
-
-/// The audit lines for the change from `old` to `new`: one per engagement that started or
-/// ended.
-fn audit_records(
-    origin: &Origin,
-    old: &GuardState,
-    new: &GuardState,
-    now: OffsetDateTime,
-) -> Vec<AuditRecord> {
-    let engaged = new.span(now).is_some();
-    let activity = |e: &Engagement| match e.source {
-        Source::Upsun => Some(e.id.clone()),
-        Source::Manual => origin.activity.clone(),
-    };
-    let record = |e: &Engagement, action: &str, reason: &str| AuditRecord {
-        when: now,
-        source: origin.source.into(),
-        actor: origin.actor.clone(),
-        action: action.into(),
-        reason: reason.into(),
-        engagement: e.id.clone(),
-        activity: activity(e),
-        engaged,
-    };
-    let has = |s: &GuardState, e: &Engagement| s.engagements.iter().any(|x| x.id == e.id);
-    let ended = if origin.source == "expiry" {
-        "expire"
-    } else {
-        "release"
-    };
-    let mut out: Vec<AuditRecord> = old
-        .engagements
-        .iter()
-        .filter(|e| !has(new, e))
-        .map(|e| record(e, ended, &origin.why))
-        .collect();
-    out.extend(
-        new.engagements
-            .iter()
-            .filter(|e| !has(old, e))
-            .map(|e| record(e, "engage", &e.reason)),
-    );
-    out
-}
-
 pub struct Guard {
     state: Mutex<GuardState>,
     snapshot: ArcSwap<Snapshot>,
-    store: FileStore,
-    audit: AuditLog,
+    backend: Box<dyn Backend>,
     scope: Scope,
     gate: Gate,
     traffic: Traffic,
@@ -202,25 +71,21 @@ pub struct Guard {
 }
 
 impl Guard {
-    /// Restores state from the store. An unreadable state file fails closed: it is moved
-    /// aside and the guard starts ENGAGED (until released or `max_engaged`), and that
-    /// engagement is saved, so the next start is engaged too.
-    pub fn open(cfg: &Config) -> Guard {
-        let store = FileStore::new(&cfg.state.path);
-        let audit = AuditLog::new(&cfg.state.audit_log);
+    /// Restores state from `backend`. An unreadable state fails closed: it is set aside
+    /// and the guard starts ENGAGED (until released or `max_engaged`), and that engagement
+    /// is saved, so the next start is engaged too.
+    pub fn open(cfg: &Config, backend: Box<dyn Backend>) -> Guard {
         let now = OffsetDateTime::now_utc();
-        let (loaded, mut state, problem) = match store.load() {
+        let (loaded, mut state, problem) = match backend.load() {
             Ok(state) => {
                 let state = state.unwrap_or_default();
                 (state.clone(), state, None)
             }
             Err(e) => {
-                let mut aside = store.path().as_os_str().to_owned();
-                aside.push(".corrupt");
-                let moved = std::fs::rename(store.path(), &aside).is_ok();
+                let moved_to = backend.set_aside();
                 tracing::error!(
                     error = %e,
-                    moved_to = moved.then(|| aside.to_string_lossy().into_owned()),
+                    moved_to,
                     "state file unreadable: failing closed, writes are GUARDED until released"
                 );
                 let mut state = GuardState::default();
@@ -244,8 +109,7 @@ impl Guard {
                 settings: Arc::new(Settings::new(&cfg.guard)),
             }),
             state: Mutex::new(GuardState::default()),
-            store,
-            audit,
+            backend,
             scope: Scope {
                 project: cfg.upsun.project.clone(),
                 environments: cfg.upsun.environments.clone(),
@@ -281,11 +145,13 @@ impl Guard {
             Origin::writeguard("startup", "state file unreadable at start")
         };
         let records = audit_records(&origin, loaded, state, now);
-        if let Err(e) = self.audit.append(&records) {
-            tracing::error!(error = %e, "cannot write the audit log at start");
-        }
-        if let Err(e) = self.store.save(state) {
-            tracing::error!(error = %e, "cannot save the guard state at start");
+        if let Err(e) = self.backend.commit(state, &records) {
+            tracing::error!(error = %e, "cannot record the start-up change; saving the state without its audit lines");
+            // The state matters more than its audit trail here: a fail-closed engagement
+            // that is not saved would be gone at the next start.
+            if let Err(e) = self.backend.commit(state, &[]) {
+                tracing::error!(error = %e, "cannot save the guard state at start");
+            }
         }
     }
 
@@ -313,11 +179,6 @@ impl Guard {
     #[inline]
     pub fn is_guarded_method(&self, method: &http::Method) -> bool {
         self.snapshot().settings.policy.is_guarded_method(method)
-    }
-
-    /// The current `[guard]` settings.
-    pub fn settings(&self) -> Arc<Settings> {
-        self.snapshot().settings.clone()
     }
 
     /// Swaps in new `[guard]` settings (a reload); the state and held requests stay.
@@ -377,9 +238,8 @@ impl Guard {
         }
     }
 
-    /// Applies `change` to a copy of the state, appends its audit lines, persists it, then
-    /// publishes it. On a store or audit error nothing changes (audit lines already written
-    /// are taken back).
+    /// Applies `change` to a copy of the state, commits it with its audit lines, then
+    /// publishes it. On a store error nothing changes.
     fn mutate<T>(
         &self,
         origin: &Origin,
@@ -391,17 +251,7 @@ impl Guard {
         let out = change(&mut next, now);
         if next != *state {
             let records = audit_records(origin, &state, &next, now);
-            let appended = if records.is_empty() {
-                None
-            } else {
-                Some(self.audit.append(&records)?)
-            };
-            if let Err(e) = self.store.save(&next) {
-                if let Some(appended) = appended {
-                    appended.undo(self.audit.path());
-                }
-                return Err(e);
-            }
+            self.backend.commit(&next, &records)?;
             *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = None;
             self.publish(&next, now);
             *state = next;
@@ -501,7 +351,7 @@ impl Guard {
 
     /// The audit log, newest first.
     pub fn history(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
-        self.audit.tail(limit)
+        self.backend.history(limit)
     }
 
     /// Drops engagements whose time is up, loudly.
@@ -523,4 +373,14 @@ impl Guard {
     pub fn max_engaged(&self) -> Duration {
         self.snapshot().settings.max_engaged
     }
+}
+
+/// Runs a state change (which waits for the backend to make it durable) off the async
+/// workers.
+pub async fn blocking<T: Send + 'static>(
+    change: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(change)
+        .await
+        .expect("state changes do not panic")
 }

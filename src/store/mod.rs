@@ -1,82 +1,33 @@
-//! Where guard state lives. The default backend is one JSON file, replaced atomically:
-//! write a temp file, fsync it, rename it over the old one, fsync the directory. A change is
-//! acknowledged only after that returns, and after its line in the audit log (`audit`) is
-//! durable too.
+//! The embedded state backend: one JSON file, replaced atomically (write a temp file, fsync
+//! it, rename it over the old one, fsync the directory), and the audit log beside it
+//! ([`audit`]). A change is acknowledged only after both are durable.
 
 mod audit;
 
 use std::fs::{self, File};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use crate::guard::GuardState;
+use crate::config::StateConfig;
+use crate::guard::{AuditRecord, Backend, GuardState, StoreError};
 
-pub use audit::{Appended, AuditLog, AuditRecord};
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("cannot read state file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("state file {path} is corrupt: {source}")]
-    Corrupt {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
-    #[error("cannot write state file {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot append to audit log {path}: {source}")]
-    Audit {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot read audit log {path}: {source}")]
-    AuditRead {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-}
+use audit::AuditLog;
 
 #[derive(Debug, Clone)]
 pub struct FileStore {
     path: PathBuf,
+    audit: AuditLog,
 }
 
 impl FileStore {
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        FileStore { path: path.into() }
+    pub fn new(cfg: &StateConfig) -> Self {
+        FileStore {
+            path: cfg.path.clone(),
+            audit: AuditLog::new(&cfg.audit_log),
+        }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// `Ok(None)` when there is no state file yet.
-    pub fn load(&self) -> Result<Option<GuardState>, StoreError> {
-        let bytes = match fs::read(&self.path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(StoreError::Read {
-                    path: self.path.clone(),
-                    source,
-                })
-            }
-        };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| StoreError::Corrupt {
-                path: self.path.clone(),
-                source,
-            })
-    }
-
-    pub fn save(&self, state: &GuardState) -> Result<(), StoreError> {
+    fn save(&self, state: &GuardState) -> Result<(), StoreError> {
         let err = |source| StoreError::Write {
             path: self.path.clone(),
             source,
@@ -104,6 +55,58 @@ impl FileStore {
     }
 }
 
+impl Backend for FileStore {
+    /// `Ok(None)` when there is no state file yet.
+    fn load(&self) -> Result<Option<GuardState>, StoreError> {
+        let bytes = match fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(StoreError::Read {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| StoreError::Corrupt {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    /// The audit lines first, then the state file; audit lines whose state could not be
+    /// written are taken back.
+    fn commit(&self, next: &GuardState, records: &[AuditRecord]) -> Result<(), StoreError> {
+        let appended = if records.is_empty() {
+            None
+        } else {
+            Some(self.audit.append(records)?)
+        };
+        if let Err(e) = self.save(next) {
+            if let Some(appended) = appended {
+                appended.undo(self.audit.path());
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn history(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        self.audit.tail(limit)
+    }
+
+    /// Renames the file to `<path>.corrupt`.
+    fn set_aside(&self) -> Option<String> {
+        let mut aside = self.path.as_os_str().to_owned();
+        aside.push(".corrupt");
+        fs::rename(&self.path, &aside)
+            .is_ok()
+            .then(|| aside.to_string_lossy().into_owned())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,7 +114,10 @@ mod tests {
     #[test]
     fn round_trip_and_missing_file() {
         let dir = tempfile::tempdir().unwrap();
-        let store = FileStore::new(dir.path().join("sub/state.json"));
+        let store = FileStore::new(&StateConfig {
+            path: dir.path().join("sub/state.json"),
+            audit_log: dir.path().join("sub/audit.jsonl"),
+        });
         assert!(store.load().unwrap().is_none());
         let mut state = GuardState::default();
         state.engage_manual(
@@ -119,9 +125,9 @@ mod tests {
             std::time::Duration::from_secs(5),
             time::OffsetDateTime::now_utc(),
         );
-        store.save(&state).unwrap();
+        store.commit(&state, &[]).unwrap();
         assert_eq!(store.load().unwrap(), Some(state));
-        fs::write(store.path(), b"{not json").unwrap();
+        fs::write(&store.path, b"{not json").unwrap();
         assert!(matches!(store.load(), Err(StoreError::Corrupt { .. })));
     }
 }
