@@ -129,15 +129,29 @@ fn run(path: &std::path::Path, upgrade: bool) -> ExitCode {
     }
 }
 
-/// Loads the config, printing every problem; exit code 2 when it is not usable.
+/// Loads the config and proves the state can be kept where it says, printing every
+/// problem; exit code 2 when it is not usable.
 fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
-    Config::load(path, &ProcessEnv).map_err(|e| {
+    let cfg = Config::load(path, &ProcessEnv).map_err(|e| {
         eprintln!("writeguard: {e}");
         if let ConfigError::Read { .. } = e {
             eprintln!("(pass -c FILE or set WRITEGUARD_CONFIG)");
         }
         ExitCode::from(2)
-    })
+    })?;
+    let problems = crate::store::probe(&cfg.state);
+    if problems.is_empty() {
+        return Ok(cfg);
+    }
+    eprintln!(
+        "writeguard: config file {} has {} error(s):",
+        path.display(),
+        problems.len()
+    );
+    for p in &problems {
+        eprintln!("  - {}: {}", p.key, p.message);
+    }
+    Err(ExitCode::from(2))
 }
 
 fn check(path: &std::path::Path) -> ExitCode {

@@ -90,10 +90,17 @@ impl Admin {
         let path = req.uri().path();
         match (req.method(), path) {
             (&Method::GET, "/healthz") => Ok(text(StatusCode::OK, "ok\n", false)),
-            (&Method::GET, "/readyz") => Ok(if self.ready.load(Ordering::Acquire) {
-                text(StatusCode::OK, "ready\n", false)
-            } else {
+            (&Method::GET, "/readyz") => Ok(if !self.ready.load(Ordering::Acquire) {
                 text(StatusCode::SERVICE_UNAVAILABLE, "starting\n", false)
+            } else if !self.guard.store_ok() {
+                // The guard could not engage now: take this instance out of rotation.
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "guard state cannot be saved (see /status and the log)\n",
+                    false,
+                )
+            } else {
+                text(StatusCode::OK, "ready\n", false)
             }),
             (&Method::GET, "/status") => Ok(json(StatusCode::OK, &self.guard.status())),
             (&Method::GET, "/deploys") => Ok(json(StatusCode::OK, &self.deploys())),

@@ -38,7 +38,6 @@ pub fn run(cfg: Config, config_path: &Path, upgrade: bool) -> anyhow::Result<()>
         }
     }
     panic::exit_when_a_listener_fails();
-    let guard = Arc::new(Guard::open(&cfg, Box::new(FileStore::new(&cfg.state))));
     let ready = Arc::new(AtomicBool::new(false));
     let connections = Arc::new(OpenConnections::default());
 
@@ -61,7 +60,11 @@ pub fn run(cfg: Config, config_path: &Path, upgrade: bool) -> anyhow::Result<()>
         conf: None,
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
+    // Under `--upgrade` this waits for the old instance to hand its listeners over: the
+    // state is read after that, and changes the old one still takes while it drains are
+    // adopted by the upkeep's refresh.
     server.bootstrap();
+    let guard = Arc::new(Guard::open(&cfg, Box::new(FileStore::new(&cfg.state))));
 
     let http = HttpOptions {
         header_timeout: cfg.proxy.header_timeout,

@@ -21,6 +21,12 @@ use crate::listening;
 /// and leaves the process running without that listener.
 const LISTENERS_WITHIN: Duration = Duration::from_secs(5);
 
+/// How often the stored state is checked for changes made by another process (the
+/// hand-over promise: within a second).
+const REFRESH_EVERY: Duration = Duration::from_millis(250);
+/// Expired engagements are swept every fourth check: once a second.
+const EXPIRE_EVERY_TICKS: u32 = 4;
+
 /// Marks the process ready once every listener is OURS and accepts connections, then
 /// expires engagements whose time is up, every second, and reloads `[guard]` on SIGHUP.
 pub(super) struct Upkeep {
@@ -133,11 +139,15 @@ impl BackgroundService for Upkeep {
                 None
             }
         };
-        self.wait_for_listeners().await;
-        self.ready.store(true, Ordering::Release);
-        tracing::info!(addrs = ?self.addrs, "ready: listening");
-
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // Started before readiness: under `run --upgrade` the old instance keeps taking
+        // changes until it hands its listeners over, and this one must adopt them.
+        let listeners = self.wait_for_listeners();
+        tokio::pin!(listeners);
+        let mut listening = false;
+        let mut tick = tokio::time::interval(REFRESH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks = 0u32;
+        let mut refresh_failing = false;
         loop {
             let hup = async {
                 match hangup.as_mut() {
@@ -146,16 +156,40 @@ impl BackgroundService for Upkeep {
                 }
             };
             tokio::select! {
+                _ = &mut listeners, if !listening => {
+                    listening = true;
+                    self.ready.store(true, Ordering::Release);
+                    tracing::info!(addrs = ?self.addrs, "ready: listening");
+                }
                 _ = hup => {
                     tracing::info!(path = %self.config_path.display(), "SIGHUP: reloading the [guard] settings");
                     self.reload();
                 }
                 _ = tick.tick() => {
+                    ticks = ticks.wrapping_add(1);
+                    let expire = ticks.is_multiple_of(EXPIRE_EVERY_TICKS);
                     let guard = self.guard.clone();
-                    match tokio::task::spawn_blocking(move || guard.expire()).await {
-                        Ok(Err(e)) => tracing::error!(error = %e, "cannot save expired engagements; will retry"),
-                        Err(e) => tracing::error!(error = %e, "expiry task failed"),
-                        Ok(Ok(_)) => {}
+                    let done = tokio::task::spawn_blocking(move || {
+                        let refreshed = guard.refresh();
+                        if expire {
+                            if let Err(e) = guard.expire() {
+                                tracing::error!(error = %e, "cannot save expired engagements; will retry");
+                            }
+                        }
+                        refreshed
+                    })
+                    .await;
+                    match done {
+                        Ok(Err(e)) if !refresh_failing => {
+                            refresh_failing = true;
+                            tracing::error!(error = %e, "cannot read the stored guard state; changes by other processes are not seen until it can be read");
+                        }
+                        Ok(Ok(())) if refresh_failing => {
+                            refresh_failing = false;
+                            tracing::info!("the stored guard state can be read again");
+                        }
+                        Err(e) => tracing::error!(error = %e, "upkeep task failed"),
+                        _ => {}
                     }
                 }
                 _ = shutdown.changed() => {

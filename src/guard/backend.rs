@@ -1,7 +1,9 @@
 //! The seam between the guard and where its state is kept. The guard computes every change
 //! (a pure transition of [`GuardState`] plus its audit records) and hands it to a
-//! [`Backend`], which makes it durable or refuses it whole. The embedded file backend is
-//! `store::FileStore`; a replicated one implements the same trait.
+//! [`Backend`], which makes it durable or refuses it whole. The protocol is the same for one
+//! process, two processes on one machine (an upgrade hand-over) and many replicas: a version
+//! in the state, compare-and-set on commit, and adopting any newer version seen. The
+//! embedded file backend is `store::FileStore`; a replicated one implements the same trait.
 
 use std::path::PathBuf;
 
@@ -36,16 +38,38 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot lock state file {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
-/// Where the guard's state and its audit trail are kept.
+/// What a compare-and-set commit did.
+#[derive(Debug)]
+pub enum Commit {
+    /// Stored, with its audit records: durable.
+    Done,
+    /// Nothing stored: another process committed a state whose version is not lower than
+    /// the one offered. Here it is, to apply the change on top of.
+    Stale(GuardState),
+}
+
+/// Where the guard's state and its audit trail are kept, shared by every process that
+/// points at the same place: each change is a compare-and-set on the state's version.
 pub trait Backend: Send + Sync {
     /// The stored state; `Ok(None)` when nothing was stored yet.
     fn load(&self) -> Result<Option<GuardState>, StoreError>;
 
-    /// Makes `next` the stored state and appends `records` to the audit trail: both are
-    /// durable when this returns `Ok`, and neither when it returns an error.
-    fn commit(&self, next: &GuardState, records: &[AuditRecord]) -> Result<(), StoreError>;
+    /// Stores `next` (whose version is one more than the state it was derived from) and
+    /// appends `records` to the audit trail, unless the stored version is already
+    /// `next.version` or higher. Both are durable when this returns `Done`; neither when it
+    /// returns `Stale` or an error.
+    fn commit(&self, next: &GuardState, records: &[AuditRecord]) -> Result<Commit, StoreError>;
+
+    /// The stored state if its version is higher than `version`: how a process learns of
+    /// another's changes. Cheap when nothing changed.
+    fn newer_than(&self, version: u64) -> Result<Option<GuardState>, StoreError>;
 
     /// The last `limit` audit records, newest first.
     fn history(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;

@@ -1,20 +1,25 @@
 //! The guard: who engaged it and until when, and whether a request may pass.
 //!
-//! Writers (webhooks, the operator API, the expiry sweep) take a mutex, persist the new state
-//! and its audit line, and only then publish it; the proxy reads an `ArcSwap` snapshot (the
-//! state's span and the `[guard]` settings, which a reload swaps) and never locks.
+//! Writers (webhooks, the operator API, the expiry sweep) compute a change as a pure
+//! transition of the current [`GuardState`], commit it to the [`Backend`] with a
+//! compare-and-set on the state's version, and only then publish it; when another process
+//! committed first, they adopt its state and apply the transition again. Changes committed
+//! by another process sharing the backend are adopted by [`Guard::refresh`]. Readers
+//! (`/status`, the proxy) load published `ArcSwap`s and never wait on a writer.
 
 mod audit;
 mod backend;
+mod clock;
 mod gate;
 mod policy;
 mod snapshot;
 mod state;
 
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -23,7 +28,8 @@ use crate::upsun::Activity;
 
 pub use audit::AuditRecord;
 use audit::{audit_records, Origin};
-pub use backend::{Backend, StoreError};
+pub use backend::{Backend, Commit, StoreError};
+use clock::Clock;
 pub use gate::{Counted, Gate, Traffic};
 pub use policy::Decision;
 pub use snapshot::{Settings, Snapshot};
@@ -55,9 +61,13 @@ pub struct Status {
 }
 
 pub struct Guard {
-    state: Mutex<GuardState>,
+    /// Serialises this process's writers (the backend serialises processes).
+    writer: Mutex<()>,
+    /// The state as last committed or adopted.
+    state: ArcSwap<GuardState>,
     snapshot: ArcSwap<Snapshot>,
     backend: Box<dyn Backend>,
+    clock: Clock,
     scope: Scope,
     gate: Gate,
     traffic: Traffic,
@@ -65,9 +75,11 @@ pub struct Guard {
     changes: tokio::sync::watch::Sender<()>,
     /// Set when the server shuts down: long-lived streams end.
     stopping: tokio::sync::watch::Sender<bool>,
-    /// A problem with the state file found at start, shown in `/status` until the next
-    /// successful write.
-    problem: Mutex<Option<String>>,
+    /// A problem with the stored state (unreadable at start, or the last change could not
+    /// be saved), shown in `/status` until the next successful write.
+    problem: ArcSwapOption<String>,
+    /// The last attempt to store a change failed: not ready until one succeeds.
+    store_failing: AtomicBool,
 }
 
 impl Guard {
@@ -75,12 +87,8 @@ impl Guard {
     /// and the guard starts ENGAGED (until released or `max_engaged`), and that engagement
     /// is saved, so the next start is engaged too.
     pub fn open(cfg: &Config, backend: Box<dyn Backend>) -> Guard {
-        let now = OffsetDateTime::now_utc();
-        let (loaded, mut state, problem) = match backend.load() {
-            Ok(state) => {
-                let state = state.unwrap_or_default();
-                (state.clone(), state, None)
-            }
+        let (loaded, unreadable) = match backend.load() {
+            Ok(state) => (state.unwrap_or_default(), None),
             Err(e) => {
                 let moved_to = backend.set_aside();
                 tracing::error!(
@@ -88,28 +96,20 @@ impl Guard {
                     moved_to,
                     "state file unreadable: failing closed, writes are GUARDED until released"
                 );
-                let mut state = GuardState::default();
-                state.engage_manual(
-                    format!("state file unreadable at start: {e}"),
-                    cfg.guard.max_engaged,
-                    now,
-                );
-                (GuardState::default(), state, Some(e.to_string()))
+                (GuardState::default(), Some(e.to_string()))
             }
         };
-        let expired = state.expire(now);
-        for e in &expired {
-            tracing::warn!(id = %e.id, reason = %e.reason, "engagement expired while stopped; dropped");
-        }
         let guard = Guard {
+            writer: Mutex::new(()),
+            state: ArcSwap::from_pointee(GuardState::default()),
             snapshot: ArcSwap::from_pointee(Snapshot {
                 until: None,
                 since: None,
                 reason: None,
                 settings: Arc::new(Settings::new(&cfg.guard)),
             }),
-            state: Mutex::new(GuardState::default()),
             backend,
+            clock: Clock::start(),
             scope: Scope {
                 project: cfg.upsun.project.clone(),
                 environments: cfg.upsun.environments.clone(),
@@ -119,46 +119,42 @@ impl Guard {
             changes: tokio::sync::watch::Sender::new(()),
             stopping: tokio::sync::watch::Sender::new(false),
             traffic: Traffic::default(),
-            problem: Mutex::new(problem),
+            problem: ArcSwapOption::empty(),
+            store_failing: AtomicBool::new(false),
         };
-        if state != loaded {
-            guard.record_at_start(&loaded, &state, !expired.is_empty(), now);
+        guard.install(loaded);
+        if let Some(problem) = unreadable {
+            guard.fail_closed(&problem, cfg.guard.max_engaged);
+            guard.problem.store(Some(Arc::new(problem)));
         }
-        guard.publish(&state, now);
-        *guard.lock() = state;
+        let origin = Origin::writeguard("expiry", "expired while writeguard was stopped");
+        match guard.mutate(&origin, |s, now| s.expire(now)) {
+            Ok(gone) => {
+                for e in &gone {
+                    tracing::warn!(id = %e.id, reason = %e.reason, "engagement expired while stopped; dropped");
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot save engagements that expired while stopped; will retry")
+            }
+        }
         guard
     }
 
-    /// Saves what changed while opening (a fail-closed engagement, engagements that expired
-    /// while stopped) and audits it. Failing here is logged, not fatal: the state in memory
-    /// is the safe one either way.
-    fn record_at_start(
-        &self,
-        loaded: &GuardState,
-        state: &GuardState,
-        expired: bool,
-        now: OffsetDateTime,
-    ) {
-        let origin = if expired && loaded.engagements.len() > state.engagements.len() {
-            Origin::writeguard("expiry", "expired while writeguard was stopped")
-        } else {
-            Origin::writeguard("startup", "state file unreadable at start")
+    /// Engages the guard because the stored state could not be read. Kept in memory even
+    /// when it cannot be saved: the state in memory is the safe one either way.
+    fn fail_closed(&self, problem: &str, max_engaged: Duration) {
+        let reason = format!("state file unreadable at start: {problem}");
+        let origin = Origin::writeguard("startup", "state file unreadable at start");
+        let engage = |s: &mut GuardState, now| {
+            s.engage_manual(reason.clone(), max_engaged, now);
         };
-        let records = audit_records(&origin, loaded, state, now);
-        if let Err(e) = self.backend.commit(state, &records) {
-            tracing::error!(error = %e, "cannot record the start-up change; saving the state without its audit lines");
-            // The state matters more than its audit trail here: a fail-closed engagement
-            // that is not saved would be gone at the next start.
-            if let Err(e) = self.backend.commit(state, &[]) {
-                tracing::error!(error = %e, "cannot save the guard state at start");
-            }
+        if let Err(e) = self.mutate(&origin, engage) {
+            tracing::error!(error = %e, "cannot save the fail-closed engagement; it holds in memory");
+            let mut state = (*self.state.load_full()).clone();
+            engage(&mut state, self.clock.now());
+            self.install(state);
         }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, GuardState> {
-        // A panic while holding the lock cannot leave a half-applied change: changes are
-        // made on a copy and swapped in whole.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     #[inline]
@@ -183,7 +179,7 @@ impl Guard {
 
     /// Swaps in new `[guard]` settings (a reload); the state and held requests stay.
     pub fn reload(&self, cfg: &GuardConfig) {
-        let state = self.lock();
+        let _writer = self.write_lock();
         let current = self.snapshot.load_full();
         self.gate.set_concurrency(cfg.release_concurrency);
         self.snapshot.store(Arc::new(Snapshot {
@@ -192,7 +188,6 @@ impl Guard {
             reason: current.reason.clone(),
             settings: Arc::new(Settings::new(cfg)),
         }));
-        drop(state);
         self.changes.send_replace(());
     }
 
@@ -207,7 +202,7 @@ impl Guard {
         let cfg = snapshot.settings.retry_after.as_secs().max(1);
         match snapshot.until {
             Some(u) => u
-                .duration_since(SystemTime::now())
+                .checked_duration_since(Instant::now())
                 .map(|left| left.as_secs().clamp(1, cfg))
                 .unwrap_or(cfg),
             None => cfg,
@@ -215,8 +210,8 @@ impl Guard {
     }
 
     pub fn status(&self) -> Status {
-        let now = OffsetDateTime::now_utc();
-        let state = self.lock();
+        let now = self.clock.now();
+        let state = self.state.load();
         let engagements: Vec<Engagement> = state
             .engagements
             .iter()
@@ -230,44 +225,95 @@ impl Guard {
             engagements,
             held: self.traffic.held(),
             in_flight_writes: self.traffic.in_flight_writes(),
-            problem: self
-                .problem
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            problem: self.problem.load().as_deref().cloned(),
         }
     }
 
-    /// Applies `change` to a copy of the state, commits it with its audit lines, then
-    /// publishes it. On a store error nothing changes.
+    /// Whether the last attempt to store a change succeeded (or none failed yet).
+    pub fn store_ok(&self) -> bool {
+        !self.store_failing.load(Ordering::Acquire)
+    }
+
+    fn write_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        // Guards no data: a panicking writer left nothing half-done behind it.
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies `change` to a copy of the current state and commits it with its audit lines
+    /// (compare-and-set on the version); when another process committed first, adopts its
+    /// state and applies `change` again. Publishes only what was committed. On a store error
+    /// nothing changes.
     fn mutate<T>(
         &self,
         origin: &Origin,
-        change: impl FnOnce(&mut GuardState, OffsetDateTime) -> T,
+        change: impl Fn(&mut GuardState, OffsetDateTime) -> T,
     ) -> Result<T, StoreError> {
-        let now = OffsetDateTime::now_utc();
-        let mut state = self.lock();
-        let mut next = state.clone();
-        let out = change(&mut next, now);
-        if next != *state {
-            let records = audit_records(origin, &state, &next, now);
-            self.backend.commit(&next, &records)?;
-            *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = None;
-            self.publish(&next, now);
-            *state = next;
+        let _writer = self.write_lock();
+        loop {
+            let now = self.clock.now();
+            let current = self.state.load_full();
+            let mut next = (*current).clone();
+            let out = change(&mut next, now);
+            if next == *current {
+                return Ok(out);
+            }
+            next.version = current.version + 1;
+            let records = audit_records(origin, &current, &next, now);
+            let committed = self.backend.commit(&next, &records);
+            self.store_failing
+                .store(committed.is_err(), Ordering::Release);
+            if let Err(e) = &committed {
+                self.problem.store(Some(Arc::new(format!(
+                    "the last change could not be saved: {e}"
+                ))));
+            }
+            match committed? {
+                Commit::Done => {
+                    self.problem.store(None);
+                    self.install(next);
+                    return Ok(out);
+                }
+                Commit::Stale(newer) => {
+                    tracing::info!(
+                        ours = next.version,
+                        stored = newer.version,
+                        "another process changed the guard first; applying this change on top"
+                    );
+                    self.install(newer);
+                }
+            }
         }
-        Ok(out)
     }
 
-    fn publish(&self, state: &GuardState, now: OffsetDateTime) {
+    /// Adopts a state committed by another process sharing the backend, if there is a newer
+    /// one. Called periodically; cheap when nothing changed.
+    pub fn refresh(&self) -> Result<(), StoreError> {
+        let Some(newer) = self.backend.newer_than(self.state.load().version)? else {
+            return Ok(());
+        };
+        let _writer = self.write_lock();
+        if newer.version > self.state.load().version {
+            tracing::info!(
+                version = newer.version,
+                "adopted a guard state changed by another process"
+            );
+            self.install(newer);
+        }
+        Ok(())
+    }
+
+    /// Makes `state` the current one and publishes it to the proxy and the event streams.
+    fn install(&self, state: GuardState) {
+        let now = self.clock.now();
         let span = state.span(now);
-        let until = span.map(|(_, until)| SystemTime::from(until));
+        let until = span.map(|(_, until)| self.clock.instant_of(until));
         let reason = state
             .engagements
             .iter()
             .filter(|e| e.expires_at > now)
             .min_by_key(|e| e.since)
             .map(|e| Arc::from(e.reason.as_str()));
+        self.state.store(Arc::new(state));
         let settings = self.snapshot.load().settings.clone();
         let previous = self.snapshot.swap(Arc::new(Snapshot {
             until,
@@ -303,7 +349,7 @@ impl Guard {
 
     /// The deploys seen, newest first.
     pub fn deploys(&self) -> Vec<Deploy> {
-        self.lock().deploys.iter().rev().cloned().collect()
+        self.state.load().deploys.iter().rev().cloned().collect()
     }
 
     /// The public part of the status: no engagement details.
@@ -336,7 +382,7 @@ impl Guard {
     pub fn engage(&self, reason: String, ttl: Option<Duration>) -> Result<Engagement, StoreError> {
         let ttl = ttl.unwrap_or_else(|| self.max_engaged());
         self.mutate(&Origin::operator(""), |s, now| {
-            s.engage_manual(reason, ttl, now)
+            s.engage_manual(reason.clone(), ttl, now)
         })
     }
 

@@ -2,7 +2,7 @@
 //! the `[guard]` settings a reload swaps in.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
@@ -39,8 +39,9 @@ impl Settings {
 /// one load per request gives both the state and the settings.
 #[derive(Debug)]
 pub struct Snapshot {
-    /// Guarded until this instant (the latest expiry of the active engagements).
-    pub(super) until: Option<SystemTime>,
+    /// Guarded until this instant (the latest expiry of the active engagements, on the
+    /// monotonic clock).
+    pub(super) until: Option<Instant>,
     /// The earliest start of the active engagements.
     pub since: Option<OffsetDateTime>,
     /// Why (the oldest active engagement's reason).
@@ -52,6 +53,6 @@ impl Snapshot {
     /// Reads the clock only while something is engaged.
     #[inline]
     pub fn guarded(&self) -> bool {
-        self.until.is_some_and(|u| SystemTime::now() < u)
+        self.until.is_some_and(|u| Instant::now() < u)
     }
 }

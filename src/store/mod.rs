@@ -1,30 +1,93 @@
 //! The embedded state backend: one JSON file, replaced atomically (write a temp file, fsync
 //! it, rename it over the old one, fsync the directory), and the audit log beside it
 //! ([`audit`]). A change is acknowledged only after both are durable.
+//!
+//! Several processes may share the file (a zero-downtime upgrade runs two): a commit holds an
+//! exclusive lock on `<path>.lock` while it compares the stored version with its own and
+//! writes, so two commits never interleave and an older state never replaces a newer one;
+//! each process polls the file for versions it has not seen ([`Backend::newer_than`]).
 
 mod audit;
+mod probe;
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::SystemTime;
 
 use crate::config::StateConfig;
-use crate::guard::{AuditRecord, Backend, GuardState, StoreError};
+use crate::guard::{AuditRecord, Backend, Commit, GuardState, StoreError};
 
 use audit::AuditLog;
+pub use probe::{probe, Problem};
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct FileStore {
     path: PathBuf,
+    lock_path: PathBuf,
     audit: AuditLog,
+    /// What the state file looked like when last read: unchanged, it is not read again.
+    seen: Mutex<Option<Seen>>,
+}
+
+/// A state file's identity and size: every write renames a new file into place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Seen {
+    inode: u64,
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+impl Seen {
+    fn of(meta: &fs::Metadata) -> Self {
+        Seen {
+            inode: meta.ino(),
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        }
+    }
 }
 
 impl FileStore {
     pub fn new(cfg: &StateConfig) -> Self {
+        let mut lock_path = cfg.path.clone().into_os_string();
+        lock_path.push(".lock");
         FileStore {
             path: cfg.path.clone(),
+            lock_path: lock_path.into(),
             audit: AuditLog::new(&cfg.audit_log),
+            seen: Mutex::new(None),
         }
+    }
+
+    /// Holds the exclusive lock shared by every process using this state file until the
+    /// returned file is dropped.
+    fn lock(&self) -> Result<File, StoreError> {
+        let err = |source| StoreError::Lock {
+            path: self.lock_path.clone(),
+            source,
+        };
+        if let Some(dir) = self
+            .lock_path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            fs::create_dir_all(dir).map_err(err)?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.lock_path)
+            .map_err(err)?;
+        file.lock().map_err(err)?;
+        Ok(file)
+    }
+
+    fn remember(&self, seen: Option<Seen>) {
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = seen;
     }
 
     fn save(&self, state: &GuardState) -> Result<(), StoreError> {
@@ -76,9 +139,15 @@ impl Backend for FileStore {
             })
     }
 
-    /// The audit lines first, then the state file; audit lines whose state could not be
-    /// written are taken back.
-    fn commit(&self, next: &GuardState, records: &[AuditRecord]) -> Result<(), StoreError> {
+    /// Under the lock: the stored version first, then the audit lines, then the state
+    /// file; audit lines whose state could not be written are taken back.
+    fn commit(&self, next: &GuardState, records: &[AuditRecord]) -> Result<Commit, StoreError> {
+        let _lock = self.lock()?;
+        if let Some(stored) = self.load()? {
+            if stored.version >= next.version {
+                return Ok(Commit::Stale(stored));
+            }
+        }
         let appended = if records.is_empty() {
             None
         } else {
@@ -90,7 +159,28 @@ impl Backend for FileStore {
             }
             return Err(e);
         }
-        Ok(())
+        self.remember(fs::metadata(&self.path).ok().map(|m| Seen::of(&m)));
+        Ok(Commit::Done)
+    }
+
+    fn newer_than(&self, version: u64) -> Result<Option<GuardState>, StoreError> {
+        let meta = match fs::metadata(&self.path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(StoreError::Read {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
+        };
+        let seen = Seen::of(&meta);
+        if *self.seen.lock().unwrap_or_else(|p| p.into_inner()) == Some(seen) {
+            return Ok(None);
+        }
+        let state = self.load()?;
+        self.remember(Some(seen));
+        Ok(state.filter(|s| s.version > version))
     }
 
     fn history(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
@@ -125,8 +215,21 @@ mod tests {
             std::time::Duration::from_secs(5),
             time::OffsetDateTime::now_utc(),
         );
-        store.commit(&state, &[]).unwrap();
-        assert_eq!(store.load().unwrap(), Some(state));
+        state.version = 1;
+        assert!(matches!(store.commit(&state, &[]).unwrap(), Commit::Done));
+        assert_eq!(store.load().unwrap(), Some(state.clone()));
+        // Another process (another store on the same file) sees it, and cannot go back.
+        let other = FileStore::new(&StateConfig {
+            path: store.path.clone(),
+            audit_log: dir.path().join("sub/audit.jsonl"),
+        });
+        assert_eq!(other.newer_than(0).unwrap(), Some(state.clone()));
+        assert_eq!(other.newer_than(1).unwrap(), None);
+        let older = GuardState {
+            version: 1,
+            ..GuardState::default()
+        };
+        assert!(matches!(other.commit(&older, &[]).unwrap(), Commit::Stale(s) if s == state));
         fs::write(&store.path, b"{not json").unwrap();
         assert!(matches!(store.load(), Err(StoreError::Corrupt { .. })));
     }
