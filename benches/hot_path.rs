@@ -7,6 +7,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use http::Method;
 use writeguard::config::{Config, ProcessEnv};
 use writeguard::guard::Guard;
+use writeguard::store::FileStore;
 use writeguard::upsun::{sign, verify, Activity, SignedPayload};
 
 fn config(dir: &std::path::Path) -> Config {
@@ -29,7 +30,10 @@ path = "{}"
 
 fn guard_decision(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let guard = Guard::open(&config(dir.path()));
+    let guard = {
+        let cfg = config(dir.path());
+        Guard::open(&cfg, Box::new(FileStore::new(&cfg.state)))
+    };
     // What a browser's request usually carries, for the method-override lookups.
     let mut headers = http::HeaderMap::new();
     for (k, v) in [

@@ -1,5 +1,6 @@
 //! The command line: `run`, `check`, and the operator client (`status`, `engage`,
-//! `release`) that talks to a running instance's admin API.
+//! `release`) that talks to a running instance's admin API: the one place outside `admin`
+//! that knows its routes.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -85,18 +86,75 @@ pub enum Command {
     },
 }
 
-/// Loads the config, printing every problem; exit code 2 when it is not usable.
-pub fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
-    Config::load(path, &ProcessEnv).map_err(|e| {
+/// Runs one command to its exit code.
+pub fn dispatch(command: Command) -> ExitCode {
+    let (admin, method, path, body) = match command {
+        Command::Check { config } => return check(&config.path),
+        Command::Run { config, upgrade } => return run(&config.path, upgrade),
+        Command::Status { admin } => (admin, Method::GET, "/status", None),
+        Command::Engage { admin, reason, ttl } => {
+            let body = serde_json::json!({ "reason": reason, "ttl": ttl });
+            (admin, Method::POST, "/guard", Some(body))
+        }
+        Command::Release { admin, all } => {
+            let path = if all { "/guard?all=true" } else { "/guard" };
+            (admin, Method::DELETE, path, None)
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime always builds");
+    runtime.block_on(operator(admin, method, path, body))
+}
+
+/// `writeguard run`: until stopped; exit 1 when it cannot start, 2 on a bad config.
+fn run(path: &std::path::Path, upgrade: bool) -> ExitCode {
+    let cfg = match load_config(path) {
+        Ok(cfg) => cfg,
+        Err(code) => return code,
+    };
+    if cfg.admin.token.expose() == "change-me" {
+        tracing::warn!(
+            "admin.token is the example value: set a real one before exposing the admin port"
+        );
+    }
+    tracing::info!("{}", cfg.summary());
+    match crate::app::run(cfg, path, upgrade) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads the config and proves the state can be kept where it says, printing every
+/// problem; exit code 2 when it is not usable.
+fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
+    let cfg = Config::load(path, &ProcessEnv).map_err(|e| {
         eprintln!("writeguard: {e}");
         if let ConfigError::Read { .. } = e {
             eprintln!("(pass -c FILE or set WRITEGUARD_CONFIG)");
         }
         ExitCode::from(2)
-    })
+    })?;
+    let problems = crate::store::probe(&cfg.state);
+    if problems.is_empty() {
+        return Ok(cfg);
+    }
+    eprintln!(
+        "writeguard: config file {} has {} error(s):",
+        path.display(),
+        problems.len()
+    );
+    for p in &problems {
+        eprintln!("  - {}: {}", p.key, p.message);
+    }
+    Err(ExitCode::from(2))
 }
 
-pub fn check(path: &std::path::Path) -> ExitCode {
+fn check(path: &std::path::Path) -> ExitCode {
     match load_config(path) {
         Ok(cfg) => {
             println!("config OK: {}", cfg.summary());
@@ -107,10 +165,10 @@ pub fn check(path: &std::path::Path) -> ExitCode {
 }
 
 /// Runs one operator command against the admin API and prints its JSON answer.
-pub async fn operator(
+async fn operator(
     admin: AdminArgs,
     method: Method,
-    path: String,
+    path: &str,
     body: Option<serde_json::Value>,
 ) -> ExitCode {
     let cfg = Config::load(&admin.config.path, &ProcessEnv).ok();

@@ -1,14 +1,25 @@
 //! writeguard: a reverse proxy that keeps users from losing work while their app deploys.
+//!
+//! Modules read bottom-up: `config`, `upsun`, `upstream`, `framing`, `listening` at the bottom; `http`
+//! (bodies, response builders, the data path's failure map) and `guard` (state, policy, the
+//! backend seam) above them; `store` (the file backend), `listener` and `webhook`; then
+//! `admin` and `public`; then `proxy`; `app` wires them; `cli` is the command line. A module
+//! never imports one above it.
+//!
+//! Public: what the binary, the benches, the fuzz targets and the tests use.
 
-pub mod admin;
-pub mod app;
-pub mod body;
+mod admin;
+mod app;
 pub mod cli;
 pub mod config;
-pub mod framing;
+mod framing;
 pub mod guard;
-pub mod listener;
-pub mod proxy;
-pub mod public;
+mod http;
+mod listener;
+pub mod listening;
+mod proxy;
+mod public;
 pub mod store;
+mod upstream;
 pub mod upsun;
+mod webhook;

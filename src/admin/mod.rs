@@ -1,133 +1,47 @@
 //! The admin API: health, readiness, status, the operator's engage/release, the audit log
-//! (`/history`), and the Upsun webhook. Operator routes need the bearer token; the webhook needs its JWS signature.
+//! (`/history`), the dashboard, and the Upsun webhook. Operator routes need the bearer token;
+//! the webhook needs its JWS signature ([`crate::webhook`]).
 
-pub mod webhook;
+mod error;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
-use crate::body::{full, Body};
-use crate::config::{Config, Secret, MAX_BODY};
-use crate::guard::Guard;
-use crate::listener::{Handler, Peer};
+use crate::config::{Config, Secret};
+use crate::guard::{self, Guard};
+use crate::http::read::read_body;
+use crate::http::respond::{asset, json, text};
+use crate::http::Body;
+use crate::listener::{Connection, Handler};
+use crate::webhook::Webhook;
+
+pub use error::AdminError;
 
 pub struct Admin {
     guard: Arc<Guard>,
     token: Secret,
     ready: Arc<AtomicBool>,
-    webhook: webhook::Verifier,
-}
-
-/// Why an admin request failed; the one place that maps an error to a status.
-#[derive(Debug, thiserror::Error)]
-pub enum AdminError {
-    #[error("missing or wrong bearer token")]
-    Unauthorized,
-    #[error("{0}")]
-    BadSignature(String),
-    #[error("body is larger than {MAX_BODY} bytes")]
-    TooLarge,
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("no such route")]
-    NotFound,
-    #[error("method not allowed here")]
-    MethodNotAllowed,
-    #[error("{0}")]
-    NotQuiesced(String),
-    #[error("guard state could not be saved, nothing changed: {0}")]
-    Store(#[from] crate::store::StoreError),
-}
-
-impl AdminError {
-    pub fn status(&self) -> StatusCode {
-        match self {
-            AdminError::Unauthorized | AdminError::BadSignature(_) => StatusCode::UNAUTHORIZED,
-            AdminError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            AdminError::NotFound => StatusCode::NOT_FOUND,
-            AdminError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            AdminError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-            AdminError::NotQuiesced(_) => StatusCode::GATEWAY_TIMEOUT,
-        }
-    }
-
-    pub fn into_response(self) -> Response<Body> {
-        let status = self.status();
-        let mut res = json(status, &serde_json::json!({ "error": self.to_string() }));
-        if status == StatusCode::UNAUTHORIZED && matches!(self, AdminError::Unauthorized) {
-            res.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        res
-    }
-}
-
-pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
-    let body = serde_json::to_vec(value).expect("admin documents always serialize");
-    let mut res = Response::new(full(body));
-    *res.status_mut() = status;
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res
-}
-
-fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut res = Response::new(full(body));
-    *res.status_mut() = status;
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    res
+    webhook: Webhook,
 }
 
 /// The operator dashboard: one self-contained page that talks to this API.
 fn dashboard() -> Response<Body> {
-    let mut res = Response::new(full(include_str!("dashboard.html")));
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
+    let mut res = asset(
+        include_str!("dashboard.html"),
+        "text/html; charset=utf-8",
+        "no-store",
     );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
+    res.headers_mut().insert(
         "content-security-policy",
         HeaderValue::from_static("default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
     );
     res
-}
-
-/// Reads a whole request body, refusing more than [`MAX_BODY`] bytes or a body that takes
-/// longer than 30 s.
-pub async fn read_body(req: Request<Incoming>) -> Result<Bytes, AdminError> {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        return Err(AdminError::TooLarge);
-    }
-    let read = Limited::new(req.into_body(), MAX_BODY).collect();
-    match tokio::time::timeout(Duration::from_secs(30), read).await {
-        Err(_) => Err(AdminError::BadRequest(
-            "body took too long to arrive".into(),
-        )),
-        Ok(Ok(body)) => Ok(body.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(AdminError::TooLarge),
-        Ok(Err(e)) => Err(AdminError::BadRequest(format!("cannot read body: {e}"))),
-    }
 }
 
 #[derive(Deserialize, Default)]
@@ -155,7 +69,7 @@ impl Admin {
             guard,
             token: cfg.admin.token.clone(),
             ready,
-            webhook: webhook::Verifier::new(&cfg.upsun),
+            webhook: Webhook::new(&cfg.upsun),
         }
     }
 
@@ -175,11 +89,18 @@ impl Admin {
     async fn route(&self, req: Request<Incoming>) -> Result<Response<Body>, AdminError> {
         let path = req.uri().path();
         match (req.method(), path) {
-            (&Method::GET, "/healthz") => Ok(text(StatusCode::OK, "ok\n")),
-            (&Method::GET, "/readyz") => Ok(if self.ready.load(Ordering::Acquire) {
-                text(StatusCode::OK, "ready\n")
+            (&Method::GET, "/healthz") => Ok(text(StatusCode::OK, "ok\n", false)),
+            (&Method::GET, "/readyz") => Ok(if !self.ready.load(Ordering::Acquire) {
+                text(StatusCode::SERVICE_UNAVAILABLE, "starting\n", false)
+            } else if !self.guard.store_ok() {
+                // The guard could not engage now: take this instance out of rotation.
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "guard state cannot be saved (see /status and the log)\n",
+                    false,
+                )
             } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+                text(StatusCode::OK, "ready\n", false)
             }),
             (&Method::GET, "/status") => Ok(json(StatusCode::OK, &self.guard.status())),
             (&Method::GET, "/deploys") => Ok(json(StatusCode::OK, &self.deploys())),
@@ -187,7 +108,7 @@ impl Admin {
             (&Method::GET, "/") => Ok(dashboard()),
             (&Method::POST, "/guard") => self.engage(req).await,
             (&Method::DELETE, "/guard") => self.release(req).await,
-            (&Method::POST, "/webhooks/upsun") => self.webhook.handle(&self.guard, req).await,
+            (&Method::POST, "/webhooks/upsun") => Ok(self.webhook.handle(&self.guard, req).await),
             (
                 _,
                 "/" | "/healthz" | "/readyz" | "/status" | "/deploys" | "/history" | "/guard"
@@ -236,7 +157,7 @@ impl Admin {
         };
         let reason = request.reason.unwrap_or_else(|| "manual engagement".into());
         let guard = self.guard.clone();
-        let engagement = blocking(move || guard.engage(reason, ttl)).await?;
+        let engagement = guard::blocking(move || guard.engage(reason, ttl)).await?;
         tracing::info!(id = %engagement.id, reason = %engagement.reason, "guard engaged by operator");
         if let Some(timeout) = quiesce {
             self.quiesced(timeout).await?;
@@ -262,7 +183,7 @@ impl Admin {
             }
         }
         let guard = self.guard.clone();
-        let records = blocking(move || guard.history(limit)).await?;
+        let records = guard::blocking(move || guard.history(limit)).await?;
         Ok(json(StatusCode::OK, &records))
     }
 
@@ -305,7 +226,7 @@ impl Admin {
             .query()
             .is_some_and(|q| q.split('&').any(|kv| kv == "all=true" || kv == "all=1"));
         let guard = self.guard.clone();
-        let gone = blocking(move || guard.release(all)).await?;
+        let gone = guard::blocking(move || guard.release(all)).await?;
         tracing::info!(released = gone.len(), all, "guard released by operator");
         Ok(json(StatusCode::OK, &self.guard.status()))
     }
@@ -314,18 +235,12 @@ impl Admin {
 /// Most audit records one `GET /history` returns.
 const MAX_HISTORY: usize = 1000;
 
-/// Runs a state change (which fsyncs) off the async workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
-) -> Result<T, AdminError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .expect("state changes do not panic")
-        .map_err(AdminError::from)
-}
-
 impl Handler for Admin {
-    async fn handle(self: &Arc<Self>, req: Request<Incoming>, _peer: &Arc<Peer>) -> Response<Body> {
+    async fn handle(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        _conn: &Arc<Connection>,
+    ) -> Response<Body> {
         self.route(req)
             .await
             .unwrap_or_else(AdminError::into_response)

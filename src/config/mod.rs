@@ -1,6 +1,7 @@
 //! Configuration: the TOML file format (plus environment overrides) turned into ONE validated
 //! [`Config`]. Every problem is collected with the key it concerns; nothing here opens a port.
 
+mod diff;
 mod reader;
 mod secret;
 
@@ -73,7 +74,7 @@ pub enum ConfigError {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub proxy: ProxyConfig,
     pub admin: AdminConfig,
@@ -85,7 +86,7 @@ pub struct Config {
 }
 
 /// The public status surface on the proxy port.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PublicConfig {
     /// Reserved path prefix answered by writeguard itself, never forwarded.
     pub prefix: String,
@@ -95,7 +96,7 @@ pub struct PublicConfig {
     pub inject_banner: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProxyConfig {
     pub listen: Vec<SocketAddr>,
     pub upstream: Uri,
@@ -122,13 +123,13 @@ pub struct ProxyConfig {
     pub max_uri_length: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AdminConfig {
     pub listen: Vec<SocketAddr>,
     pub token: Secret,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GuardConfig {
     pub methods: Vec<Method>,
     pub retry_after: Duration,
@@ -157,7 +158,7 @@ pub enum Upgrades {
     Pass,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpsunConfig {
     pub shared_key: Option<Secret>,
     pub allow_unsigned: bool,
@@ -167,14 +168,14 @@ pub struct UpsunConfig {
     pub guard_pending: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StateConfig {
     pub path: PathBuf,
     /// JSON lines, one per engagement change (default: `path` + `.audit.jsonl`).
     pub audit_log: PathBuf,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     /// Worker threads of the proxy listener.
     pub threads: usize,
@@ -186,8 +187,6 @@ pub struct ServerConfig {
 }
 
 pub const DEFAULT_PATH: &str = "config/writeguard.toml";
-/// Largest webhook or admin body we read.
-pub const MAX_BODY: usize = 1024 * 1024;
 
 impl Config {
     /// Reads and validates the file at `path`, applying `WRITEGUARD_*` overrides from `env`.
@@ -633,7 +632,7 @@ fn read_server(root: &mut toml::Table, issues: &mut Vec<ConfigIssue>) -> Option<
 mod tests {
     use super::*;
 
-    const MINIMAL: &str = r#"
+    pub(super) const MINIMAL: &str = r#"
 [proxy]
 listen = "127.0.0.1:8080"
 upstream = "http://127.0.0.1:8000"

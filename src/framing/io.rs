@@ -4,8 +4,8 @@
 //! Only checked bytes reach hyper; a request head is handed on whole once it is checked. On a
 //! refused head, hyper gets every earlier (checked) byte and then a sentinel request in place
 //! of the refused one: hyper answers the earlier requests first, in order, then passes the
-//! sentinel to the service, which answers it with the refusal (400 + `Connection: close`)
-//! without calling the handler; hyper then closes the connection. Nothing after the refused
+//! sentinel to the service, which answers it with the refusal ([`Verdict::before`]: 400 +
+//! `Connection: close`) without calling the handler; hyper then closes the connection. Nothing after the refused
 //! bytes is ever read. A refused chunked body ends in a read error, so the request's body
 //! fails (the upstream never gets a complete request) and its answer becomes the refusal.
 
@@ -14,12 +14,10 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{ready, Context, Poll};
 
-use http::header::{CONNECTION, CONTENT_TYPE};
-use http::{HeaderValue, Method, Response, StatusCode};
+use http::{Method, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::{Checker, Scan, Violation};
-use crate::body::{full, Body};
 
 /// The method of the request handed to hyper in place of a refused one. A client may send it
 /// too: it then gets the refusal it asked for, and only once a violation was found.
@@ -42,37 +40,46 @@ impl Verdict {
         self.0.store(v, Ordering::Release);
     }
 
-    /// The refusal to answer instead of calling the handler: only for the sentinel.
-    pub fn before<B>(&self, req: &http::Request<B>) -> Option<Response<Body>> {
+    /// The violation to answer instead of calling the handler: only for the sentinel.
+    pub fn before<B>(&self, req: &http::Request<B>) -> Option<Violation> {
         let v = self.0.load(Ordering::Acquire);
         if v & HEAD_REFUSED == 0 || req.method().as_str() != SENTINEL_METHOD {
             return None;
         }
-        Violation::from_u8(v & !HEAD_REFUSED).map(refusal)
+        Violation::from_u8(v & !HEAD_REFUSED)
     }
 
-    /// The response to send for a request the handler answered with `res`: the refusal if
-    /// its body was refused meanwhile; `res` with `Connection: close` if the checking
-    /// stopped (an upgrade was asked) and `res` does not switch protocols, so hyper never
-    /// parses another request unchecked.
-    pub fn after(&self, connect: bool, mut res: Response<Body>) -> Response<Body> {
+    /// What to do with the answer the handler gave (`status`, to a CONNECT if `connect`):
+    /// refuse instead if the request's body was refused meanwhile; close the connection
+    /// after it if the checking stopped (an upgrade was asked) and the answer does not
+    /// switch protocols, so hyper never parses another request unchecked.
+    pub fn after(&self, connect: bool, status: StatusCode) -> After {
         let v = self.0.load(Ordering::Acquire);
         if v == CHECKING {
-            return res;
+            return After::Send;
         }
         if v & BODY_REFUSED != 0 {
             if let Some(violation) = Violation::from_u8(v & !BODY_REFUSED) {
-                return refusal(violation);
+                return After::Refuse(violation);
             }
         }
-        let tunnel = res.status() == StatusCode::SWITCHING_PROTOCOLS
-            || (connect && res.status().is_success());
+        let tunnel = status == StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success());
         if v == UNCHECKED && !tunnel {
-            res.headers_mut()
-                .insert(CONNECTION, HeaderValue::from_static("close"));
+            After::SendAndClose
+        } else {
+            After::Send
         }
-        res
     }
+}
+
+/// What [`Verdict::after`] says of an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    Send,
+    /// Send it with `Connection: close`.
+    SendAndClose,
+    /// Answer this violation instead.
+    Refuse(Violation),
 }
 
 /// Whether the service must remember the method to judge the answer (CONNECT tunnels).
@@ -80,25 +87,9 @@ pub fn is_connect(method: &Method) -> bool {
     method == Method::CONNECT
 }
 
-fn refusal(violation: Violation) -> Response<Body> {
-    tracing::info!(
-        reason = violation.message().trim_end(),
-        "request framing refused"
-    );
-    let mut res = Response::new(full(violation.message()));
-    *res.status_mut() = violation.status();
-    let h = res.headers_mut();
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    h.insert(CONNECTION, HeaderValue::from_static("close"));
-    res
-}
-
 /// The error a refused body ends with.
 #[derive(Debug, thiserror::Error)]
-#[error("request framing refused: {}", .0.message().trim_end())]
+#[error("request framing refused: {}", .0.detail())]
 pub struct Refused(pub Violation);
 
 enum Mode {

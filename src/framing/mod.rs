@@ -48,7 +48,7 @@ pub enum Violation {
 }
 
 impl Violation {
-    const ALL: [Violation; 16] = [
+    pub const ALL: [Violation; 16] = [
         Violation::BareLf,
         Violation::BareCr,
         Violation::ObsFold,
@@ -67,45 +67,31 @@ impl Violation {
         Violation::HeadTooLarge,
     ];
 
-    pub fn from_u8(v: u8) -> Option<Violation> {
+    pub(crate) fn from_u8(v: u8) -> Option<Violation> {
         Violation::ALL.get(usize::from(v).checked_sub(1)?).copied()
     }
 
-    /// The status a client gets: 431 for an oversized head (as hyper answers), else 400.
-    pub fn status(self) -> http::StatusCode {
+    /// What is wrong, for the client and the log (the status is `http::failure`'s to say).
+    pub fn detail(self) -> &'static str {
         match self {
-            Violation::HeadTooLarge => http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            _ => http::StatusCode::BAD_REQUEST,
-        }
-    }
-
-    /// The whole response body: status line text, then why.
-    pub fn message(self) -> &'static str {
-        match self {
-            Violation::BareLf => "400 Bad Request: a line ends with LF alone (CRLF required)\n",
-            Violation::BareCr => "400 Bad Request: a CR not followed by LF\n",
-            Violation::ObsFold => "400 Bad Request: obsolete line folding\n",
-            Violation::RequestLine => "400 Bad Request: malformed request line\n",
-            Violation::Version => "400 Bad Request: unsupported HTTP version\n",
-            Violation::ContentLengthInvalid => "400 Bad Request: invalid Content-Length\n",
-            Violation::ContentLengthRepeated => "400 Bad Request: more than one Content-Length\n",
-            Violation::TransferEncodingNotChunked => {
-                "400 Bad Request: Transfer-Encoding other than chunked\n"
-            }
-            Violation::TransferEncodingRepeated => {
-                "400 Bad Request: more than one Transfer-Encoding\n"
-            }
-            Violation::TransferEncodingHttp10 => {
-                "400 Bad Request: Transfer-Encoding in an HTTP/1.0 request\n"
-            }
+            Violation::BareLf => "a line ends with LF alone (CRLF required)",
+            Violation::BareCr => "a CR not followed by LF",
+            Violation::ObsFold => "obsolete line folding",
+            Violation::RequestLine => "malformed request line",
+            Violation::Version => "unsupported HTTP version",
+            Violation::ContentLengthInvalid => "invalid Content-Length",
+            Violation::ContentLengthRepeated => "more than one Content-Length",
+            Violation::TransferEncodingNotChunked => "Transfer-Encoding other than chunked",
+            Violation::TransferEncodingRepeated => "more than one Transfer-Encoding",
+            Violation::TransferEncodingHttp10 => "Transfer-Encoding in an HTTP/1.0 request",
             Violation::ContentLengthAndTransferEncoding => {
-                "400 Bad Request: both Content-Length and Transfer-Encoding\n"
+                "both Content-Length and Transfer-Encoding"
             }
-            Violation::ChunkSize => "400 Bad Request: invalid chunk size line\n",
-            Violation::ChunkData => "400 Bad Request: chunk data not followed by CRLF\n",
-            Violation::ChunkExtensionsTooLong => "400 Bad Request: chunk extensions too long\n",
-            Violation::TrailersTooLarge => "400 Bad Request: trailers too large\n",
-            Violation::HeadTooLarge => "431 Request Header Fields Too Large\n",
+            Violation::ChunkSize => "invalid chunk size line",
+            Violation::ChunkData => "chunk data not followed by CRLF",
+            Violation::ChunkExtensionsTooLong => "chunk extensions too long",
+            Violation::TrailersTooLarge => "trailers too large",
+            Violation::HeadTooLarge => "request head too large",
         }
     }
 }

@@ -268,10 +268,6 @@ fn heads_over_the_limit_are_refused_as_too_large() {
             in_head: true
         }
     ));
-    assert_eq!(
-        Violation::HeadTooLarge.status(),
-        http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
-    );
 }
 
 #[test]
@@ -303,7 +299,7 @@ fn an_h2c_preface_passes_only_first_and_only_when_allowed() {
 fn violation_codes_round_trip() {
     for v in Violation::ALL {
         assert_eq!(Violation::from_u8(v as u8), Some(v));
-        assert!(v.message().starts_with(v.status().as_str()));
+        assert!(!v.detail().is_empty());
     }
     assert_eq!(Violation::from_u8(0), None);
     assert_eq!(Violation::from_u8(Violation::ALL.len() as u8 + 1), None);

@@ -56,7 +56,7 @@ impl Drop for Counted<'_> {
 
 impl Traffic {
     /// Counts one more held request, unless `max` are held already.
-    pub fn hold(&self, max: usize) -> Option<Counted<'_>> {
+    pub fn count_held(&self, max: usize) -> Option<Counted<'_>> {
         self.held
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
@@ -86,12 +86,12 @@ mod tests {
     #[test]
     fn hold_count_is_bounded_and_released_on_drop() {
         let t = Traffic::default();
-        let a = t.hold(2).expect("room");
-        let _b = t.hold(2).expect("room");
-        assert!(t.hold(2).is_none());
+        let a = t.count_held(2).expect("room");
+        let _b = t.count_held(2).expect("room");
+        assert!(t.count_held(2).is_none());
         drop(a);
         assert_eq!(t.held(), 1);
-        assert!(t.hold(2).is_some());
+        assert!(t.count_held(2).is_some());
     }
 
     #[tokio::test]

@@ -1,74 +1,39 @@
 //! The guard: who engaged it and until when, and whether a request may pass.
 //!
-//! Writers (webhooks, the operator API, the expiry sweep) take a mutex, persist the new state
-//! and its audit line, and only then publish it; the proxy reads an `ArcSwap` snapshot (the
-//! state's span and the `[guard]` settings, which a reload swaps) and never locks.
+//! Writers (webhooks, the operator API, the expiry sweep) compute a change as a pure
+//! transition of the current [`GuardState`], commit it to the [`Backend`] with a
+//! compare-and-set on the state's version, and only then publish it; when another process
+//! committed first, they adopt its state and apply the transition again. Changes committed
+//! by another process sharing the backend are adopted by [`Guard::refresh`]. Readers
+//! (`/status`, the proxy) load published `ArcSwap`s and never wait on a writer.
 
+mod audit;
+mod backend;
+mod clock;
 mod gate;
 mod policy;
+mod snapshot;
 mod state;
 
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::config::{Config, GuardConfig};
-use crate::store::{AuditLog, AuditRecord, FileStore, StoreError};
 use crate::upsun::Activity;
 
+pub use audit::AuditRecord;
+use audit::{audit_records, Origin};
+pub use backend::{Backend, Commit, StoreError};
+use clock::Clock;
 pub use gate::{Counted, Gate, Traffic};
-pub use policy::{Decision, Policy};
+pub use policy::Decision;
+pub use snapshot::{Settings, Snapshot};
 pub use state::{Applied, Deploy, Engagement, GuardState, Scope, Source};
-
-/// The `[guard]` settings, swapped whole by a reload.
-#[derive(Debug)]
-pub struct Settings {
-    pub policy: Policy,
-    pub retry_after: Duration,
-    pub max_engaged: Duration,
-    pub hold: Duration,
-    pub hold_max_requests: usize,
-    pub release_concurrency: usize,
-    pub page: Option<Arc<str>>,
-}
-
-impl Settings {
-    pub fn new(cfg: &GuardConfig) -> Self {
-        Settings {
-            policy: Policy::new(cfg),
-            retry_after: cfg.retry_after,
-            max_engaged: cfg.max_engaged,
-            hold: cfg.hold,
-            hold_max_requests: cfg.hold_max_requests,
-            release_concurrency: cfg.release_concurrency,
-            page: cfg.page.clone(),
-        }
-    }
-}
-
-/// What the proxy needs on every request, published after every change and every reload:
-/// one load per request gives both the state and the settings.
-#[derive(Debug)]
-pub struct Snapshot {
-    /// Guarded until this instant (the latest expiry of the active engagements).
-    until: Option<SystemTime>,
-    /// The earliest start of the active engagements.
-    pub since: Option<OffsetDateTime>,
-    /// Why (the oldest active engagement's reason).
-    pub reason: Option<Arc<str>>,
-    pub settings: Arc<Settings>,
-}
-
-impl Snapshot {
-    /// Reads the clock only while something is engaged.
-    #[inline]
-    pub fn guarded(&self) -> bool {
-        self.until.is_some_and(|u| SystemTime::now() < u)
-    }
-}
 
 /// What pages may know (the public `/status` and live events).
 #[derive(Debug, Serialize)]
@@ -95,100 +60,14 @@ pub struct Status {
     pub problem: Option<String>,
 }
 
-/// Who or what changes the guard, for the audit log.
-#[derive(Debug, Clone)]
-pub struct Origin {
-    /// `api`, `webhook`, `expiry`, `startup`.
-    pub source: &'static str,
-    /// Never a secret.
-    pub actor: String,
-    /// Why engagements that end with this change ended.
-    pub why: String,
-    pub activity: Option<String>,
-}
-
-impl Origin {
-    pub fn operator(why: &str) -> Self {
-        Origin {
-            source: "api",
-            actor: "operator".into(),
-            why: why.into(),
-            activity: None,
-        }
-    }
-
-    pub fn webhook(activity: &Activity) -> Self {
-        Origin {
-            source: "webhook",
-            actor: format!(
-                "upsun {} (project {})",
-                activity.kind,
-                activity.project.as_deref().unwrap_or("unknown")
-            ),
-            why: format!("Upsun {} {}", activity.kind, activity.state),
-            activity: Some(activity.id.clone()),
-        }
-    }
-
-    fn writeguard(source: &'static str, why: &str) -> Self {
-        Origin {
-            source,
-            actor: "writeguard".into(),
-            why: why.into(),
-            activity: None,
-        }
-    }
-}
-
-/// The audit lines for the change from `old` to `new`: one per engagement that started or
-/// ended.
-fn audit_records(
-    origin: &Origin,
-    old: &GuardState,
-    new: &GuardState,
-    now: OffsetDateTime,
-) -> Vec<AuditRecord> {
-    let engaged = new.span(now).is_some();
-    let activity = |e: &Engagement| match e.source {
-        Source::Upsun => Some(e.id.clone()),
-        Source::Manual => origin.activity.clone(),
-    };
-    let record = |e: &Engagement, action: &str, reason: &str| AuditRecord {
-        when: now,
-        source: origin.source.into(),
-        actor: origin.actor.clone(),
-        action: action.into(),
-        reason: reason.into(),
-        engagement: e.id.clone(),
-        activity: activity(e),
-        engaged,
-    };
-    let has = |s: &GuardState, e: &Engagement| s.engagements.iter().any(|x| x.id == e.id);
-    let ended = if origin.source == "expiry" {
-        "expire"
-    } else {
-        "release"
-    };
-    let mut out: Vec<AuditRecord> = old
-        .engagements
-        .iter()
-        .filter(|e| !has(new, e))
-        .map(|e| record(e, ended, &origin.why))
-        .collect();
-    out.extend(
-        new.engagements
-            .iter()
-            .filter(|e| !has(old, e))
-            .map(|e| record(e, "engage", &e.reason)),
-    );
-    out
-}
-
 pub struct Guard {
-    state: Mutex<GuardState>,
+    /// Serialises this process's writers (the backend serialises processes).
+    writer: Mutex<()>,
+    /// The state as last committed or adopted.
+    state: ArcSwap<GuardState>,
     snapshot: ArcSwap<Snapshot>,
-    store: FileStore,
-    audit: AuditLog,
+    backend: Box<dyn Backend>,
+    clock: Clock,
     scope: Scope,
     gate: Gate,
     traffic: Traffic,
@@ -196,56 +75,41 @@ pub struct Guard {
     changes: tokio::sync::watch::Sender<()>,
     /// Set when the server shuts down: long-lived streams end.
     stopping: tokio::sync::watch::Sender<bool>,
-    /// A problem with the state file found at start, shown in `/status` until the next
-    /// successful write.
-    problem: Mutex<Option<String>>,
+    /// A problem with the stored state (unreadable at start, or the last change could not
+    /// be saved), shown in `/status` until the next successful write.
+    problem: ArcSwapOption<String>,
+    /// The last attempt to store a change failed: not ready until one succeeds.
+    store_failing: AtomicBool,
 }
 
 impl Guard {
-    /// Restores state from the store. An unreadable state file fails closed: it is moved
-    /// aside and the guard starts ENGAGED (until released or `max_engaged`), and that
-    /// engagement is saved, so the next start is engaged too.
-    pub fn open(cfg: &Config) -> Guard {
-        let store = FileStore::new(&cfg.state.path);
-        let audit = AuditLog::new(&cfg.state.audit_log);
-        let now = OffsetDateTime::now_utc();
-        let (loaded, mut state, problem) = match store.load() {
-            Ok(state) => {
-                let state = state.unwrap_or_default();
-                (state.clone(), state, None)
-            }
+    /// Restores state from `backend`. An unreadable state fails closed: it is set aside
+    /// and the guard starts ENGAGED (until released or `max_engaged`), and that engagement
+    /// is saved, so the next start is engaged too.
+    pub fn open(cfg: &Config, backend: Box<dyn Backend>) -> Guard {
+        let (loaded, unreadable) = match backend.load() {
+            Ok(state) => (state.unwrap_or_default(), None),
             Err(e) => {
-                let mut aside = store.path().as_os_str().to_owned();
-                aside.push(".corrupt");
-                let moved = std::fs::rename(store.path(), &aside).is_ok();
+                let moved_to = backend.set_aside();
                 tracing::error!(
                     error = %e,
-                    moved_to = moved.then(|| aside.to_string_lossy().into_owned()),
+                    moved_to,
                     "state file unreadable: failing closed, writes are GUARDED until released"
                 );
-                let mut state = GuardState::default();
-                state.engage_manual(
-                    format!("state file unreadable at start: {e}"),
-                    cfg.guard.max_engaged,
-                    now,
-                );
-                (GuardState::default(), state, Some(e.to_string()))
+                (GuardState::default(), Some(e.to_string()))
             }
         };
-        let expired = state.expire(now);
-        for e in &expired {
-            tracing::warn!(id = %e.id, reason = %e.reason, "engagement expired while stopped; dropped");
-        }
         let guard = Guard {
+            writer: Mutex::new(()),
+            state: ArcSwap::from_pointee(GuardState::default()),
             snapshot: ArcSwap::from_pointee(Snapshot {
                 until: None,
                 since: None,
                 reason: None,
                 settings: Arc::new(Settings::new(&cfg.guard)),
             }),
-            state: Mutex::new(GuardState::default()),
-            store,
-            audit,
+            backend,
+            clock: Clock::start(),
             scope: Scope {
                 project: cfg.upsun.project.clone(),
                 environments: cfg.upsun.environments.clone(),
@@ -255,44 +119,42 @@ impl Guard {
             changes: tokio::sync::watch::Sender::new(()),
             stopping: tokio::sync::watch::Sender::new(false),
             traffic: Traffic::default(),
-            problem: Mutex::new(problem),
+            problem: ArcSwapOption::empty(),
+            store_failing: AtomicBool::new(false),
         };
-        if state != loaded {
-            guard.record_at_start(&loaded, &state, !expired.is_empty(), now);
+        guard.install(loaded);
+        if let Some(problem) = unreadable {
+            guard.fail_closed(&problem, cfg.guard.max_engaged);
+            guard.problem.store(Some(Arc::new(problem)));
         }
-        guard.publish(&state, now);
-        *guard.lock() = state;
+        let origin = Origin::writeguard("expiry", "expired while writeguard was stopped");
+        match guard.mutate(&origin, |s, now| s.expire(now)) {
+            Ok(gone) => {
+                for e in &gone {
+                    tracing::warn!(id = %e.id, reason = %e.reason, "engagement expired while stopped; dropped");
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot save engagements that expired while stopped; will retry")
+            }
+        }
         guard
     }
 
-    /// Saves what changed while opening (a fail-closed engagement, engagements that expired
-    /// while stopped) and audits it. Failing here is logged, not fatal: the state in memory
-    /// is the safe one either way.
-    fn record_at_start(
-        &self,
-        loaded: &GuardState,
-        state: &GuardState,
-        expired: bool,
-        now: OffsetDateTime,
-    ) {
-        let origin = if expired && loaded.engagements.len() > state.engagements.len() {
-            Origin::writeguard("expiry", "expired while writeguard was stopped")
-        } else {
-            Origin::writeguard("startup", "state file unreadable at start")
+    /// Engages the guard because the stored state could not be read. Kept in memory even
+    /// when it cannot be saved: the state in memory is the safe one either way.
+    fn fail_closed(&self, problem: &str, max_engaged: Duration) {
+        let reason = format!("state file unreadable at start: {problem}");
+        let origin = Origin::writeguard("startup", "state file unreadable at start");
+        let engage = |s: &mut GuardState, now| {
+            s.engage_manual(reason.clone(), max_engaged, now);
         };
-        let records = audit_records(&origin, loaded, state, now);
-        if let Err(e) = self.audit.append(&records) {
-            tracing::error!(error = %e, "cannot write the audit log at start");
+        if let Err(e) = self.mutate(&origin, engage) {
+            tracing::error!(error = %e, "cannot save the fail-closed engagement; it holds in memory");
+            let mut state = (*self.state.load_full()).clone();
+            engage(&mut state, self.clock.now());
+            self.install(state);
         }
-        if let Err(e) = self.store.save(state) {
-            tracing::error!(error = %e, "cannot save the guard state at start");
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, GuardState> {
-        // A panic while holding the lock cannot leave a half-applied change: changes are
-        // made on a copy and swapped in whole.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     #[inline]
@@ -315,14 +177,9 @@ impl Guard {
         self.snapshot().settings.policy.is_guarded_method(method)
     }
 
-    /// The current `[guard]` settings.
-    pub fn settings(&self) -> Arc<Settings> {
-        self.snapshot().settings.clone()
-    }
-
     /// Swaps in new `[guard]` settings (a reload); the state and held requests stay.
     pub fn reload(&self, cfg: &GuardConfig) {
-        let state = self.lock();
+        let _writer = self.write_lock();
         let current = self.snapshot.load_full();
         self.gate.set_concurrency(cfg.release_concurrency);
         self.snapshot.store(Arc::new(Snapshot {
@@ -331,7 +188,6 @@ impl Guard {
             reason: current.reason.clone(),
             settings: Arc::new(Settings::new(cfg)),
         }));
-        drop(state);
         self.changes.send_replace(());
     }
 
@@ -346,7 +202,7 @@ impl Guard {
         let cfg = snapshot.settings.retry_after.as_secs().max(1);
         match snapshot.until {
             Some(u) => u
-                .duration_since(SystemTime::now())
+                .checked_duration_since(Instant::now())
                 .map(|left| left.as_secs().clamp(1, cfg))
                 .unwrap_or(cfg),
             None => cfg,
@@ -354,8 +210,8 @@ impl Guard {
     }
 
     pub fn status(&self) -> Status {
-        let now = OffsetDateTime::now_utc();
-        let state = self.lock();
+        let now = self.clock.now();
+        let state = self.state.load();
         let engagements: Vec<Engagement> = state
             .engagements
             .iter()
@@ -369,55 +225,95 @@ impl Guard {
             engagements,
             held: self.traffic.held(),
             in_flight_writes: self.traffic.in_flight_writes(),
-            problem: self
-                .problem
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            problem: self.problem.load().as_deref().cloned(),
         }
     }
 
-    /// Applies `change` to a copy of the state, appends its audit lines, persists it, then
-    /// publishes it. On a store or audit error nothing changes (audit lines already written
-    /// are taken back).
+    /// Whether the last attempt to store a change succeeded (or none failed yet).
+    pub fn store_ok(&self) -> bool {
+        !self.store_failing.load(Ordering::Acquire)
+    }
+
+    fn write_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        // Guards no data: a panicking writer left nothing half-done behind it.
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies `change` to a copy of the current state and commits it with its audit lines
+    /// (compare-and-set on the version); when another process committed first, adopts its
+    /// state and applies `change` again. Publishes only what was committed. On a store error
+    /// nothing changes.
     fn mutate<T>(
         &self,
         origin: &Origin,
-        change: impl FnOnce(&mut GuardState, OffsetDateTime) -> T,
+        change: impl Fn(&mut GuardState, OffsetDateTime) -> T,
     ) -> Result<T, StoreError> {
-        let now = OffsetDateTime::now_utc();
-        let mut state = self.lock();
-        let mut next = state.clone();
-        let out = change(&mut next, now);
-        if next != *state {
-            let records = audit_records(origin, &state, &next, now);
-            let appended = if records.is_empty() {
-                None
-            } else {
-                Some(self.audit.append(&records)?)
-            };
-            if let Err(e) = self.store.save(&next) {
-                if let Some(appended) = appended {
-                    appended.undo(self.audit.path());
-                }
-                return Err(e);
+        let _writer = self.write_lock();
+        loop {
+            let now = self.clock.now();
+            let current = self.state.load_full();
+            let mut next = (*current).clone();
+            let out = change(&mut next, now);
+            if next == *current {
+                return Ok(out);
             }
-            *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = None;
-            self.publish(&next, now);
-            *state = next;
+            next.version = current.version + 1;
+            let records = audit_records(origin, &current, &next, now);
+            let committed = self.backend.commit(&next, &records);
+            self.store_failing
+                .store(committed.is_err(), Ordering::Release);
+            if let Err(e) = &committed {
+                self.problem.store(Some(Arc::new(format!(
+                    "the last change could not be saved: {e}"
+                ))));
+            }
+            match committed? {
+                Commit::Done => {
+                    self.problem.store(None);
+                    self.install(next);
+                    return Ok(out);
+                }
+                Commit::Stale(newer) => {
+                    tracing::info!(
+                        ours = next.version,
+                        stored = newer.version,
+                        "another process changed the guard first; applying this change on top"
+                    );
+                    self.install(newer);
+                }
+            }
         }
-        Ok(out)
     }
 
-    fn publish(&self, state: &GuardState, now: OffsetDateTime) {
+    /// Adopts a state committed by another process sharing the backend, if there is a newer
+    /// one. Called periodically; cheap when nothing changed.
+    pub fn refresh(&self) -> Result<(), StoreError> {
+        let Some(newer) = self.backend.newer_than(self.state.load().version)? else {
+            return Ok(());
+        };
+        let _writer = self.write_lock();
+        if newer.version > self.state.load().version {
+            tracing::info!(
+                version = newer.version,
+                "adopted a guard state changed by another process"
+            );
+            self.install(newer);
+        }
+        Ok(())
+    }
+
+    /// Makes `state` the current one and publishes it to the proxy and the event streams.
+    fn install(&self, state: GuardState) {
+        let now = self.clock.now();
         let span = state.span(now);
-        let until = span.map(|(_, until)| SystemTime::from(until));
+        let until = span.map(|(_, until)| self.clock.instant_of(until));
         let reason = state
             .engagements
             .iter()
             .filter(|e| e.expires_at > now)
             .min_by_key(|e| e.since)
             .map(|e| Arc::from(e.reason.as_str()));
+        self.state.store(Arc::new(state));
         let settings = self.snapshot.load().settings.clone();
         let previous = self.snapshot.swap(Arc::new(Snapshot {
             until,
@@ -453,7 +349,7 @@ impl Guard {
 
     /// The deploys seen, newest first.
     pub fn deploys(&self) -> Vec<Deploy> {
-        self.lock().deploys.iter().rev().cloned().collect()
+        self.state.load().deploys.iter().rev().cloned().collect()
     }
 
     /// The public part of the status: no engagement details.
@@ -486,7 +382,7 @@ impl Guard {
     pub fn engage(&self, reason: String, ttl: Option<Duration>) -> Result<Engagement, StoreError> {
         let ttl = ttl.unwrap_or_else(|| self.max_engaged());
         self.mutate(&Origin::operator(""), |s, now| {
-            s.engage_manual(reason, ttl, now)
+            s.engage_manual(reason.clone(), ttl, now)
         })
     }
 
@@ -501,7 +397,7 @@ impl Guard {
 
     /// The audit log, newest first.
     pub fn history(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
-        self.audit.tail(limit)
+        self.backend.history(limit)
     }
 
     /// Drops engagements whose time is up, loudly.
@@ -523,4 +419,14 @@ impl Guard {
     pub fn max_engaged(&self) -> Duration {
         self.snapshot().settings.max_engaged
     }
+}
+
+/// Runs a state change (which waits for the backend to make it durable) off the async
+/// workers.
+pub async fn blocking<T: Send + 'static>(
+    change: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(change)
+        .await
+        .expect("state changes do not panic")
 }

@@ -8,8 +8,9 @@ use crate::config::{GuardConfig, Upgrades};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     Forward,
-    /// A guarded write: held or answered 503.
-    Block,
+    /// A guarded write: held until the release (then forwarded), or answered 503 when
+    /// holding is off, full, or outlasted.
+    Hold,
     /// A new tunnel (WebSocket, h2c upgrade) while guarded: answered 503 at once, since the
     /// writes it would carry are out of the guard's sight.
     Refuse,
@@ -71,7 +72,7 @@ impl Policy {
                 .iter()
                 .any(|(name, v)| is_method_override(name) && self.is_guarded_name(v.as_bytes()));
         if write && !self.is_allowed_path(path) {
-            Decision::Block
+            Decision::Hold
         } else {
             Decision::Forward
         }
@@ -173,7 +174,7 @@ mod tests {
     fn extension_methods_are_guarded_unless_passed() {
         let p = policy(&[]);
         for name in ["PROPPATCH", "LOCK", "FOO", "patch"] {
-            assert_eq!(decide(&p, true, &m(name), "/x"), Decision::Block, "{name}");
+            assert_eq!(decide(&p, true, &m(name), "/x"), Decision::Hold, "{name}");
         }
         for name in ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"] {
             assert_eq!(
@@ -185,7 +186,7 @@ mod tests {
         let mut lax = p.clone();
         lax.pass_unknown_methods = true;
         assert_eq!(decide(&lax, true, &m("LOCK"), "/x"), Decision::Forward);
-        assert_eq!(decide(&lax, true, &m("PATCH"), "/x"), Decision::Block);
+        assert_eq!(decide(&lax, true, &m("PATCH"), "/x"), Decision::Hold);
     }
 
     #[test]
@@ -202,7 +203,7 @@ mod tests {
             let h = with(name, "patch");
             assert_eq!(
                 p.decide(true, &Method::GET, "/x", &h),
-                Decision::Block,
+                Decision::Hold,
                 "{name}"
             );
             let h = with(name, "GET");
@@ -234,9 +235,9 @@ mod tests {
     #[test]
     fn only_guarded_methods_while_guarded() {
         let p = policy(&[]);
-        assert_eq!(decide(&p, true, &Method::POST, "/x"), Decision::Block);
-        assert_eq!(decide(&p, true, &m("post"), "/x"), Decision::Block);
-        assert_eq!(decide(&p, true, &Method::PATCH, "/x"), Decision::Block);
+        assert_eq!(decide(&p, true, &Method::POST, "/x"), Decision::Hold);
+        assert_eq!(decide(&p, true, &m("post"), "/x"), Decision::Hold);
+        assert_eq!(decide(&p, true, &Method::PATCH, "/x"), Decision::Hold);
         assert_eq!(decide(&p, true, &Method::GET, "/x"), Decision::Forward);
         assert_eq!(decide(&p, true, &Method::PUT, "/x"), Decision::Forward);
         assert_eq!(decide(&p, false, &Method::POST, "/x"), Decision::Forward);
@@ -254,8 +255,8 @@ mod tests {
             decide(&p, true, &Method::POST, "/hooks/stripe"),
             Decision::Forward
         );
-        assert_eq!(decide(&p, true, &Method::POST, "/loginx"), Decision::Block);
-        assert_eq!(decide(&p, true, &Method::POST, "/hooks"), Decision::Block);
+        assert_eq!(decide(&p, true, &Method::POST, "/loginx"), Decision::Hold);
+        assert_eq!(decide(&p, true, &Method::POST, "/hooks"), Decision::Hold);
     }
 
     #[test]
@@ -274,7 +275,7 @@ mod tests {
         ] {
             assert_eq!(
                 decide(&p, true, &Method::POST, path),
-                Decision::Block,
+                Decision::Hold,
                 "{path}"
             );
         }

@@ -56,6 +56,11 @@ const REMEMBERED_DEPLOYS: usize = 20;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GuardState {
+    /// Bumped by every committed change: a process never replaces a stored state with one
+    /// whose version is not higher (compare-and-set), and adopts any higher one it sees.
+    /// Files written before versions existed read as 0.
+    #[serde(default)]
+    pub version: u64,
     pub engagements: Vec<Engagement>,
     #[serde(default)]
     pub activities: Vec<SeenActivity>,

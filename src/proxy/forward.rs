@@ -9,12 +9,12 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{Either, Empty};
 use hyper::body::{Body as _, Incoming};
 
-use super::pool::{Pool, PooledBody, SendError, UpBody, UpstreamError};
-use super::timed::{ClientBodyError, TimedBody};
-use crate::body::Body;
-use crate::config::ProxyConfig;
-use crate::listener::Peer;
 use hyper_util::rt::TokioIo;
+
+use crate::config::ProxyConfig;
+use crate::http::{Body, Failure};
+use crate::listener::Connection;
+use crate::upstream::{Pool, PooledBody, SendError, TimedBody, UpBody, UpstreamError};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -75,10 +75,10 @@ impl Upstream {
 
     /// A request that asks to switch protocols (WebSocket): forwarded with its `Upgrade`
     /// header; on `101 Switching Protocols` both connections become one byte tunnel.
-    pub async fn tunnel(&self, mut req: Request<Incoming>, peer: &Peer) -> Response<Body> {
+    pub async fn tunnel(&self, mut req: Request<Incoming>, client: &Connection) -> Response<Body> {
         let client_side = hyper::upgrade::on(&mut req);
         let protocol = req.headers().get(header::UPGRADE).cloned();
-        let mut req = self.prepare(req, peer);
+        let mut req = self.prepare(req, client);
         if let Some(protocol) = protocol {
             upgrade_headers(req.headers_mut(), protocol);
         }
@@ -86,14 +86,15 @@ impl Upstream {
             Ok(res) => res,
             Err(err) => {
                 tracing::warn!(error = %err.error, "upstream upgrade request failed");
-                return error_response(&err.error);
+                return Failure::of_upstream(&err.error).response();
             }
         };
         let protocol = res.headers().get(header::UPGRADE).cloned();
         strip_hop_by_hop(res.headers_mut());
         if res.status() == StatusCode::SWITCHING_PROTOCOLS {
             let Some(protocol) = protocol else {
-                return error_response(&UpstreamError::Protocol("101 without Upgrade"));
+                return Failure::of_upstream(&UpstreamError::Protocol("101 without Upgrade"))
+                    .response();
             };
             upgrade_headers(res.headers_mut(), protocol);
             let upstream_side = hyper::upgrade::on(&mut res);
@@ -121,7 +122,7 @@ impl Upstream {
     pub async fn forward(
         &self,
         req: Request<Incoming>,
-        peer: &Peer,
+        client: &Connection,
         retry_until: Option<Instant>,
     ) -> Response<Body> {
         let replay = match retry_until {
@@ -130,7 +131,7 @@ impl Upstream {
             }
             _ => None,
         };
-        let mut req = self.prepare(req, peer);
+        let mut req = self.prepare(req, client);
         let mut backoff = Duration::from_millis(25);
         let mut attempts = 1u32;
         loop {
@@ -147,7 +148,7 @@ impl Upstream {
                 replay
                     .as_ref()
                     .filter(|_| replayable)
-                    .map(|r| r.build(self, peer))
+                    .map(|r| r.build(self, client))
             });
             match (again, retry_until) {
                 (Some(next), Some(until)) if Instant::now() + backoff < until => {
@@ -163,14 +164,14 @@ impl Upstream {
                     } else {
                         tracing::warn!(error = %err.error, attempts, "upstream request failed");
                     }
-                    return error_response(&err.error);
+                    return Failure::of_upstream(&err.error).response();
                 }
             }
         }
     }
 
     /// Rewrites a client request into the request we send upstream.
-    fn prepare(&self, req: Request<Incoming>, peer: &Peer) -> Request<UpBody> {
+    fn prepare(&self, req: Request<Incoming>, client: &Connection) -> Request<UpBody> {
         // A body of unknown length (chunked from the client): hyper's client frames it
         // chunked for most methods, but sends GET and HEAD bodies only when told to.
         let chunked = !req.body().is_end_stream() && req.body().size_hint().exact().is_none();
@@ -181,7 +182,7 @@ impl Upstream {
                 self.body_timeout,
             ))
         });
-        self.rewrite(&mut req, peer);
+        self.rewrite(&mut req, client);
         if chunked {
             req.headers_mut().insert(
                 header::TRANSFER_ENCODING,
@@ -191,7 +192,7 @@ impl Upstream {
         req
     }
 
-    fn rewrite(&self, req: &mut Request<UpBody>, peer: &Peer) {
+    fn rewrite(&self, req: &mut Request<UpBody>, client: &Connection) {
         let path = req
             .uri()
             .path_and_query()
@@ -218,7 +219,7 @@ impl Upstream {
         if let (Entry::Vacant(e), Some(host)) = (headers.entry(&X_FORWARDED_HOST), host) {
             e.insert(host);
         }
-        if let Some(ip) = &peer.ip_header {
+        if let Some(ip) = &client.ip_header {
             append_forwarded_for(headers, ip);
         }
         headers
@@ -255,12 +256,12 @@ impl Replay {
         }
     }
 
-    fn build(&self, upstream: &Upstream, peer: &Peer) -> Request<UpBody> {
+    fn build(&self, upstream: &Upstream, client: &Connection) -> Request<UpBody> {
         let mut req = Request::new(Either::Right(Empty::new()));
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
         *req.headers_mut() = self.headers.clone();
-        upstream.rewrite(&mut req, peer);
+        upstream.rewrite(&mut req, client);
         req
     }
 }
@@ -268,46 +269,6 @@ impl Replay {
 fn upgrade_headers(headers: &mut HeaderMap, protocol: HeaderValue) {
     headers.insert(header::UPGRADE, protocol);
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-}
-
-/// The one mapping from an upstream failure to what the client sees.
-fn error_response(e: &UpstreamError) -> Response<Body> {
-    match e.client_body() {
-        Some(ClientBodyError::Timeout) => {
-            return super::refusal::plain(
-                StatusCode::REQUEST_TIMEOUT,
-                "408 Request Timeout: the request body did not arrive in time\n",
-                true,
-            )
-        }
-        Some(ClientBodyError::Broken(_)) => {
-            return super::refusal::plain(
-                StatusCode::BAD_REQUEST,
-                "400 Bad Request: the request body broke off\n",
-                true,
-            )
-        }
-        None => {}
-    }
-    let (status, text): (_, &'static str) = match e {
-        UpstreamError::ConnectTimeout => (
-            StatusCode::BAD_GATEWAY,
-            "502 Bad Gateway: the application did not accept the connection in time\n",
-        ),
-        UpstreamError::Connect(_) => (
-            StatusCode::BAD_GATEWAY,
-            "502 Bad Gateway: the application is not reachable\n",
-        ),
-        UpstreamError::Http(_) | UpstreamError::Protocol(_) => (
-            StatusCode::BAD_GATEWAY,
-            "502 Bad Gateway: the application did not answer\n",
-        ),
-        UpstreamError::Timeout => (
-            StatusCode::GATEWAY_TIMEOUT,
-            "504 Gateway Timeout: the application did not answer in time\n",
-        ),
-    };
-    super::refusal::plain(status, text, false)
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {

@@ -20,7 +20,9 @@ pub enum Held {
     ClientGone,
 }
 
-pub async fn hold(guard: &Guard, client: Option<RawFd>, deadline: Instant) -> Held {
+/// Waits, in arrival order, for the release of the guard, the hold's `deadline`, or the
+/// client leaving, whichever comes first.
+pub async fn until_release(guard: &Guard, client: Option<RawFd>, deadline: Instant) -> Held {
     let mut check = interval_at(Instant::now() + CLIENT_CHECK, CLIENT_CHECK);
     check.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {

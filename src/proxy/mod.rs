@@ -3,9 +3,7 @@
 
 mod forward;
 mod hold;
-mod pool;
 mod refusal;
-mod timed;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,15 +12,13 @@ use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
 use hyper::{Request, Response};
 
-use crate::body::Body;
 use crate::config::Config;
 use crate::guard::{Decision, Guard};
-use crate::listener::{Handler, Peer};
+use crate::http::{Body, Failure};
+use crate::listener::{Connection, Handler};
 use crate::public::{self, Public};
 
-pub use forward::Upstream;
-pub use pool::{PooledBody, UpstreamError};
-pub use refusal::prefers_html;
+use forward::Upstream;
 
 pub struct Proxy {
     guard: Arc<Guard>,
@@ -47,7 +43,7 @@ impl Proxy {
 
     /// A guarded write: held until the release (then forwarded once), or answered 503 when
     /// holding is off, full, or outlasted by the deploy.
-    async fn hold_or_refuse(&self, req: Request<Incoming>, peer: &Peer) -> Response<Body> {
+    async fn hold_or_refuse(&self, req: Request<Incoming>, client: &Connection) -> Response<Body> {
         // Read per request: a reload (SIGHUP) may change them.
         let (hold_for, max_held) = {
             let settings = &self.guard.snapshot().settings;
@@ -57,23 +53,26 @@ impl Proxy {
             return self.refuse(req).await;
         }
         let traffic = self.guard.traffic();
-        let Some(held) = traffic.hold(max_held) else {
+        let Some(held) = traffic.count_held(max_held) else {
             tracing::warn!(max = max_held, "hold is full: answering 503 at once");
             return self.refuse(req).await;
         };
         let deadline = tokio::time::Instant::now() + hold_for;
-        let outcome = hold::hold(&self.guard, peer.fd, deadline).await;
+        let outcome = hold::until_release(&self.guard, client.fd, deadline).await;
         drop(held);
         match outcome {
             hold::Held::Released(permit) => {
                 // The guarantee: a client that gave up is never forwarded behind its back.
-                if peer.fd.is_some_and(hold::client_gone) {
+                if client.fd.is_some_and(hold::client_gone) {
                     return self.refuse(req).await;
                 }
                 let _in_flight = traffic.write_in_flight();
                 // Boxed only once released: a held request's future stays small.
-                let res =
-                    Box::pin(self.upstream.forward(req, peer, Some(deadline.into_std()))).await;
+                let res = Box::pin(
+                    self.upstream
+                        .forward(req, client, Some(deadline.into_std())),
+                )
+                .await;
                 drop(permit);
                 res
             }
@@ -81,9 +80,9 @@ impl Proxy {
         }
     }
 
-    async fn pass(&self, req: Request<Incoming>, peer: &Peer) -> Response<Body> {
+    async fn pass(&self, req: Request<Incoming>, client: &Connection) -> Response<Body> {
         if req.headers().contains_key(http::header::UPGRADE) {
-            return Box::pin(self.upstream.tunnel(req, peer)).await;
+            return Box::pin(self.upstream.tunnel(req, client)).await;
         }
         let retry_until =
             forward::is_idempotent(req.method()).then(|| Instant::now() + self.upstream_retry);
@@ -91,7 +90,7 @@ impl Proxy {
             .guard
             .is_guarded_method(req.method())
             .then(|| self.guard.traffic().write_in_flight());
-        let res = self.upstream.forward(req, peer, retry_until).await;
+        let res = self.upstream.forward(req, client, retry_until).await;
         if self.public.inject_banner && public::inject::wants(&res) {
             return public::inject::inject(res, self.public.banner_src());
         }
@@ -113,7 +112,11 @@ impl Proxy {
 }
 
 impl Handler for Proxy {
-    async fn handle(self: &Arc<Self>, req: Request<Incoming>, peer: &Arc<Peer>) -> Response<Body> {
+    async fn handle(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        client: &Arc<Connection>,
+    ) -> Response<Body> {
         let start = Instant::now();
         if self.public.owns(req.uri().path()) {
             // Cold paths are boxed: hyper keeps room for this handler's future in every
@@ -122,24 +125,19 @@ impl Handler for Proxy {
         }
         let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
         if target_len > self.max_uri_length {
-            return refusal::plain(http::StatusCode::URI_TOO_LONG, "414 URI Too Long\n", true);
+            return Failure::UriTooLong.response();
         }
         if req.method() == http::Method::CONNECT {
-            // A reverse proxy is nobody's tunnel to elsewhere.
-            return refusal::plain(
-                http::StatusCode::METHOD_NOT_ALLOWED,
-                "405 Method Not Allowed: CONNECT is not proxied\n",
-                false,
-            );
+            return Failure::ConnectNotProxied.response();
         }
         let decision = self
             .guard
             .decide(req.method(), req.uri().path(), req.headers());
         let method = req.method().clone();
         let res = match decision {
-            Decision::Block => Box::pin(self.hold_or_refuse(req, peer)).await,
+            Decision::Hold => Box::pin(self.hold_or_refuse(req, client)).await,
             Decision::Refuse => Box::pin(self.refuse(req)).await,
-            Decision::Forward => Box::pin(self.pass(req, peer)).await,
+            Decision::Forward => Box::pin(self.pass(req, client)).await,
         };
         tracing::info!(
             target: "writeguard::access",

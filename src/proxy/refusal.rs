@@ -7,11 +7,11 @@ use bytes::Bytes;
 use http::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, Response, StatusCode};
 
-use crate::body::{full, Body};
+use crate::http::{full, Body};
 
 /// Whether the client prefers HTML: `text/html` named explicitly, with a quality at least
 /// that of JSON. A bare `*/*` (curl, most API clients) gets JSON.
-pub fn prefers_html(headers: &HeaderMap) -> bool {
+pub(super) fn prefers_html(headers: &HeaderMap) -> bool {
     let mut html = 0.0f32;
     let mut json = 0.0f32;
     for accept in headers.get_all(ACCEPT) {
@@ -61,21 +61,6 @@ pub fn refusal(html: bool, why: &Why<'_>, close: bool) -> Response<Body> {
     h.insert(RETRY_AFTER, HeaderValue::from(why.retry_after));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if close {
-        h.insert(CONNECTION, HeaderValue::from_static("close"));
-    }
-    res
-}
-
-/// A short plain-text answer of our own (414, 405, ...).
-pub fn plain(status: StatusCode, text: &'static str, close: bool) -> Response<Body> {
-    let mut res = Response::new(full(text));
-    *res.status_mut() = status;
-    let h = res.headers_mut();
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
     if close {
         h.insert(CONNECTION, HeaderValue::from_static("close"));
     }

@@ -12,8 +12,8 @@ use http_body_util::StreamBody;
 use hyper::body::Frame;
 use tokio_stream::wrappers::{IntervalStream, WatchStream};
 
-use crate::body::Body;
 use crate::guard::Guard;
+use crate::http::Body;
 
 const HEARTBEAT: Duration = Duration::from_secs(15);
 /// Tells EventSource how long to wait before reconnecting (milliseconds).

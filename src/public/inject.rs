@@ -15,8 +15,8 @@ use lol_html::html_content::ContentType;
 use lol_html::send::{HtmlRewriter, Settings};
 use lol_html::{element, OutputSink};
 
-use crate::body::{Body, BoxError};
-use crate::proxy::PooledBody;
+use crate::http::{Body, BoxError};
+use crate::upstream::PooledBody;
 
 /// Whether a response is a page we may rewrite: a 2xx HTML body that is not compressed (a
 /// compressed one passes untouched), not a range of a page (`206`: its bytes belong at an

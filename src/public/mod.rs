@@ -4,7 +4,7 @@
 //! unchanged against the status-holder routes.
 
 mod events;
-pub mod inject;
+pub(crate) mod inject;
 
 use std::sync::Arc;
 
@@ -12,10 +12,11 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::admin::{json, webhook::Verifier};
-use crate::body::{full, Body};
 use crate::config::Config;
 use crate::guard::Guard;
+use crate::http::respond::{asset, json, json_error};
+use crate::http::{full, Body};
+use crate::webhook::Webhook;
 
 const BANNER_JS: &str = include_str!("banner.js");
 
@@ -26,7 +27,7 @@ pub struct Public {
     cors_origins: Vec<HeaderValue>,
     guard: Arc<Guard>,
     /// Only with a shared key: the public port never takes unsigned webhooks.
-    webhook: Option<Verifier>,
+    webhook: Option<Webhook>,
     project: Option<String>,
     environments: Vec<String>,
     pub inject_banner: bool,
@@ -49,7 +50,7 @@ impl Public {
                 .upsun
                 .shared_key
                 .is_some()
-                .then(|| Verifier::new(&cfg.upsun)),
+                .then(|| Webhook::new(&cfg.upsun)),
             project: cfg.upsun.project.clone(),
             environments: cfg.upsun.environments.clone(),
             inject_banner: p.inject_banner,
@@ -87,25 +88,14 @@ impl Public {
                 h.insert("x-accel-buffering", HeaderValue::from_static("no"));
                 res
             }
-            (&Method::GET | &Method::HEAD, "/banner.js") => {
-                let mut res = Response::new(full(BANNER_JS));
-                let h = res.headers_mut();
-                h.insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/javascript; charset=utf-8"),
-                );
-                h.insert(
-                    header::CACHE_CONTROL,
-                    HeaderValue::from_static("max-age=300"),
-                );
-                res
-            }
+            (&Method::GET | &Method::HEAD, "/banner.js") => asset(
+                BANNER_JS,
+                "application/javascript; charset=utf-8",
+                "max-age=300",
+            ),
             (&Method::POST, "/api" | "/api/") => match &self.webhook {
-                Some(verifier) => verifier
-                    .handle(&self.guard, req)
-                    .await
-                    .unwrap_or_else(crate::admin::AdminError::into_response),
-                None => error(
+                Some(webhook) => webhook.handle(&self.guard, req).await,
+                None => json_error(
                     StatusCode::NOT_FOUND,
                     "webhooks are taken on the public port only when upsun.shared_key is set",
                 ),
@@ -113,7 +103,7 @@ impl Public {
             (&Method::GET | &Method::HEAD, api) if api.starts_with("/api/") => {
                 self.holder(&api["/api/".len()..])
             }
-            _ => error(StatusCode::NOT_FOUND, "no such route"),
+            _ => json_error(StatusCode::NOT_FOUND, "no such route"),
         };
         self.cors(origin, res.headers_mut());
         res
@@ -126,7 +116,7 @@ impl Public {
         let (project, environment) = match (parts.next(), parts.next(), parts.next()) {
             (Some(p), Some(e), None) if !p.is_empty() && !e.is_empty() => (p, e),
             _ => {
-                return error(
+                return json_error(
                     StatusCode::NOT_FOUND,
                     "expected /api/{project}/{environment}",
                 )
@@ -176,8 +166,4 @@ fn preflight(req: &HeaderMap) -> Response<Body> {
         HeaderValue::from_static("600"),
     );
     res
-}
-
-fn error(status: StatusCode, message: &str) -> Response<Body> {
-    json(status, &serde_json::json!({ "error": message }))
 }

@@ -8,30 +8,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
-
-use super::StoreError;
-
-/// One engagement change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditRecord {
-    #[serde(with = "time::serde::rfc3339")]
-    pub when: OffsetDateTime,
-    /// What made the change: `api`, `webhook`, `expiry`, `startup`.
-    pub source: String,
-    /// Who: `operator`, the webhook's activity type and project, `writeguard`. Never a secret.
-    pub actor: String,
-    /// `engage`, `release` or `expire`.
-    pub action: String,
-    pub reason: String,
-    /// The engagement's id.
-    pub engagement: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub activity: Option<String>,
-    /// Whether the guard was engaged after the change.
-    pub engaged: bool,
-}
+use crate::guard::{AuditRecord, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct AuditLog {
@@ -184,6 +161,7 @@ fn push_parsed(out: &mut Vec<AuditRecord>, line: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use time::OffsetDateTime;
 
     fn record(i: usize) -> AuditRecord {
         AuditRecord {

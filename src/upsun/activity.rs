@@ -136,8 +136,7 @@ mod tests {
         // `timings: []` and friends must not trip the parser.
         let p = Activity::parse(&sample("environment.variable.create_pending")).unwrap();
         assert_eq!(p.phase(), Phase::Pending);
-        let f =
-            Activity::parse(&sample("environment.redeploy_complete_failure")).unwrap();
+        let f = Activity::parse(&sample("environment.redeploy_complete_failure")).unwrap();
         assert_eq!(
             (f.phase(), f.result.as_deref()),
             (Phase::Ended, Some("failure"))

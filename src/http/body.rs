@@ -1,4 +1,5 @@
-//! The response body type shared by the proxy and the admin API.
+//! The response body type of both listeners: streamed from the upstream, written by us, or
+//! anything else boxed.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -8,7 +9,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Frame, SizeHint};
 
-use crate::proxy::PooledBody;
+use crate::upstream::PooledBody;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -23,10 +24,6 @@ pub enum Body {
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Body::Full(Full::new(bytes.into()))
-}
-
-pub fn empty() -> Body {
-    full(Bytes::new())
 }
 
 impl Body {

@@ -20,6 +20,7 @@ use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
 use super::timed::TimedBody;
+use super::UpstreamError;
 
 /// Idle upstream connections kept per worker thread.
 const MAX_IDLE: usize = 512;
@@ -37,34 +38,6 @@ pub struct SendError {
     pub error: UpstreamError,
     /// Boxed: a request is large and errors are rare.
     pub unsent: Option<Box<Request<UpBody>>>,
-}
-
-/// Why the upstream did not answer.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    /// Nothing was sent: the request can safely be tried again.
-    #[error("cannot connect to the upstream: {0}")]
-    Connect(std::io::Error),
-    #[error("upstream connect timed out")]
-    ConnectTimeout,
-    /// The upstream took the request but did not start its answer in time.
-    #[error("upstream did not answer in time")]
-    Timeout,
-    #[error("upstream broke the protocol: {0}")]
-    Protocol(&'static str),
-    /// The request may have reached the upstream (wholly or partly).
-    #[error("upstream failed: {0}")]
-    Http(#[from] hyper::Error),
-}
-
-impl UpstreamError {
-    /// The client's request body failing, seen through the upstream request it fed.
-    pub fn client_body(&self) -> Option<&super::timed::ClientBodyError> {
-        match self {
-            UpstreamError::Http(e) => super::timed::client_body_error(e),
-            _ => None,
-        }
-    }
 }
 
 pub struct Pool {

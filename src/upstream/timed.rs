@@ -12,8 +12,6 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use crate::body::BoxError;
-
 /// Why a client's request body did not make it upstream: the client's doing, not the
 /// upstream's, so it is answered and logged as such.
 #[derive(Debug, thiserror::Error)]
@@ -60,12 +58,12 @@ impl TimedBody {
 
 impl Body for TimedBody {
     type Data = Bytes;
-    type Error = BoxError;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
             if let Some(sleep) = this.sleep.as_mut() {

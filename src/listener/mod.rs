@@ -4,9 +4,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,102 +22,28 @@ use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 
-use crate::body::Body;
-use crate::framing::io::{is_connect, Framed, Verdict};
-use crate::framing::Checker;
+use crate::framing::io::{is_connect, After, Framed};
+use crate::framing::{Checker, Violation};
+use crate::http::{Body, Failure};
+
+mod connection;
+
+use connection::{Busy, Open};
+pub use connection::{Connection, OpenConnections};
 
 /// What a listener serves: one request in, one response out.
 pub trait Handler: Send + Sync + 'static {
     fn handle(
         self: &Arc<Self>,
         req: Request<Incoming>,
-        conn: &Arc<Peer>,
+        conn: &Arc<Connection>,
     ) -> impl Future<Output = Response<Body>> + Send;
-}
-
-/// The client end of a connection, worked out once per connection rather than per request.
-pub struct Peer {
-    pub addr: Option<SocketAddr>,
-    /// The connection's socket, to notice a client that leaves while its request is held.
-    pub fd: Option<RawFd>,
-    /// The client's IP, ready to go into `X-Forwarded-For`.
-    pub ip_header: Option<HeaderValue>,
-    /// What the framing check of this connection has found.
-    pub framing: Arc<Verdict>,
-    /// Set when the server stops: HTTP/1.1 answers say `Connection: close` from then on.
-    closing: AtomicBool,
-    /// With h2c on, requests being handled and when the last one was answered (ms since
-    /// `accepted`): hyper has no idle deadline for HTTP/2 nor for the protocol sniff.
-    busy: AtomicUsize,
-    last_answer_ms: AtomicU64,
-    accepted: tokio::time::Instant,
-}
-
-impl Peer {
-    fn new(addr: Option<SocketAddr>, fd: Option<RawFd>) -> Self {
-        let ip_header = addr.and_then(|a| HeaderValue::from_str(&a.ip().to_string()).ok());
-        Peer {
-            addr,
-            fd,
-            ip_header,
-            framing: Arc::default(),
-            closing: AtomicBool::new(false),
-            busy: AtomicUsize::new(0),
-            last_answer_ms: AtomicU64::new(0),
-            accepted: tokio::time::Instant::now(),
-        }
-    }
-
-    /// When the connection, if nothing is in flight, has been idle for `idle`.
-    fn idle_deadline(&self, idle: Duration) -> Option<tokio::time::Instant> {
-        if self.busy.load(Ordering::Acquire) > 0 {
-            return None;
-        }
-        let last = Duration::from_millis(self.last_answer_ms.load(Ordering::Acquire));
-        Some(self.accepted + last + idle)
-    }
-}
-
-/// A request of an h2c-capable connection, from its head until its answer's body ends.
-struct Busy(Arc<Peer>);
-
-impl Busy {
-    fn new(peer: &Arc<Peer>) -> Self {
-        peer.busy.fetch_add(1, Ordering::AcqRel);
-        Busy(peer.clone())
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        let ms = self.0.accepted.elapsed().as_millis() as u64;
-        self.0.last_answer_ms.fetch_max(ms, Ordering::AcqRel);
-        self.0.busy.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Open connections across all listeners, so shutdown can wait for them to finish.
-#[derive(Default)]
-pub struct Connections(AtomicUsize);
-
-impl Connections {
-    pub fn open(&self) -> usize {
-        self.0.load(Ordering::Acquire)
-    }
-}
-
-struct Open<'a>(&'a Connections);
-
-impl Drop for Open<'_> {
-    fn drop(&mut self) {
-        self.0 .0.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 pub struct HttpApp<H> {
     handler: Arc<H>,
     protocol: Protocol,
-    connections: Arc<Connections>,
+    connections: Arc<OpenConnections>,
     /// Largest request head, and whether h2c is on: for the framing check.
     max_head: usize,
     h2c: bool,
@@ -135,7 +59,7 @@ enum Protocol {
 }
 
 impl<H: Handler> HttpApp<H> {
-    pub fn new(handler: Arc<H>, opts: &HttpOptions, connections: Arc<Connections>) -> Self {
+    pub fn new(handler: Arc<H>, opts: &HttpOptions, connections: Arc<OpenConnections>) -> Self {
         let protocol = if opts.h2c {
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder
@@ -191,14 +115,15 @@ pub struct HttpOptions {
 /// cover the protocol sniff nor HTTP/2. A macro rather than a generic function: the compiler
 /// cannot prove a generic version's future `Send` for pingora's boxed future.
 macro_rules! serve {
-    ($conn:expr, $shutdown:expr, $peer:expr, $linger:expr, $idle:expr) => {{
+    ($conn:expr, $shutdown:expr, $client:expr, $linger:expr, $idle:expr) => {{
         let mut conn = $conn;
-        let peer: &Peer = $peer;
+        let client: &Connection = $client;
         let idle: Option<Duration> = $idle;
         let far = || tokio::time::Instant::now() + Duration::from_secs(86400);
         let next_idle = || {
             idle.map_or_else(far, |idle| {
-                peer.idle_deadline(idle)
+                client
+                    .idle_deadline(idle)
                     .unwrap_or_else(|| tokio::time::Instant::now() + idle)
             })
         };
@@ -213,7 +138,7 @@ macro_rules! serve {
             tokio::select! {
                 res = conn.as_mut() => break res,
                 _ = stopping.as_mut(), if !lingering => {
-                    peer.closing.store(true, Ordering::Release);
+                    client.closing.store(true, Ordering::Release);
                     lingering = true;
                     linger_check.as_mut().reset(tokio::time::Instant::now() + $linger);
                 }
@@ -223,7 +148,7 @@ macro_rules! serve {
                 }
                 _ = idle_check.as_mut(), if idle.is_some() => {
                     let now = tokio::time::Instant::now();
-                    match idle.and_then(|idle| peer.idle_deadline(idle)) {
+                    match idle.and_then(|idle| client.idle_deadline(idle)) {
                         Some(at) if at <= now => {
                             // HTTP/2 closes once the client acknowledges the GOAWAY; one
                             // that does not answer at all is dropped after another `idle`.
@@ -231,7 +156,7 @@ macro_rules! serve {
                             let idle = idle.unwrap_or_default();
                             match tokio::time::timeout(idle, conn.as_mut()).await {
                                 Ok(res) => break res,
-                                Err(_) if peer.busy.load(Ordering::Acquire) == 0 => break Ok(()),
+                                Err(_) if client.busy.load(Ordering::Acquire) == 0 => break Ok(()),
                                 Err(_) => break conn.await,
                             }
                         }
@@ -288,10 +213,9 @@ impl<H: Handler> ServerApp for HttpApp<H> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        self.connections.0.fetch_add(1, Ordering::AcqRel);
-        let _open = Open(&self.connections);
+        let _open = Open::new(&self.connections);
         keep_timer_awake();
-        let peer = Arc::new(Peer::new(
+        let client = Arc::new(Connection::new(
             stream
                 .get_socket_digest()
                 .and_then(|d| d.peer_addr().and_then(|a| a.as_inet().copied())),
@@ -299,23 +223,29 @@ impl<H: Handler> ServerApp for HttpApp<H> {
             Some(stream.id()),
         ));
         let handler = self.handler.clone();
-        let conn_peer = peer.clone();
+        let conn_client = client.clone();
         let track = self.h2c;
         let service = service_fn(move |req| {
             let handler = handler.clone();
-            let peer = conn_peer.clone();
+            let client = conn_client.clone();
             async move {
-                let busy = track.then(|| Busy::new(&peer));
-                if let Some(refusal) = peer.framing.before(&req) {
-                    return Ok::<_, Infallible>(refusal);
+                let busy = track.then(|| Busy::new(&client));
+                if let Some(violation) = client.framing.before(&req) {
+                    return Ok::<_, Infallible>(refuse(violation));
                 }
                 let connect = is_connect(req.method());
                 let http1 = req.version() <= Version::HTTP_11;
-                let mut res = peer
-                    .framing
-                    .after(connect, handler.handle(req, &peer).await);
+                let mut res = handler.handle(req, &client).await;
+                match client.framing.after(connect, res.status()) {
+                    After::Send => {}
+                    After::SendAndClose => {
+                        res.headers_mut()
+                            .insert(CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    After::Refuse(violation) => res = refuse(violation),
+                }
                 if http1
-                    && peer.closing.load(Ordering::Acquire)
+                    && client.closing.load(Ordering::Acquire)
                     && res.status() != http::StatusCode::SWITCHING_PROTOCOLS
                 {
                     res.headers_mut()
@@ -334,12 +264,12 @@ impl<H: Handler> ServerApp for HttpApp<H> {
             }
         });
         let checker = Checker::new(self.max_head, self.h2c);
-        let io = TokioIo::new(Framed::new(stream, checker, peer.framing.clone()));
+        let io = TokioIo::new(Framed::new(stream, checker, client.framing.clone()));
         let result = match &self.protocol {
             Protocol::Http1(b) => serve!(
                 std::pin::pin!(b.serve_connection(io, service).with_upgrades()),
                 shutdown.clone(),
-                &peer,
+                &client,
                 self.linger,
                 None
             ),
@@ -348,14 +278,20 @@ impl<H: Handler> ServerApp for HttpApp<H> {
             Protocol::Auto(b) => serve!(
                 Box::pin(b.serve_connection_with_upgrades(io, service)),
                 shutdown.clone(),
-                &peer,
+                &client,
                 self.linger,
                 Some(self.header_timeout)
             ),
         };
         if let Err(e) = result {
-            tracing::debug!(error = %e, peer = ?peer.addr, "connection ended with an error");
+            tracing::debug!(error = %e, client = ?client.addr, "connection ended with an error");
         }
         None
     }
+}
+
+/// The answer to a request whose framing was refused.
+fn refuse(violation: Violation) -> Response<Body> {
+    tracing::info!(reason = violation.detail(), "request framing refused");
+    Failure::Framing(violation).response()
 }

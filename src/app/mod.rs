@@ -1,0 +1,122 @@
+//! The one place that wires everything into pingora's `Server`: both listeners, the guard's
+//! maintenance task, signals (SIGHUP reloads `[guard]`), readiness, graceful shutdown and
+//! zero-downtime upgrades.
+
+mod drain;
+mod panic;
+mod signals;
+mod upkeep;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{RunArgs, Server};
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+
+use crate::admin::Admin;
+use crate::config::Config;
+use crate::guard::Guard;
+use crate::listener::{HttpApp, HttpOptions, OpenConnections};
+use crate::proxy::Proxy;
+use crate::store::FileStore;
+use upkeep::Upkeep;
+
+/// Runs writeguard until SIGTERM/SIGINT (graceful stop) or SIGQUIT (hand the listeners to
+/// a new instance started with `run --upgrade`); SIGHUP re-reads `config_path` for the
+/// `[guard]` settings. Returns only on a start-up error.
+pub fn run(cfg: Config, config_path: &Path, upgrade: bool) -> anyhow::Result<()> {
+    if !upgrade {
+        for addr in cfg.proxy.listen.iter().chain(&cfg.admin.listen) {
+            TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+        }
+    }
+    panic::exit_when_a_listener_fails();
+    let ready = Arc::new(AtomicBool::new(false));
+    let connections = Arc::new(OpenConnections::default());
+
+    // pingora sleeps the whole grace period; the drain watcher below exits as soon as the
+    // last connection is done.
+    let conf = ServerConf {
+        threads: cfg.server.threads,
+        work_stealing: false,
+        upgrade_sock: cfg.server.upgrade_sock.to_string_lossy().into_owned(),
+        pid_file: cfg.server.pid_file.to_string_lossy().into_owned(),
+        grace_period_seconds: Some(cfg.server.shutdown_grace.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let opt = Opt {
+        upgrade,
+        daemon: false,
+        nocapture: false,
+        test: false,
+        conf: None,
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    // Under `--upgrade` this waits for the old instance to hand its listeners over: the
+    // state is read after that, and changes the old one still takes while it drains are
+    // adopted by the upkeep's refresh.
+    server.bootstrap();
+    let guard = Arc::new(Guard::open(&cfg, Box::new(FileStore::new(&cfg.state))));
+
+    let http = HttpOptions {
+        header_timeout: cfg.proxy.header_timeout,
+        max_header_size: cfg.proxy.max_header_size,
+        h2c: cfg.proxy.h2c,
+        linger: cfg.server.shutdown_grace.min(Duration::from_secs(1)),
+    };
+    let proxy = Arc::new(Proxy::new(&cfg, guard.clone()));
+    let mut proxy_service = Service::new(
+        "proxy".into(),
+        HttpApp::new(proxy, &http, connections.clone()),
+    );
+    proxy_service.threads = Some(cfg.server.threads);
+    for addr in &cfg.proxy.listen {
+        proxy_service.add_listener(listener(addr));
+    }
+    let admin = Arc::new(Admin::new(&cfg, guard.clone(), ready.clone()));
+    // `proxy.h2c` is the proxy port's: the admin port speaks HTTP/1.1 only.
+    let admin_http = HttpOptions { h2c: false, ..http };
+    let mut admin_service = Service::new(
+        "admin".into(),
+        HttpApp::new(admin, &admin_http, connections.clone()),
+    );
+    admin_service.threads = Some(1);
+    for addr in &cfg.admin.listen {
+        admin_service.add_listener(listener(addr));
+    }
+    let proxy_id = server.add_service(proxy_service);
+    let admin_id = server.add_service(admin_service);
+    let upkeep = background_service("upkeep", Upkeep::new(guard, ready, &cfg, config_path));
+    let upkeep_id = server.add_service(upkeep);
+    upkeep_id.add_dependency(&proxy_id);
+    upkeep_id.add_dependency(&admin_id);
+
+    drain::spawn_drain_watcher(&server, connections, cfg.server.shutdown_grace);
+    tracing::info!(
+        proxy = ?cfg.proxy.listen,
+        admin = ?cfg.admin.listen,
+        upstream = %cfg.proxy.upstream,
+        upgrade,
+        "writeguard starting"
+    );
+    server.run(RunArgs {
+        shutdown_signal: Box::new(signals::Signals),
+    });
+    tracing::info!("writeguard stopped");
+    std::process::exit(0)
+}
+
+/// A TCP listener without pingora's own stream buffers: hyper buffers reads and writes
+/// itself, and pingora's default 64 KiB read buffer per connection would double the copying
+/// and cost 64 MB per 1,000 idle keep-alive connections.
+fn listener(addr: &SocketAddr) -> ListenerConfig {
+    ListenerConfig::tcp(addr.to_string()).l4_buffer(L4BufferSettings::new(0, 0))
+}

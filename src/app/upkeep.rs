@@ -1,0 +1,202 @@
+//! The background service: readiness once every listener is ours, the expiry of
+//! engagements every second, and SIGHUP's reload of `[guard]`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::{Config, ConfigError, ProcessEnv};
+use crate::guard::Guard;
+use crate::listening;
+
+/// How long our listeners may take to come up before start-up fails. A bind takes
+/// microseconds; pingora itself retries a taken address for 30 s before it panics in a task
+/// and leaves the process running without that listener.
+const LISTENERS_WITHIN: Duration = Duration::from_secs(5);
+
+/// How often the stored state is checked for changes made by another process (the
+/// hand-over promise: within a second).
+const REFRESH_EVERY: Duration = Duration::from_millis(250);
+/// Expired engagements are swept every fourth check: once a second.
+const EXPIRE_EVERY_TICKS: u32 = 4;
+
+/// Marks the process ready once every listener is OURS and accepts connections, then
+/// expires engagements whose time is up, every second, and reloads `[guard]` on SIGHUP.
+pub(super) struct Upkeep {
+    guard: Arc<Guard>,
+    ready: Arc<AtomicBool>,
+    addrs: Vec<SocketAddr>,
+    config_path: PathBuf,
+    /// The config in effect (the last one loaded successfully).
+    config: std::sync::Mutex<Config>,
+}
+
+impl Upkeep {
+    pub(super) fn new(
+        guard: Arc<Guard>,
+        ready: Arc<AtomicBool>,
+        cfg: &Config,
+        config_path: &std::path::Path,
+    ) -> Self {
+        Upkeep {
+            guard,
+            ready,
+            addrs: cfg
+                .proxy
+                .listen
+                .iter()
+                .chain(&cfg.admin.listen)
+                .copied()
+                .collect(),
+            config_path: config_path.to_owned(),
+            config: std::sync::Mutex::new(cfg.clone()),
+        }
+    }
+
+    /// Waits until this process listens on every address, or exits the process.
+    async fn wait_for_listeners(&self) {
+        let started = Instant::now();
+        for addr in &self.addrs {
+            let mut probe = *addr;
+            if probe.ip().is_unspecified() {
+                probe.set_ip(match probe {
+                    SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                });
+            }
+            // A connect alone is not enough: another process may hold the port (under
+            // `--upgrade`, or taken between our pre-bind check and pingora's bind).
+            while !(listening::holds(std::process::id(), addr).unwrap_or(true)
+                && tokio::net::TcpStream::connect(probe).await.is_ok())
+            {
+                if started.elapsed() > LISTENERS_WITHIN {
+                    tracing::error!(
+                        %addr,
+                        "cannot listen on {addr}: this process holds no listening socket there after {}s (is another process using it?); exiting",
+                        LISTENERS_WITHIN.as_secs()
+                    );
+                    std::process::exit(1);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+
+    /// Re-reads the config file and applies its `[guard]` section; anything else that
+    /// changed needs a restart, and then nothing is applied.
+    fn reload(&self) {
+        let path = &self.config_path;
+        let next = match Config::load(path, &ProcessEnv) {
+            Ok(next) => next,
+            Err(ConfigError::Invalid { issues, .. }) => {
+                for issue in &issues {
+                    tracing::error!(key = %issue.key, "reload refused: {issue}");
+                }
+                tracing::error!(path = %path.display(), errors = issues.len(), "SIGHUP: config is invalid; the previous config stays in effect");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(path = %path.display(), "SIGHUP: {e}; the previous config stays in effect");
+                return;
+            }
+        };
+        let mut current = self.config.lock().unwrap_or_else(|p| p.into_inner());
+        let restart = current.restart_needed_for(&next);
+        if !restart.is_empty() {
+            for section in &restart {
+                tracing::error!(key = %section, "reload refused: [{section}] changed; only [guard] is reloaded, this change needs a restart");
+            }
+            tracing::error!(path = %path.display(), "SIGHUP: the previous config stays in effect");
+            return;
+        }
+        let changed = current.guard.changes_to(&next.guard);
+        self.guard.reload(&next.guard);
+        if changed.is_empty() {
+            tracing::info!(path = %path.display(), "SIGHUP: config reloaded, nothing changed");
+        } else {
+            tracing::info!(path = %path.display(), changed = %changed.join(", "), "SIGHUP: config reloaded");
+        }
+        *current = next;
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Upkeep {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        // Installed before readiness: until then SIGHUP's default action would end the
+        // process. pingora itself does not handle SIGHUP.
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot install the SIGHUP handler: reload needs a restart");
+                None
+            }
+        };
+        // Started before readiness: under `run --upgrade` the old instance keeps taking
+        // changes until it hands its listeners over, and this one must adopt them.
+        let listeners = self.wait_for_listeners();
+        tokio::pin!(listeners);
+        let mut listening = false;
+        let mut tick = tokio::time::interval(REFRESH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks = 0u32;
+        let mut refresh_failing = false;
+        loop {
+            let hup = async {
+                match hangup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = &mut listeners, if !listening => {
+                    listening = true;
+                    self.ready.store(true, Ordering::Release);
+                    tracing::info!(addrs = ?self.addrs, "ready: listening");
+                }
+                _ = hup => {
+                    tracing::info!(path = %self.config_path.display(), "SIGHUP: reloading the [guard] settings");
+                    self.reload();
+                }
+                _ = tick.tick() => {
+                    ticks = ticks.wrapping_add(1);
+                    let expire = ticks.is_multiple_of(EXPIRE_EVERY_TICKS);
+                    let guard = self.guard.clone();
+                    let done = tokio::task::spawn_blocking(move || {
+                        let refreshed = guard.refresh();
+                        if expire {
+                            if let Err(e) = guard.expire() {
+                                tracing::error!(error = %e, "cannot save expired engagements; will retry");
+                            }
+                        }
+                        refreshed
+                    })
+                    .await;
+                    match done {
+                        Ok(Err(e)) if !refresh_failing => {
+                            refresh_failing = true;
+                            tracing::error!(error = %e, "cannot read the stored guard state; changes by other processes are not seen until it can be read");
+                        }
+                        Ok(Ok(())) if refresh_failing => {
+                            refresh_failing = false;
+                            tracing::info!("the stored guard state can be read again");
+                        }
+                        Err(e) => tracing::error!(error = %e, "upkeep task failed"),
+                        _ => {}
+                    }
+                }
+                _ = shutdown.changed() => {
+                    self.guard.stop();
+                    return;
+                }
+            }
+        }
+    }
+}

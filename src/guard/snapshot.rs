@@ -1,0 +1,58 @@
+//! What the proxy reads on every request, in one atomic load: the guard's current span and
+//! the `[guard]` settings a reload swaps in.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+
+use super::policy::Policy;
+use crate::config::GuardConfig;
+
+/// The `[guard]` settings, swapped whole by a reload.
+#[derive(Debug)]
+pub struct Settings {
+    pub policy: Policy,
+    pub retry_after: Duration,
+    pub max_engaged: Duration,
+    pub hold: Duration,
+    pub hold_max_requests: usize,
+    pub release_concurrency: usize,
+    pub page: Option<Arc<str>>,
+}
+
+impl Settings {
+    pub fn new(cfg: &GuardConfig) -> Self {
+        Settings {
+            policy: Policy::new(cfg),
+            retry_after: cfg.retry_after,
+            max_engaged: cfg.max_engaged,
+            hold: cfg.hold,
+            hold_max_requests: cfg.hold_max_requests,
+            release_concurrency: cfg.release_concurrency,
+            page: cfg.page.clone(),
+        }
+    }
+}
+
+/// What the proxy needs on every request, published after every change and every reload:
+/// one load per request gives both the state and the settings.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Guarded until this instant (the latest expiry of the active engagements, on the
+    /// monotonic clock).
+    pub(super) until: Option<Instant>,
+    /// The earliest start of the active engagements.
+    pub since: Option<OffsetDateTime>,
+    /// Why (the oldest active engagement's reason).
+    pub reason: Option<Arc<str>>,
+    pub settings: Arc<Settings>,
+}
+
+impl Snapshot {
+    /// Reads the clock only while something is engaged.
+    #[inline]
+    pub fn guarded(&self) -> bool {
+        self.until.is_some_and(|u| Instant::now() < u)
+    }
+}
