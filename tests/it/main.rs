@@ -15,4 +15,5 @@ mod proxy;
 mod public;
 mod reliability;
 mod reload;
+mod store_holes;
 mod webhook;

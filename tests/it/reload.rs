@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::common;
 use crate::common::client::RawConn;
-use crate::common::successor::Successor;
+use crate::common::process::Process;
 use crate::common::{eventually, Instance, Upstream, Wg};
 
 /// Rewrites the instance's config file from `cfg` (same ports and paths).
@@ -143,9 +143,8 @@ async fn a_listener_that_cannot_bind_ends_the_process_and_is_never_ready() {
     let squatter = TcpListener::bind("127.0.0.1:0").expect("bind");
     let taken = squatter.local_addr().expect("addr");
 
-    let config = wg.dir().join("successor.toml");
-    std::fs::write(&config, wg.cfg.render(taken, wg.admin, wg.dir())).expect("config");
-    let mut successor = Successor::start(&wg, &config).await;
+    let config = wg.cfg.render(taken, wg.admin, wg.dir());
+    let mut successor = Process::successor(&wg, &config).await;
     wg.signal("QUIT");
     assert!(wg.wait_exit(Duration::from_secs(10)).await.is_some());
 

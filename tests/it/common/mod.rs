@@ -1,8 +1,8 @@
 //! Black-box harness for writeguard's integration tests: the REAL binary on free loopback
 //! ports with its own temp dir, an in-process recording upstream, and small HTTP clients.
 //!
-//! - the binary: [`Wg`] (its config, fluent) starts an [`Instance`]; `successor` is the new
-//!   process of a `run --upgrade`;
+//! - the binary: [`Wg`] (its config, fluent) starts an [`Instance`]; `process` runs others
+//!   (the new process of a `run --upgrade`, a second instance on the same state);
 //! - upstreams: [`Upstream`] records and answers by path, `faulty` misbehaves on request,
 //!   `ledger` counts arrivals per request id (`server` is their accept loop);
 //! - clients: `client` (hyper and raw HTTP/1.1), `h2c`, `sse` (event streams), `load`
@@ -17,9 +17,9 @@ pub mod h2c;
 mod instance;
 pub mod ledger;
 pub mod load;
+pub mod process;
 pub mod server;
 pub mod sse;
-pub mod successor;
 pub mod upstream;
 mod wg;
 

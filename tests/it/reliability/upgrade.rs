@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::common::ledger::Ledger;
 use crate::common::load::{reconcile, spawn_load, Client, Load, Tally};
-use crate::common::successor::Successor;
+use crate::common::process::Process;
 use crate::common::{eventually, Req, Wg};
 
 /// What an upgrade under load left: the tally, and each real failure with how many times
@@ -50,7 +50,8 @@ async fn upgrade_under_load() -> Upgraded {
 
     // The new instance waits for the listeners on the upgrade socket; the old one sends
     // them on SIGQUIT.
-    let successor = Successor::start(&wg, &wg.config_path()).await;
+    let config = std::fs::read_to_string(wg.config_path()).expect("read config");
+    let successor = Process::successor(&wg, &config).await;
     wg.signal("QUIT");
     let exited = wg.wait_exit(Duration::from_secs(15)).await;
     assert!(

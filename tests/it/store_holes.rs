@@ -4,80 +4,15 @@
 //! on a write; a state that cannot be saved is refused at start and shown by `/readyz`; a
 //! step of the wall clock neither ends an engagement early nor extends it.
 
-mod common;
-
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{eventually, free_port, Instance, Req, Upstream, Wg};
-
-/// Another writeguard process, stopped (SIGTERM, then SIGKILL) when dropped.
-struct Other {
-    child: Child,
-    admin: std::net::SocketAddr,
-    proxy: std::net::SocketAddr,
-    log: PathBuf,
-}
-
-impl Other {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn status(&self) -> serde_json::Value {
-        let res = Req::get("/status").send(self.admin).await;
-        assert_eq!(res.status, 200, "{}", res.text());
-        res.json()
-    }
-
-    async fn guarded(&self) -> bool {
-        self.status().await["guarded"] == true
-    }
-}
-
-impl Drop for Other {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("---- other instance's log ----\n{}", self.log());
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `writeguard run` with `config` (written to `dir/name.toml`) and `args`.
-fn spawn(dir: &Path, name: &str, config: &str, args: &[&str]) -> (Child, PathBuf) {
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, config).expect("write config");
-    let log = dir.join(format!("{name}.log"));
-    let file = std::fs::File::create(&log).expect("create log");
-    let child = common::writeguard()
-        .arg("run")
-        .args(args)
-        .arg("-c")
-        .arg(&path)
-        .env("WRITEGUARD_LOG", "info")
-        .current_dir(dir)
-        .stdout(file.try_clone().expect("clone log"))
-        .stderr(Stdio::from(file))
-        .spawn()
-        .expect("spawn writeguard");
-    (child, log)
-}
+use crate::common::process::Process;
+use crate::common::{eventually, free_port, writeguard, Instance, Req, Upstream, Wg, TOKEN};
 
 /// A second instance with `wg`'s config (so its state file) on ports of its own.
-async fn second_instance(wg: &Instance) -> Other {
+async fn second_instance(wg: &Instance) -> Process {
     let text = std::fs::read_to_string(wg.config_path()).expect("read config");
     let (proxy, admin) = (free_port(), free_port());
     let text = text
@@ -85,22 +20,8 @@ async fn second_instance(wg: &Instance) -> Other {
         .replace(&wg.admin.to_string(), &admin.to_string())
         .replace("upgrade.sock", "second.upgrade.sock")
         .replace("writeguard.pid", "second.pid");
-    let (child, log) = spawn(wg.dir(), "second", &text, &[]);
-    let other = Other {
-        child,
-        admin,
-        proxy,
-        log,
-    };
-    let ready = eventually(Duration::from_secs(10), || async {
-        Req::get("/readyz")
-            .timeout(Duration::from_secs(1))
-            .try_send(admin)
-            .await
-            .is_ok_and(|r| r.status == 200)
-    })
-    .await;
-    assert!(ready, "the second instance never got ready:\n{}", other.log());
+    let other = Process::spawn(wg.dir(), "second", &text, &[], &[], (proxy, admin));
+    other.ready().await;
     other
 }
 
@@ -110,40 +31,26 @@ async fn second_instance(wg: &Instance) -> Other {
 async fn an_engagement_taken_by_the_old_instance_during_an_upgrade_holds_in_the_new_one() {
     let up = Upstream::start().await;
     let mut wg = Wg::for_upstream(&up).hold("0s").start().await;
-    let sock = wg.dir().join("upgrade.sock");
-    let _ = std::fs::remove_file(&sock);
     let config = std::fs::read_to_string(wg.config_path()).expect("read config");
-    let (child, log) = spawn(wg.dir(), "successor", &config, &["--upgrade"]);
-    let successor = Other {
-        child,
-        admin: wg.admin,
-        proxy: wg.proxy,
-        log,
-    };
-    assert!(
-        eventually(Duration::from_secs(10), || async { sock.exists() }).await,
-        "the successor never opened its upgrade socket:\n{}",
-        successor.log()
-    );
+    let successor = Process::successor(&wg, &config).await;
     // The successor has started (and, before the fix, read the state): now A takes a change.
     let engaged = wg.engage("migrations", Some("10m")).await;
     assert_eq!(engaged.status, 201, "{}", engaged.text());
-    let ok = Command::new("kill")
-        .args(["-QUIT", &wg.pid().to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill -QUIT");
+    wg.signal("QUIT");
     assert!(
         wg.wait_exit(Duration::from_secs(15)).await.is_some(),
         "the old instance did not exit:\n{}",
-        successor.log()
+        successor.logs()
     );
     // The admin and proxy ports are the successor's now.
     assert!(
-        eventually(Duration::from_secs(1), || async { successor.guarded().await }).await,
+        eventually(Duration::from_secs(1), || async {
+            successor.guarded().await
+        })
+        .await,
         "the successor does not know of the engagement: {}\n{}",
         successor.status().await,
-        successor.log()
+        successor.logs()
     );
     let before = up.count_method("POST");
     let res = Req::new("POST", "/orders")
@@ -306,7 +213,7 @@ async fn check_and_run_refuse_a_state_path_they_cannot_write() {
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, &text).expect("write config");
     for command in ["check", "run"] {
-        let out = common::writeguard()
+        let out = writeguard()
             .args([command, "-c"])
             .arg(&path)
             .current_dir(dir.path())
@@ -316,7 +223,10 @@ async fn check_and_run_refuse_a_state_path_they_cannot_write() {
         assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
         assert!(stderr.contains("state.path"), "{command}: {stderr}");
     }
-    assert!(std::net::TcpStream::connect(proxy).is_err(), "run opened a port");
+    assert!(
+        std::net::TcpStream::connect(proxy).is_err(),
+        "run opened a port"
+    );
 }
 
 /// The wall clock jumps two hours ahead (libfaketime, monotonic clock untouched) while a
@@ -336,42 +246,16 @@ async fn a_wall_clock_step_does_not_end_an_engagement() {
     let text = Wg::for_upstream(&up)
         .hold("0s")
         .render(proxy, admin, dir.path());
-    let path = dir.path().join("wg.toml");
-    std::fs::write(&path, text).expect("write config");
-    let log = dir.path().join("wg.log");
-    let file = std::fs::File::create(&log).expect("log");
-    let child = common::writeguard()
-        .args(["run", "-c"])
-        .arg(&path)
-        .env("LD_PRELOAD", LIB)
-        .env("FAKETIME_TIMESTAMP_FILE", &offset)
-        .env("FAKETIME_NO_CACHE", "1")
-        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-        .env("WRITEGUARD_LOG", "info")
-        .current_dir(dir.path())
-        .stdout(file.try_clone().expect("clone"))
-        .stderr(Stdio::from(file))
-        .spawn()
-        .expect("spawn");
-    let wg = Other {
-        child,
-        admin,
-        proxy,
-        log,
-    };
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            Req::get("/readyz")
-                .timeout(Duration::from_secs(1))
-                .try_send(admin)
-                .await
-                .is_ok_and(|r| r.status == 200)
-        })
-        .await,
-        "never ready:\n{}",
-        wg.log()
-    );
-    let token = common::TOKEN;
+    let offset_file = offset.to_str().expect("a UTF-8 temp path");
+    let env = [
+        ("LD_PRELOAD", LIB),
+        ("FAKETIME_TIMESTAMP_FILE", offset_file),
+        ("FAKETIME_NO_CACHE", "1"),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+    ];
+    let wg = Process::spawn(dir.path(), "wg", &text, &[], &env, (proxy, admin));
+    wg.ready().await;
+    let token = TOKEN;
     let engaged = Req::new("POST", "/guard")
         .bearer(token)
         .json(&serde_json::json!({ "reason": "migrations", "ttl": "10m" }))
@@ -381,7 +265,7 @@ async fn a_wall_clock_step_does_not_end_an_engagement() {
     std::fs::write(&offset, "+2h\n").expect("step the clock");
     // Several expiry sweeps (one a second) run on the stepped clock.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert!(wg.guarded().await, "{}\n{}", wg.status().await, wg.log());
+    assert!(wg.guarded().await, "{}\n{}", wg.status().await, wg.logs());
     let before = up.count_method("POST");
     let res = Req::new("POST", "/orders").body("x=1").send(proxy).await;
     assert_eq!(res.status, 503);
