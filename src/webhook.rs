@@ -5,10 +5,11 @@
 //! beyond), verify its signature (401), parse the activity (400), apply it to the guard (503
 //! when the change cannot be stored), and acknowledge (200) only once it is stored.
 
+use std::sync::Arc;
+
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
