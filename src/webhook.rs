@@ -1,12 +1,16 @@
 //! The Upsun webhook endpoint, on the admin port (`POST /webhooks/upsun`) and, with a shared
-//! key, on the public prefix (`{prefix}/api/`): read the body (413 past the cap), verify its
-//! signature (401), parse the activity (400), apply it to the guard (503 when the change
-//! cannot be stored), and acknowledge (200) only once it is stored.
+//! key, on the public prefix (`{prefix}/api/`): refuse what can be refused from the head
+//! alone (a missing or malformed signature, 401; an unsigned body that is not JSON, 415),
+//! read the body (413 past the cap; at most [`MAX_READING`] at once across both routes, 503
+//! beyond), verify its signature (401), parse the activity (400), apply it to the guard (503
+//! when the change cannot be stored), and acknowledge (200) only once it is stored.
 
 use std::sync::Arc;
 
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
+use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::config::{Secret, UpsunConfig};
@@ -14,13 +18,25 @@ use crate::guard::{self, Applied, Guard, StoreError};
 use crate::http::read::{read_body, BodyError};
 use crate::http::respond::{json, json_error};
 use crate::http::Body;
-use crate::upsun::{self, Activity, SignedPayload};
+use crate::upsun::{Activity, Detached, JwsError, SignedPayload};
+
+/// Webhook bodies being read at once, both routes together. Upsun sends one delivery per
+/// activity state change, a few at a time; each body may take up to 30 s and 1 MiB, so this
+/// bounds what senders whose signature has the right shape can make us buffer (32 MiB).
+pub const MAX_READING: usize = 32;
+
+/// `Retry-After` (seconds) of the 503 past [`MAX_READING`]: reads end within 30 s.
+const BUSY_RETRY_AFTER: HeaderValue = HeaderValue::from_static("5");
 
 /// Why a delivery was refused; nothing changed.
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
     #[error("{0}")]
     Unauthorized(String),
+    #[error("unsigned webhooks must be sent as Content-Type: application/json")]
+    UnsupportedMediaType,
+    #[error("too many webhook bodies are being read at once ({MAX_READING}); retry later")]
+    Busy,
     #[error(transparent)]
     Body(#[from] BodyError),
     #[error("{0}")]
@@ -34,29 +50,55 @@ impl WebhookError {
     pub fn status(&self) -> StatusCode {
         match self {
             WebhookError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            WebhookError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            WebhookError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             WebhookError::Body(BodyError::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
             WebhookError::Body(_) | WebhookError::Malformed(_) => StatusCode::BAD_REQUEST,
             WebhookError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
+    /// `{"error": ...}` with the status; `Busy` also says when to come back.
     pub fn into_response(self) -> Response<Body> {
-        json_error(self.status(), &self.to_string())
+        let mut res = json_error(self.status(), &self.to_string());
+        if let WebhookError::Busy = self {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, BUSY_RETRY_AFTER);
+        }
+        res
     }
 }
 
-/// The endpoint: its key and whether unsigned deliveries are taken.
+/// The endpoint: its key, whether unsigned deliveries are taken, and the bodies being read.
+/// One per process, shared by the admin and the public route so the bound is global.
 pub struct Webhook {
     key: Option<Secret>,
     allow_unsigned: bool,
+    reading: Semaphore,
+}
+
+/// A refused signature, logged (the reason only: never the header or the key).
+fn unauthorized(e: JwsError) -> WebhookError {
+    tracing::warn!(reason = %e, "webhook refused: bad signature");
+    WebhookError::Unauthorized(format!("invalid X-JWS-Signature: {e}"))
+}
+
+/// Whether the request says its body is JSON (`application/json`, any parameters).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
 }
 
 impl Webhook {
-    pub fn new(cfg: &UpsunConfig) -> Self {
-        Webhook {
+    pub fn new(cfg: &UpsunConfig) -> Arc<Self> {
+        Arc::new(Webhook {
             key: cfg.shared_key.clone(),
             allow_unsigned: cfg.allow_unsigned,
-        }
+            reading: Semaphore::new(MAX_READING),
+        })
     }
 
     pub async fn handle(&self, guard: &Arc<Guard>, req: Request<Incoming>) -> Response<Body> {
@@ -71,23 +113,43 @@ impl Webhook {
         req: Request<Incoming>,
     ) -> Result<Response<Body>, WebhookError> {
         let signature = req.headers().get("x-jws-signature").cloned();
-        let body = read_body(req).await?;
-        match &self.key {
-            Some(key) => upsun::verify(
-                key.expose().as_bytes(),
-                signature.as_ref().map(|v| v.as_bytes()),
-                &body,
-                SignedPayload::Raw,
-            )
-            .map_err(|e| {
-                tracing::warn!(reason = %e, "webhook refused: bad signature");
-                WebhookError::Unauthorized(format!("invalid X-JWS-Signature: {e}"))
-            })?,
-            None if self.allow_unsigned => {}
+        // Everything the head can decide is decided before the body is read: a sender
+        // without a well-formed signature must not make us buffer a mebibyte.
+        let signed = match &self.key {
+            Some(key) => {
+                let detached = Detached::parse(signature.as_ref().map(HeaderValue::as_bytes))
+                    .map_err(unauthorized)?;
+                Some((key, detached))
+            }
+            // A page in an operator's browser can POST `text/plain` to a loopback port
+            // without a CORS preflight; `application/json` needs one, which we never grant.
+            None if self.allow_unsigned => {
+                if !is_json(req.headers()) {
+                    return Err(WebhookError::UnsupportedMediaType);
+                }
+                None
+            }
             None => return Err(WebhookError::Unauthorized(
                 "webhooks are refused: no upsun.shared_key is configured (allow_unsigned = false)"
                     .into(),
             )),
+        };
+        let body = {
+            let Ok(_reading) = self.reading.try_acquire() else {
+                tracing::warn!(
+                    limit = MAX_READING,
+                    "webhook refused: too many bodies being read at once"
+                );
+                return Err(WebhookError::Busy);
+            };
+            read_body(req).await?
+        };
+        if let Some((key, detached)) = signed {
+            // Signed deliveries keep any Content-Type: Upsun does not document the one it
+            // sends (UPSUN.md §2).
+            detached
+                .verify(key.expose().as_bytes(), &body, SignedPayload::Raw)
+                .map_err(unauthorized)?;
         }
         let activity =
             Activity::parse(&body).map_err(|e| WebhookError::Malformed(e.to_string()))?;
@@ -124,6 +186,8 @@ mod tests {
         let io = || std::io::Error::other("x");
         let cases = [
             (WebhookError::Unauthorized("x".into()), 401),
+            (WebhookError::UnsupportedMediaType, 415),
+            (WebhookError::Busy, 503),
             (WebhookError::Body(BodyError::TooLarge), 413),
             (WebhookError::Body(BodyError::TooSlow), 400),
             (WebhookError::Body(BodyError::Broken("x".into())), 400),
@@ -139,5 +203,28 @@ mod tests {
         for (error, status) in cases {
             assert_eq!(error.status().as_u16(), status, "{error:?}");
         }
+        let busy = WebhookError::Busy.into_response();
+        assert_eq!(busy.headers()[header::RETRY_AFTER], "5");
+    }
+
+    #[test]
+    fn only_application_json_is_json() {
+        let with = |ct: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+            is_json(&h)
+        };
+        assert!(with("application/json"));
+        assert!(with("Application/JSON; charset=utf-8"));
+        for other in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "application/jsonx",
+            "",
+        ] {
+            assert!(!with(other), "{other}");
+        }
+        assert!(!is_json(&HeaderMap::new()));
     }
 }

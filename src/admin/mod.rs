@@ -27,7 +27,7 @@ pub struct Admin {
     guard: Arc<Guard>,
     token: Secret,
     ready: Arc<AtomicBool>,
-    webhook: Webhook,
+    webhook: Arc<Webhook>,
 }
 
 /// The operator dashboard: one self-contained page that talks to this API.
@@ -64,12 +64,18 @@ fn duration_field(name: &str, raw: &str) -> Result<Duration, AdminError> {
 }
 
 impl Admin {
-    pub fn new(cfg: &Config, guard: Arc<Guard>, ready: Arc<AtomicBool>) -> Self {
+    /// `webhook` is the process's one endpoint, shared with the public route.
+    pub fn new(
+        cfg: &Config,
+        guard: Arc<Guard>,
+        ready: Arc<AtomicBool>,
+        webhook: Arc<Webhook>,
+    ) -> Self {
         Admin {
             guard,
             token: cfg.admin.token.clone(),
             ready,
-            webhook: Webhook::new(&cfg.upsun),
+            webhook,
         }
     }
 

@@ -26,6 +26,7 @@ use crate::guard::Guard;
 use crate::listener::{HttpApp, HttpOptions, OpenConnections};
 use crate::proxy::Proxy;
 use crate::store::FileStore;
+use crate::webhook::Webhook;
 use upkeep::Upkeep;
 
 /// Runs writeguard until SIGTERM/SIGINT (graceful stop) or SIGQUIT (hand the listeners to
@@ -72,7 +73,9 @@ pub fn run(cfg: Config, config_path: &Path, upgrade: bool) -> anyhow::Result<()>
         h2c: cfg.proxy.h2c,
         linger: cfg.server.shutdown_grace.min(Duration::from_secs(1)),
     };
-    let proxy = Arc::new(Proxy::new(&cfg, guard.clone()));
+    // One webhook endpoint for both routes: the bound on bodies being read is global.
+    let webhook = Webhook::new(&cfg.upsun);
+    let proxy = Arc::new(Proxy::new(&cfg, guard.clone(), webhook.clone()));
     let mut proxy_service = Service::new(
         "proxy".into(),
         HttpApp::new(proxy, &http, connections.clone()),
@@ -81,7 +84,7 @@ pub fn run(cfg: Config, config_path: &Path, upgrade: bool) -> anyhow::Result<()>
     for addr in &cfg.proxy.listen {
         proxy_service.add_listener(listener(addr));
     }
-    let admin = Arc::new(Admin::new(&cfg, guard.clone(), ready.clone()));
+    let admin = Arc::new(Admin::new(&cfg, guard.clone(), ready.clone(), webhook));
     // `proxy.h2c` is the proxy port's: the admin port speaks HTTP/1.1 only.
     let admin_http = HttpOptions { h2c: false, ..http };
     let mut admin_service = Service::new(

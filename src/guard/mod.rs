@@ -392,7 +392,7 @@ impl Guard {
         } else {
             "released by operator"
         };
-        self.mutate(&Origin::operator(why), |s, _| s.release(all))
+        self.mutate(&Origin::operator(why), |s, now| s.release(all, now))
     }
 
     /// The audit log, newest first.

@@ -17,6 +17,7 @@ use crate::guard::{Decision, Guard};
 use crate::http::{Body, Failure};
 use crate::listener::{Connection, Handler};
 use crate::public::{self, Public};
+use crate::webhook::Webhook;
 
 use forward::Upstream;
 
@@ -30,9 +31,9 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn new(cfg: &Config, guard: Arc<Guard>) -> Self {
+    pub fn new(cfg: &Config, guard: Arc<Guard>, webhook: Arc<Webhook>) -> Self {
         Proxy {
-            public: Public::new(cfg, guard.clone()),
+            public: Public::new(cfg, guard.clone(), webhook),
             guard,
             upstream: Upstream::new(&cfg.proxy),
             drain_limit: cfg.proxy.drain_limit,

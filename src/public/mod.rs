@@ -27,14 +27,15 @@ pub struct Public {
     cors_origins: Vec<HeaderValue>,
     guard: Arc<Guard>,
     /// Only with a shared key: the public port never takes unsigned webhooks.
-    webhook: Option<Webhook>,
+    webhook: Option<Arc<Webhook>>,
     project: Option<String>,
     environments: Vec<String>,
     pub inject_banner: bool,
 }
 
 impl Public {
-    pub fn new(cfg: &Config, guard: Arc<Guard>) -> Self {
+    /// `webhook` is the process's one endpoint, shared with the admin route.
+    pub fn new(cfg: &Config, guard: Arc<Guard>, webhook: Arc<Webhook>) -> Self {
         let p = &cfg.public;
         Public {
             prefix: p.prefix.clone(),
@@ -46,11 +47,7 @@ impl Public {
                 .filter_map(|o| HeaderValue::from_str(o).ok())
                 .collect(),
             guard,
-            webhook: cfg
-                .upsun
-                .shared_key
-                .is_some()
-                .then(|| Webhook::new(&cfg.upsun)),
+            webhook: cfg.upsun.shared_key.is_some().then_some(webhook),
             project: cfg.upsun.project.clone(),
             environments: cfg.upsun.environments.clone(),
             inject_banner: p.inject_banner,

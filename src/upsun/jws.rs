@@ -24,6 +24,8 @@ pub enum JwsError {
     Header,
     #[error("JWS header must be {{\"alg\":\"HS256\",\"b64\":false,\"crit\":[\"b64\"]}}")]
     Algorithm,
+    #[error("signature is not 32 bytes (HMAC-SHA256)")]
+    Length,
     #[error("signature does not match")]
     Mismatch,
 }
@@ -36,6 +38,58 @@ struct Header {
     crit: Vec<String>,
 }
 
+/// A signature header whose shape is right: what can be checked before the body arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Detached<'a> {
+    /// The protected header segment exactly as received: the MAC covers it.
+    header_b64: &'a str,
+    sig: [u8; 32],
+}
+
+impl<'a> Detached<'a> {
+    /// Checks the header value's shape without the body: three segments with an empty
+    /// middle, a protected header `{"alg":"HS256","b64":false,"crit":["b64"]}` and a
+    /// 32-byte signature. Cheap, so a request can be refused before its body is read.
+    pub fn parse(signature: Option<&'a [u8]>) -> Result<Detached<'a>, JwsError> {
+        let signature = signature.ok_or(JwsError::Missing)?;
+        let signature = std::str::from_utf8(signature).map_err(|_| JwsError::Shape)?;
+        let mut parts = signature.trim().split('.');
+        let (Some(header_b64), Some(""), Some(sig_b64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(JwsError::Shape);
+        };
+        let header = URL_SAFE_NO_PAD
+            .decode(header_b64)
+            .map_err(|_| JwsError::Header)?;
+        let header: Header = serde_json::from_slice(&header).map_err(|_| JwsError::Header)?;
+        if header.alg != "HS256"
+            || header.b64 != Some(false)
+            || !header.crit.iter().any(|c| c == "b64")
+        {
+            return Err(JwsError::Algorithm);
+        }
+        let sig = URL_SAFE_NO_PAD
+            .decode(sig_b64)
+            .map_err(|_| JwsError::Shape)?;
+        let sig: [u8; 32] = sig.try_into().map_err(|_| JwsError::Length)?;
+        Ok(Detached { header_b64, sig })
+    }
+
+    /// Whether the signature covers `body` under `key`; constant-time.
+    pub fn verify(&self, key: &[u8], body: &[u8], payload: SignedPayload) -> Result<(), JwsError> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+        mac.update(self.header_b64.as_bytes());
+        mac.update(b".");
+        match payload {
+            SignedPayload::Raw => mac.update(body),
+            SignedPayload::Base64UrlBody => mac.update(URL_SAFE_NO_PAD.encode(body).as_bytes()),
+        }
+        // `verify_slice` compares in constant time.
+        mac.verify_slice(&self.sig).map_err(|_| JwsError::Mismatch)
+    }
+}
+
 /// Checks `signature` (the header value) against `body` with `key`; constant-time.
 pub fn verify(
     key: &[u8],
@@ -43,37 +97,7 @@ pub fn verify(
     body: &[u8],
     payload: SignedPayload,
 ) -> Result<(), JwsError> {
-    let signature = signature.ok_or(JwsError::Missing)?;
-    let signature = std::str::from_utf8(signature).map_err(|_| JwsError::Shape)?;
-    let mut parts = signature.trim().split('.');
-    let (Some(header_b64), Some(""), Some(sig_b64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(JwsError::Shape);
-    };
-    let header = URL_SAFE_NO_PAD
-        .decode(header_b64)
-        .map_err(|_| JwsError::Header)?;
-    let header: Header = serde_json::from_slice(&header).map_err(|_| JwsError::Header)?;
-    if header.alg != "HS256" || header.b64 != Some(false) || !header.crit.iter().any(|c| c == "b64")
-    {
-        return Err(JwsError::Algorithm);
-    }
-    let sig = URL_SAFE_NO_PAD
-        .decode(sig_b64)
-        .map_err(|_| JwsError::Shape)?;
-    if sig.len() != 32 {
-        return Err(JwsError::Mismatch);
-    }
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
-    mac.update(header_b64.as_bytes());
-    mac.update(b".");
-    match payload {
-        SignedPayload::Raw => mac.update(body),
-        SignedPayload::Base64UrlBody => mac.update(URL_SAFE_NO_PAD.encode(body).as_bytes()),
-    }
-    // `verify_slice` compares in constant time.
-    mac.verify_slice(&sig).map_err(|_| JwsError::Mismatch)
+    Detached::parse(signature)?.verify(key, body, payload)
 }
 
 /// Signs `body` the way Upsun does; used by tests, the fuzz seeds and the benches.
@@ -171,5 +195,31 @@ mod tests {
             raw
         )
         .is_err());
+    }
+
+    #[test]
+    fn the_shape_is_checked_without_the_body() {
+        let header = RAW_SIG.split("..").next().unwrap();
+        let with = |sig: &[u8]| format!("{header}..{}", URL_SAFE_NO_PAD.encode(sig));
+        assert!(Detached::parse(Some(RAW_SIG.as_bytes())).is_ok());
+        assert_eq!(Detached::parse(None), Err(JwsError::Missing));
+        for (sig, error) in [
+            ("garbage".to_string(), JwsError::Shape),
+            ("a.b.c".to_string(), JwsError::Shape),
+            (format!("{header}.e30.{}", "A".repeat(43)), JwsError::Shape),
+            ("!!..x".to_string(), JwsError::Header),
+            (format!("{header}.."), JwsError::Length),
+            (with(&[0; 31]), JwsError::Length),
+            (with(&[0; 33]), JwsError::Length),
+        ] {
+            assert_eq!(Detached::parse(Some(sig.as_bytes())), Err(error), "{sig}");
+        }
+        // Well-shaped but wrong: only the body can tell.
+        let zeros = with(&[0; 32]);
+        let shaped = Detached::parse(Some(zeros.as_bytes())).unwrap();
+        assert_eq!(
+            shaped.verify(KEY, BODY, SignedPayload::Raw),
+            Err(JwsError::Mismatch)
+        );
     }
 }

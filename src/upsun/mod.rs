@@ -5,4 +5,4 @@ mod activity;
 mod jws;
 
 pub use activity::{Activity, ActivityError, Phase};
-pub use jws::{sign, verify, JwsError, SignedPayload};
+pub use jws::{sign, verify, Detached, JwsError, SignedPayload};

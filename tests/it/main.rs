@@ -17,3 +17,4 @@ mod reliability;
 mod reload;
 mod store_holes;
 mod webhook;
+mod webhook_holes;
