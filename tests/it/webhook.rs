@@ -6,8 +6,8 @@ use serde_json::Value;
 
 use crate::common;
 use crate::common::{
-    activity, sample, sample_json, Instance, Req, Resp, Upstream, Wg, COMPLETE, IN_PROGRESS,
-    SAMPLE_ID,
+    activity, sample, sample_json, writes_blocked, Instance, Req, Resp, Upstream, Wg, COMPLETE,
+    IN_PROGRESS, SAMPLE_ID,
 };
 
 const FAILED: &str = "environment.redeploy_complete_failure";
@@ -45,26 +45,6 @@ fn assert_error(res: &Resp, status: u16) {
         doc["error"].as_str().is_some_and(|s| !s.is_empty()),
         "errors are JSON {{\"error\": ...}}: {doc}"
     );
-}
-
-/// Whether writes are blocked right now, checked both in `/status` and through the proxy.
-async fn writes_blocked(wg: &Instance, up: &Upstream) -> bool {
-    let guarded = wg.guarded().await;
-    let before = up.count_method("POST");
-    let res = wg.post("/probe").await;
-    let reached = up.count_method("POST") > before;
-    match res.status.as_u16() {
-        503 => assert!(!reached, "a 503'd POST reached the upstream"),
-        200 => assert!(reached, "a 200 POST never reached the upstream"),
-        other => panic!("unexpected status {other} for a POST"),
-    }
-    assert_eq!(
-        guarded,
-        res.status == 503,
-        "/status says guarded={guarded} but the proxy answered {}",
-        res.status
-    );
-    guarded
 }
 
 async fn started() -> (Upstream, Instance) {

@@ -11,21 +11,15 @@ use serde_json::Value;
 
 use crate::common::client::{RawConn, RawResp};
 use crate::common::{
-    eventually, sample, sample_json, Instance, Req, Resp, Upstream, Wg, SAMPLE_ID, SAMPLE_PROJECT,
-    SHARED_KEY,
+    eventually, sample, sample_json, sign, writes_blocked, Req, Resp, Upstream, Wg, COMPLETE,
+    IN_PROGRESS, SAMPLE_ID, SAMPLE_PROJECT,
 };
 
-const IN_PROGRESS: &str = "environment.push_in_progress";
-const COMPLETE: &str = "environment.push_complete_success";
 const PUBLIC_API: &str = "/.well-known/writeguard/api/";
 /// What "at once" means here: far below the 30 s a body may take to arrive.
 const AT_ONCE: Duration = Duration::from_secs(2);
 /// The documented bound on webhook bodies read at once (README "Upsun integration").
 const MAX_READING: usize = 32;
-
-fn sign(body: &[u8]) -> String {
-    writeguard::upsun::sign(SHARED_KEY.as_bytes(), body)
-}
 
 /// A signature header with the right shape (protected header, empty middle, 32 bytes) that
 /// signs nothing we send.
@@ -62,22 +56,6 @@ async fn answered_at_once(conn: &mut RawConn, what: &str) -> RawResp {
     tokio::time::timeout(AT_ONCE, conn.read_response(false))
         .await
         .unwrap_or_else(|_| panic!("{what}: no answer within {AT_ONCE:?}: the body was waited for"))
-}
-
-/// Whether writes are blocked, per `/status` and per a POST through the proxy (which then
-/// reaches the app, or does not).
-async fn writes_blocked(wg: &Instance, up: &Upstream) -> bool {
-    let guarded = wg.guarded().await;
-    let before = up.count_method("POST");
-    let res = wg.post("/probe").await;
-    let reached = up.count_method("POST") > before;
-    match res.status.as_u16() {
-        503 => assert!(!reached, "a 503'd POST reached the upstream"),
-        200 => assert!(reached, "a 200 POST never reached the upstream"),
-        other => panic!("unexpected status {other} for a POST"),
-    }
-    assert_eq!(guarded, res.status == 503, "/status and the proxy disagree");
-    guarded
 }
 
 #[track_caller]

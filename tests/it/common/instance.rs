@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::{free_port, writeguard, Req, Resp, Wg, SHARED_KEY};
+use super::{free_port, writeguard, Req, Resp, Upstream, Wg, SHARED_KEY};
 
 /// Whether process `pid` itself holds the listening socket on `addr` (Linux `/proc`).
 /// A successful connect is not enough: another process may own the port.
@@ -351,6 +351,26 @@ pub async fn engaged(wg: &Instance) {
     let res = wg.engage("integration test", None).await;
     assert_eq!(res.status, 201, "POST /guard: {}", res.text());
     assert!(wg.guarded().await);
+}
+
+/// Whether writes are blocked right now, checked both in `/status` and through the proxy.
+pub async fn writes_blocked(wg: &Instance, up: &Upstream) -> bool {
+    let guarded = wg.guarded().await;
+    let before = up.count_method("POST");
+    let res = wg.post("/probe").await;
+    let reached = up.count_method("POST") > before;
+    match res.status.as_u16() {
+        503 => assert!(!reached, "a 503'd POST reached the upstream"),
+        200 => assert!(reached, "a 200 POST never reached the upstream"),
+        other => panic!("unexpected status {other} for a POST"),
+    }
+    assert_eq!(
+        guarded,
+        res.status == 503,
+        "/status says guarded={guarded} but the proxy answered {}",
+        res.status
+    );
+    guarded
 }
 
 /// Releases every engagement through the admin API, checking that it took.

@@ -34,7 +34,7 @@ use http::Method;
 use serde_json::Value;
 
 pub use client::{Req, Resp};
-pub use instance::{engaged, released, Instance};
+pub use instance::{engaged, released, writes_blocked, Instance};
 pub use upstream::Upstream;
 pub use wg::Wg;
 
@@ -125,6 +125,11 @@ pub fn sample(name: &str) -> Vec<u8> {
         env!("CARGO_MANIFEST_DIR")
     );
     std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read sample {path}: {e}"))
+}
+
+/// The `X-JWS-Signature` of `body` with the instances' shared key.
+pub fn sign(body: &[u8]) -> String {
+    writeguard::upsun::sign(SHARED_KEY.as_bytes(), body)
 }
 
 /// A sample as JSON, to derive variants (other state, id, project...).

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 
 use crate::common::{
-    sample, Instance, Req, Resp, Upstream, Wg, COMPLETE, IN_PROGRESS, SAMPLE_ID, SHARED_KEY,
+    sample, sign, Instance, Req, Resp, Upstream, Wg, COMPLETE, IN_PROGRESS, SAMPLE_ID,
 };
 
 use super::{assert_json_200, public, public_status};
@@ -19,10 +19,6 @@ async fn public_webhook(wg: &Instance, body: &[u8], signature: Option<&str>) -> 
         req = req.header("x-jws-signature", sig);
     }
     wg.proxy(req).await
-}
-
-fn sign(body: &[u8]) -> String {
-    writeguard::upsun::sign(SHARED_KEY.as_bytes(), body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
