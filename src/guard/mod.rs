@@ -53,7 +53,7 @@ pub struct Status {
     pub since: Option<OffsetDateTime>,
     pub retry_after: u64,
     pub engagements: Vec<Engagement>,
-    /// Guarded writes waiting at the proxy for the release.
+    /// Guarded writes waiting at the proxy for the release, or after it for their turn.
     pub held: usize,
     /// Guarded writes (engaged or not) on their way to the upstream or back: from their head
     /// until their request body is all sent and their answer all read (a tunnel until it
@@ -332,7 +332,7 @@ impl Guard {
         self.changes.send_replace(());
         // An engagement that ran out by the clock still has its window in the previous
         // snapshot until the sweep removes it: that removal is the release too. (Writers hold
-        // the state lock, so the snapshot read above is the one replaced.)
+        // the write lock, so the snapshot read above is the one replaced.)
         if releasing {
             self.gate.open();
         }

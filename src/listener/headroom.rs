@@ -1,9 +1,10 @@
 //! File-descriptor headroom: every held write keeps its connection's descriptor, so without
 //! a bound enough held writes take them all and the listeners can accept nothing, reads
 //! included (`accept: Too many open files`). New held writes get the 503 at once while the
-//! descriptors in use come within a reserve of the limit.
+//! descriptors in use come within a reserve of the limit, and until half a reserve more is
+//! free again: a connection opening or closing at the margin does not flip it back and forth.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::OpenConnections;
@@ -18,6 +19,8 @@ pub struct Headroom {
     /// Descriptors that are not connections (listeners, runtimes, the log): measured at
     /// start and every second after ([`Headroom::calibrate`]).
     base: AtomicUsize,
+    /// Within the reserve (and not yet half a reserve below it again).
+    tight: AtomicBool,
 }
 
 impl Headroom {
@@ -27,6 +30,7 @@ impl Headroom {
             limit,
             reserve: reserve_for(limit),
             base: AtomicUsize::new(0),
+            tight: AtomicBool::new(false),
         }
     }
 
@@ -39,13 +43,36 @@ impl Headroom {
         self.reserve
     }
 
-    /// Whether the descriptors in use are within the reserve of the limit: three relaxed
-    /// loads, for each write about to be held.
+    /// Whether the descriptors in use are within the reserve of the limit (or were, and
+    /// half a reserve has not come free since): a few relaxed loads, for each write about
+    /// to be held. Says so in the log when it changes.
     pub fn tight(&self) -> bool {
         let used = self.base.load(Ordering::Relaxed)
             + self.connections.open()
             + upstream::open_connections();
-        used.saturating_add(self.reserve) >= self.limit
+        let was = self.tight.load(Ordering::Relaxed);
+        let margin = if was {
+            self.reserve + self.reserve / 2
+        } else {
+            self.reserve
+        };
+        let tight = used.saturating_add(margin) >= self.limit;
+        if tight != was && self.tight.swap(tight, Ordering::Relaxed) == was {
+            if tight {
+                tracing::warn!(
+                    used,
+                    limit = self.limit,
+                    "file descriptors near the limit: new guarded writes get the 503 at once instead of being held"
+                );
+            } else {
+                tracing::info!(
+                    used,
+                    limit = self.limit,
+                    "file descriptors available again: guarded writes are held again"
+                );
+            }
+        }
+        tight
     }
 
     /// Measures the descriptors that are not connections: all open ones (`/proc/self/fd`)
@@ -79,11 +106,25 @@ mod tests {
     }
 
     #[test]
-    fn tight_near_the_limit_only() {
+    fn tight_near_the_limit_and_until_half_a_reserve_is_free_again() {
         let roomy = Headroom::new(Arc::default(), usize::MAX);
         roomy.calibrate();
         assert!(!roomy.tight());
         let small = Headroom::new(Arc::default(), 16);
         assert!(small.tight());
+        // 100 descriptors, a reserve of 16: tight from 84 in use, loose again below 76.
+        let h = Headroom::new(Arc::default(), 100);
+        let upstream = upstream::open_connections();
+        let at = |used: usize| h.base.store(used - upstream, Ordering::Relaxed);
+        at(83);
+        assert!(!h.tight());
+        at(84);
+        assert!(h.tight());
+        at(76);
+        assert!(h.tight());
+        at(75);
+        assert!(!h.tight());
+        at(83);
+        assert!(!h.tight());
     }
 }

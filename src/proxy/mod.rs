@@ -100,10 +100,6 @@ impl Proxy {
         }
         if self.headroom.tight() {
             // Each held write keeps its connection's descriptor: keep enough for reads.
-            tracing::warn!(
-                limit = self.headroom.limit(),
-                "file descriptors near the limit: answering 503 at once instead of holding"
-            );
             return self.refuse(req, true).await;
         }
         let traffic = self.guard.traffic();
