@@ -202,8 +202,8 @@ async fn writes_sent_right_after_a_release_reach_the_app_after_the_held_ones() {
     };
     let mut posts = Vec::new();
     for (i, id) in ["held-1", "held-2", "held-3"].into_iter().enumerate() {
-        // A slow app: each held write takes 700 ms, one at a time.
-        posts.push(post(id, format!("/__sleep/700/{id}")));
+        // A slow app: each held write takes a second, one at a time.
+        posts.push(post(id, format!("/__sleep/1000/{id}")));
         wait_held(wg.admin, i as u64 + 1).await;
     }
     let res = wg.release(false).await;
