@@ -100,7 +100,11 @@ async fn second_instance(wg: &Instance) -> Other {
             .is_ok_and(|r| r.status == 200)
     })
     .await;
-    assert!(ready, "the second instance never got ready:\n{}", other.log());
+    assert!(
+        ready,
+        "the second instance never got ready:\n{}",
+        other.log()
+    );
     other
 }
 
@@ -140,7 +144,10 @@ async fn an_engagement_taken_by_the_old_instance_during_an_upgrade_holds_in_the_
     );
     // The admin and proxy ports are the successor's now.
     assert!(
-        eventually(Duration::from_secs(1), || async { successor.guarded().await }).await,
+        eventually(Duration::from_secs(1), || async {
+            successor.guarded().await
+        })
+        .await,
         "the successor does not know of the engagement: {}\n{}",
         successor.status().await,
         successor.log()
@@ -316,7 +323,10 @@ async fn check_and_run_refuse_a_state_path_they_cannot_write() {
         assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
         assert!(stderr.contains("state.path"), "{command}: {stderr}");
     }
-    assert!(std::net::TcpStream::connect(proxy).is_err(), "run opened a port");
+    assert!(
+        std::net::TcpStream::connect(proxy).is_err(),
+        "run opened a port"
+    );
 }
 
 /// The wall clock jumps two hours ahead (libfaketime, monotonic clock untouched) while a
