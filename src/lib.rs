@@ -1,6 +1,7 @@
 //! writeguard: a reverse proxy that keeps users from losing work while their app deploys.
 //!
-//! Modules read bottom-up: `config`, `upsun`, `upstream`, `framing`, `listening` at the bottom; `http`
+//! Modules read bottom-up: `config`, `upsun`, `traffic`, `upstream`, `framing`, `listening` at
+//! the bottom (`upstream` carries `traffic`'s in-flight counts); `http`
 //! (bodies, response builders, the data path's failure map) and `guard` (state, policy, the
 //! backend seam) above them; `store` (the file backend), `listener` and `webhook`; then
 //! `admin` and `public`; then `proxy`; `app` wires them; `cli` is the command line. A module
@@ -20,6 +21,7 @@ pub mod listening;
 mod proxy;
 mod public;
 pub mod store;
+mod traffic;
 mod upstream;
 pub mod upsun;
 mod webhook;

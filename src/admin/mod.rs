@@ -212,7 +212,7 @@ impl Admin {
     async fn quiesced(&self, timeout: Duration) -> Result<(), AdminError> {
         let traffic = self.guard.traffic();
         let wait = async {
-            while traffic.in_flight_writes() > 0 {
+            while !traffic.quiet() {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         };

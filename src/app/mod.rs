@@ -3,6 +3,7 @@
 //! zero-downtime upgrades.
 
 mod drain;
+mod nofile;
 mod panic;
 mod signals;
 mod upkeep;
@@ -23,7 +24,7 @@ use pingora::services::listening::Service;
 use crate::admin::Admin;
 use crate::config::Config;
 use crate::guard::Guard;
-use crate::listener::{HttpApp, HttpOptions, OpenConnections};
+use crate::listener::{Headroom, HttpApp, HttpOptions, OpenConnections};
 use crate::proxy::Proxy;
 use crate::store::FileStore;
 use crate::webhook::Webhook;
@@ -41,6 +42,9 @@ pub fn run(cfg: Config, config_path: &Path, upgrade: bool) -> anyhow::Result<()>
     panic::exit_when_a_listener_fails();
     let ready = Arc::new(AtomicBool::new(false));
     let connections = Arc::new(OpenConnections::default());
+    // Before any runtime or listener exists: held writes each keep a descriptor.
+    let headroom = Arc::new(Headroom::new(connections.clone(), nofile::raise()));
+    nofile::warn_if_short(headroom.limit(), &cfg.guard, headroom.reserve());
 
     // pingora sleeps the whole grace period; the drain watcher below exits as soon as the
     // last connection is done.
@@ -75,7 +79,12 @@ pub fn run(cfg: Config, config_path: &Path, upgrade: bool) -> anyhow::Result<()>
     };
     // One webhook endpoint for both routes: the bound on bodies being read is global.
     let webhook = Webhook::new(&cfg.upsun);
-    let proxy = Arc::new(Proxy::new(&cfg, guard.clone(), webhook.clone()));
+    let proxy = Arc::new(Proxy::new(
+        &cfg,
+        guard.clone(),
+        webhook.clone(),
+        headroom.clone(),
+    ));
     let mut proxy_service = Service::new(
         "proxy".into(),
         HttpApp::new(proxy, &http, connections.clone()),
@@ -97,7 +106,10 @@ pub fn run(cfg: Config, config_path: &Path, upgrade: bool) -> anyhow::Result<()>
     }
     let proxy_id = server.add_service(proxy_service);
     let admin_id = server.add_service(admin_service);
-    let upkeep = background_service("upkeep", Upkeep::new(guard, ready, &cfg, config_path));
+    let upkeep = background_service(
+        "upkeep",
+        Upkeep::new(guard, ready, headroom, &cfg, config_path),
+    );
     let upkeep_id = server.add_service(upkeep);
     upkeep_id.add_dependency(&proxy_id);
     upkeep_id.add_dependency(&admin_id);

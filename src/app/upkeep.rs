@@ -1,5 +1,6 @@
 //! The background service: readiness once every listener is ours, the expiry of
-//! engagements every second, and SIGHUP's reload of `[guard]`.
+//! engagements and the measure of the descriptor headroom every second, SIGHUP's reload of
+//! `[guard]`, and the guard's stop at shutdown (held writes are answered then).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{Config, ConfigError, ProcessEnv};
 use crate::guard::Guard;
+use crate::listener::Headroom;
 use crate::listening;
 
 /// How long our listeners may take to come up before start-up fails. A bind takes
@@ -32,6 +34,7 @@ const EXPIRE_EVERY_TICKS: u32 = 4;
 pub(super) struct Upkeep {
     guard: Arc<Guard>,
     ready: Arc<AtomicBool>,
+    headroom: Arc<Headroom>,
     addrs: Vec<SocketAddr>,
     config_path: PathBuf,
     /// The config in effect (the last one loaded successfully).
@@ -42,12 +45,14 @@ impl Upkeep {
     pub(super) fn new(
         guard: Arc<Guard>,
         ready: Arc<AtomicBool>,
+        headroom: Arc<Headroom>,
         cfg: &Config,
         config_path: &std::path::Path,
     ) -> Self {
         Upkeep {
             guard,
             ready,
+            headroom,
             addrs: cfg
                 .proxy
                 .listen
@@ -158,6 +163,7 @@ impl BackgroundService for Upkeep {
             tokio::select! {
                 _ = &mut listeners, if !listening => {
                     listening = true;
+                    self.headroom.calibrate();
                     self.ready.store(true, Ordering::Release);
                     tracing::info!(addrs = ?self.addrs, "ready: listening");
                 }
@@ -168,6 +174,9 @@ impl BackgroundService for Upkeep {
                 _ = tick.tick() => {
                     ticks = ticks.wrapping_add(1);
                     let expire = ticks.is_multiple_of(EXPIRE_EVERY_TICKS);
+                    if expire {
+                        self.headroom.calibrate();
+                    }
                     let guard = self.guard.clone();
                     let done = tokio::task::spawn_blocking(move || {
                         let refreshed = guard.refresh();
@@ -193,6 +202,7 @@ impl BackgroundService for Upkeep {
                     }
                 }
                 _ = shutdown.changed() => {
+                    // Held writes get their 503 now, not an EOF at the end of the grace.
                     self.guard.stop();
                     return;
                 }

@@ -121,6 +121,19 @@ pub struct ProxyConfig {
     pub max_header_size: usize,
     /// Longest request target; longer ones get 414.
     pub max_uri_length: usize,
+    /// What to do with header names containing `_` (other than the spellings of framing
+    /// headers, which are always refused).
+    pub underscore_headers: UnderscoreHeaders,
+}
+
+/// Header names with `_`: CGI, FastCGI, WSGI and Rack read `X_Foo` and `X-Foo` as the same
+/// variable, so a client can send a second spelling of a header a proxy in front checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnderscoreHeaders {
+    /// Forwarded as sent.
+    Pass,
+    /// Removed before forwarding.
+    Drop,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -391,6 +404,17 @@ fn read_proxy(
         .integer("max_header_size", 8192, 1 << 20)
         .unwrap_or(64 * 1024) as usize;
     let max_uri_length = r.integer("max_uri_length", 64, 1 << 20).unwrap_or(8 * 1024) as usize;
+    let underscore_headers = match r.string("underscore_headers").as_deref() {
+        None | Some("pass") => UnderscoreHeaders::Pass,
+        Some("drop") => UnderscoreHeaders::Drop,
+        Some(other) => {
+            r.issue(
+                "underscore_headers",
+                format!("{other:?} is not one of \"pass\", \"drop\""),
+            );
+            UnderscoreHeaders::Pass
+        }
+    };
     r.finish();
     Some(ProxyConfig {
         listen,
@@ -405,6 +429,7 @@ fn read_proxy(
         upstream_timeout,
         max_header_size,
         max_uri_length,
+        underscore_headers,
     })
 }
 
@@ -661,6 +686,21 @@ token = "a-long-token"
         );
         assert_eq!(c.server.shutdown_grace, Duration::from_secs(10));
         assert!(c.upsun.shared_key.is_none() && !c.upsun.allow_unsigned);
+        assert_eq!(c.proxy.underscore_headers, UnderscoreHeaders::Pass);
+    }
+
+    #[test]
+    fn underscore_headers_is_pass_or_drop() {
+        let drop = MINIMAL.replace("[admin]", "underscore_headers = \"drop\"\n[admin]");
+        let c = Config::parse(&drop, &[]).expect("valid");
+        assert_eq!(c.proxy.underscore_headers, UnderscoreHeaders::Drop);
+        let bad = MINIMAL.replace("[admin]", "underscore_headers = \"strip\"\n[admin]");
+        let got = issues(&bad);
+        assert!(
+            got.iter()
+                .any(|i| i.starts_with("proxy.underscore_headers")),
+            "{got:?}"
+        );
     }
 
     #[test]

@@ -7,8 +7,11 @@
 //! (even identical) or one that is not plain digits; obs-fold; any line not ended by CRLF
 //! (bare LF, bare CR); invalid chunk sizes, chunk data not followed by CRLF, chunk
 //! extensions over [`MAX_CHUNK_EXTENSIONS`] per body, trailers over [`MAX_TRAILERS`]; heads
-//! over the configured maximum. It only decides where messages begin and end; everything else
-//! in a head is left to hyper (which rejects bad tokens itself).
+//! over the configured maximum; an HTTP/1.1 request without `Host`, any with two (RFC 9112
+//! §3.2); a header name that spells a framing header with `_` for `-` (`Content_Length`,
+//! `Transfer_Encoding`: CGI-style apps read it as the real one). It only decides where
+//! messages begin and end and whom they are for; everything else in a head is left to hyper
+//! (which rejects bad tokens itself).
 //!
 //! [`Checker`] is the pure state machine (bytes in, verdicts out; no I/O, no allocation);
 //! [`io::Framed`] wraps a connection with it. A request carrying `Upgrade` (HTTP/1.1) or
@@ -45,10 +48,13 @@ pub enum Violation {
     ChunkExtensionsTooLong,
     TrailersTooLarge,
     HeadTooLarge,
+    HostMissing,
+    HostRepeated,
+    FramingHeaderAlias,
 }
 
 impl Violation {
-    pub const ALL: [Violation; 16] = [
+    pub const ALL: [Violation; 19] = [
         Violation::BareLf,
         Violation::BareCr,
         Violation::ObsFold,
@@ -65,6 +71,9 @@ impl Violation {
         Violation::ChunkExtensionsTooLong,
         Violation::TrailersTooLarge,
         Violation::HeadTooLarge,
+        Violation::HostMissing,
+        Violation::HostRepeated,
+        Violation::FramingHeaderAlias,
     ];
 
     pub(crate) fn from_u8(v: u8) -> Option<Violation> {
@@ -92,6 +101,11 @@ impl Violation {
             Violation::ChunkExtensionsTooLong => "chunk extensions too long",
             Violation::TrailersTooLarge => "trailers too large",
             Violation::HeadTooLarge => "request head too large",
+            Violation::HostMissing => "an HTTP/1.1 request without Host",
+            Violation::HostRepeated => "more than one Host",
+            Violation::FramingHeaderAlias => {
+                "a header name spelling Content-Length or Transfer-Encoding with '_'"
+            }
         }
     }
 }
@@ -155,6 +169,7 @@ struct Facts {
     upgrade: bool,
     content_length: Option<u64>,
     chunked: bool,
+    host: bool,
 }
 
 /// The request-stream state machine of one connection.
@@ -288,6 +303,10 @@ impl Checker {
                 if f.chunked && f.http10 {
                     return Err(Violation::TransferEncodingHttp10);
                 }
+                // RFC 9112 §3.2; HTTP/1.0 had no Host, and the h2c preface is no request.
+                if !f.host && !f.http10 && !f.h2 {
+                    return Err(Violation::HostMissing);
+                }
                 return Ok(Some(pos));
             }
             self.field(line)?;
@@ -334,6 +353,19 @@ impl Checker {
                 self.facts.chunked = true;
             }
             b'u' | b'U' if named(line, b"upgrade") => self.facts.upgrade = true,
+            b'h' | b'H' if named(line, b"host") => {
+                if self.facts.host {
+                    return Err(Violation::HostRepeated);
+                }
+                self.facts.host = true;
+            }
+            b'c' | b'C' | b't' | b'T'
+                if ALIASED.iter().any(|f| {
+                    line.get(f.len()) == Some(&b':') && is_framing_alias(&line[..f.len()])
+                }) =>
+            {
+                return Err(Violation::FramingHeaderAlias)
+            }
             _ => {}
         }
         Ok(())
@@ -425,6 +457,24 @@ impl Checker {
         }
         Ok(next)
     }
+}
+
+/// Framing headers that have a `-` to spell as `_`. (`Host` and `Connection` have none: no
+/// other spelling reaches the same CGI variable.)
+const ALIASED: [&[u8]; 2] = [b"content-length", b"transfer-encoding"];
+
+/// Whether header `name` is `Content-Length` or `Transfer-Encoding` spelt with `_` for some
+/// `-`: CGI, FastCGI, WSGI and Rack map both to one variable (gunicorn refuses such names for
+/// this reason), so the app could frame or size the body by a header we did not check.
+pub fn is_framing_alias(name: &[u8]) -> bool {
+    ALIASED.iter().any(|framing| {
+        framing.len() == name.len()
+            && name.contains(&b'_')
+            && framing
+                .iter()
+                .zip(name)
+                .all(|(&f, &n)| f == n.to_ascii_lowercase() || (f == b'-' && n == b'_'))
+    })
 }
 
 /// Whether header `line` is field `name` (lower case): the name, then the colon.

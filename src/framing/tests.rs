@@ -100,12 +100,12 @@ const GOOD: &[&[u8]] = &[
     b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
     b"\r\nGET / HTTP/1.0\r\n\r\n",
     b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
-    b"POST /p HTTP/1.1\r\ncontent-length:0\r\n\r\n",
-    b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
-    b"POST /c HTTP/1.1\r\nTransfer-Encoding:  Chunked \r\n\r\n5;a=b;c=\"d\"\r\nhe\nlo\r\nA \r\n0123456789\r\n0\r\nX-T: 1\r\nY: 2\r\n\r\n",
-    b"PUT /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n00000\r\n\r\n",
+    b"POST /p HTTP/1.1\r\ncontent-length:0\r\nhost:a\r\n\r\n",
+    b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    b"POST /c HTTP/1.1\r\nTransfer-Encoding:  Chunked \r\nHOST: a\r\n\r\n5;a=b;c=\"d\"\r\nhe\nlo\r\nA \r\n0123456789\r\n0\r\nX-T: 1\r\nY: 2\r\n\r\n",
+    b"PUT /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\nHost: a\r\n\r\n00000\r\n\r\n",
     // Body bytes that look like requests are body bytes.
-    b"POST /b HTTP/1.1\r\nContent-Length: 28\r\n\r\nGET /x HTTP/1.1\nHost: a\n\n\r\n",
+    b"POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 28\r\n\r\nGET /x HTTP/1.1\nHost: a\n\n\r\n",
 ];
 
 #[test]
@@ -174,6 +174,27 @@ fn refused_heads_become_the_sentinel_after_the_requests_before_them() {
         (b"GET /\r\n\r\n", Violation::RequestLine),
         (b"GET / HTTP/1.2\r\n\r\n", Violation::Version),
         (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", Violation::Version),
+        (b"GET / HTTP/1.1\r\n\r\n", Violation::HostMissing),
+        (b"GET / HTTP/1.1\r\nX-Host: a\r\nHost : a\r\n\r\n", Violation::HostMissing),
+        (b"GET http://a/ HTTP/1.1\r\n\r\n", Violation::HostMissing),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n", Violation::HostRepeated),
+        (b"GET / HTTP/1.0\r\nHost: a\r\nHOST: a\r\n\r\n", Violation::HostRepeated),
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer_Encoding: chunked\r\n\r\n",
+            Violation::FramingHeaderAlias,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent_Length: 99\r\n\r\n",
+            Violation::FramingHeaderAlias,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\ncontent-LENGTH: 0\r\nCONTENT_length:5\r\n\r\n",
+            Violation::FramingHeaderAlias,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\ntransfer-encoding_: x\r\nTransfer_encoding: chunked\r\n\r\n",
+            Violation::FramingHeaderAlias,
+        ),
     ];
     let before = GOOD[2];
     for (bad, violation) in cases {
@@ -191,7 +212,7 @@ fn refused_heads_become_the_sentinel_after_the_requests_before_them() {
 
 #[test]
 fn refused_chunked_bodies_end_in_an_error_after_their_good_bytes() {
-    let head: &[u8] = b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let head: &[u8] = b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
     let cases: &[(&[u8], usize, Violation)] = &[
         (b"zz\r\nhello\r\n0\r\n\r\n", 0, Violation::ChunkSize),
         (b"5\nhello\r\n0\r\n\r\n", 1, Violation::BareLf),
@@ -218,13 +239,35 @@ fn refused_chunked_bodies_end_in_an_error_after_their_good_bytes() {
 }
 
 #[test]
+fn host_is_required_once_on_http11_only_and_other_underscores_pass() {
+    for stream in [
+        &b"GET / HTTP/1.0\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nhOsT:\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Host: b\r\nHostname: c\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX_Custom: 1\r\nContent_Type: x\r\nTransfer_Encodings: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length_: 1\r\nTe_: 1\r\n\r\n",
+    ] {
+        assert_eq!(every_split(stream, false), (stream.to_vec(), None));
+    }
+    // Each request of a connection needs its own Host.
+    let first: &[u8] = b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n";
+    let stream = [first, b"GET /b HTTP/1.1\r\n\r\n"].concat();
+    let expect = [first, &sentinel()[..]].concat();
+    assert_eq!(every_split(&stream, false), (expect, None));
+    assert!(super::is_framing_alias(b"Transfer_Encoding"));
+    assert!(super::is_framing_alias(b"content_length"));
+    assert!(!super::is_framing_alias(b"content-length"));
+    assert!(!super::is_framing_alias(b"x_content_length"));
+}
+
+#[test]
 fn lines_hyper_refuses_itself_are_left_to_it() {
     // httparse rejects whitespace before a colon and lines without one (400, close): no
     // parser reads a field there, so the checker need not look for them.
     for stream in [
-        &b"GET / HTTP/1.1\r\nContent-Length : 5\r\n\r\n"[..],
-        b"GET / HTTP/1.1\r\nno colon\r\n\r\n",
-        b"GET HTTP/1.1\r\n\r\n",
+        &b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length : 5\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: a\r\nno colon\r\n\r\n",
+        b"GET HTTP/1.1\r\nHost: a\r\n\r\n",
     ] {
         assert_eq!(every_split(stream, false), (stream.to_vec(), None));
     }
@@ -232,7 +275,7 @@ fn lines_hyper_refuses_itself_are_left_to_it() {
 
 #[test]
 fn chunk_extensions_and_trailers_are_bounded() {
-    let head: &[u8] = b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let head: &[u8] = b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
     let fits = format!(
         "1;{}\r\nx\r\n0\r\n\r\n",
         "e".repeat(super::MAX_CHUNK_EXTENSIONS - 1)
@@ -273,7 +316,7 @@ fn heads_over_the_limit_are_refused_as_too_large() {
 #[test]
 fn upgrades_and_connect_end_the_checking() {
     for head in [
-        &b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"[..],
+        &b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"[..],
         b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
     ] {
         let stream = [head, b"\x81\x05hello\nnot http\r\n\r\n"].concat();

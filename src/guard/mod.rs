@@ -24,13 +24,14 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::config::{Config, GuardConfig};
+use crate::traffic::Traffic;
 use crate::upsun::Activity;
 
 pub use audit::AuditRecord;
 use audit::{audit_records, Origin};
 pub use backend::{Backend, Commit, StoreError};
 use clock::Clock;
-pub use gate::{Counted, Gate, Traffic};
+pub use gate::{Episode, Gate, Place};
 pub use policy::Decision;
 pub use snapshot::{Settings, Snapshot};
 pub use state::{Applied, Deploy, Engagement, GuardState, Scope, Source};
@@ -52,9 +53,11 @@ pub struct Status {
     pub since: Option<OffsetDateTime>,
     pub retry_after: u64,
     pub engagements: Vec<Engagement>,
-    /// Guarded writes waiting at the proxy for the release.
+    /// Guarded writes waiting at the proxy for the release, or after it for their turn.
     pub held: usize,
-    /// Guarded-method requests on their way to the upstream.
+    /// Guarded writes (engaged or not) on their way to the upstream or back: from their head
+    /// until their request body is all sent and their answer all read (a tunnel until it
+    /// closes).
     pub in_flight_writes: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
@@ -70,7 +73,7 @@ pub struct Guard {
     clock: Clock,
     scope: Scope,
     gate: Gate,
-    traffic: Traffic,
+    traffic: Arc<Traffic>,
     /// Ticks on every published change (for live event streams).
     changes: tokio::sync::watch::Sender<()>,
     /// Set when the server shuts down: long-lived streams end.
@@ -118,7 +121,7 @@ impl Guard {
             gate: Gate::new(cfg.guard.release_concurrency),
             changes: tokio::sync::watch::Sender::new(()),
             stopping: tokio::sync::watch::Sender::new(false),
-            traffic: Traffic::default(),
+            traffic: Arc::default(),
             problem: ArcSwapOption::empty(),
             store_failing: AtomicBool::new(false),
         };
@@ -169,12 +172,6 @@ impl Guard {
             .settings
             .policy
             .decide(snapshot.guarded(), method, path, headers)
-    }
-
-    /// Whether `method` is one the guard stops (writes), engaged or not.
-    #[inline]
-    pub fn is_guarded_method(&self, method: &http::Method) -> bool {
-        self.snapshot().settings.policy.is_guarded_method(method)
     }
 
     /// Swaps in new `[guard]` settings (a reload); the state and held requests stay.
@@ -314,8 +311,19 @@ impl Guard {
             .min_by_key(|e| e.since)
             .map(|e| Arc::from(e.reason.as_str()));
         self.state.store(Arc::new(state));
-        let settings = self.snapshot.load().settings.clone();
-        let previous = self.snapshot.swap(Arc::new(Snapshot {
+        let (settings, releasing) = {
+            let before = self.snapshot.load();
+            (
+                before.settings.clone(),
+                before.until.is_some() && until.is_none(),
+            )
+        };
+        // Before the release is visible: a write that sees it must find the queue of the
+        // held writes to line up behind (see `Gate::releasing`).
+        if releasing {
+            self.gate.releasing();
+        }
+        self.snapshot.store(Arc::new(Snapshot {
             until,
             since: span.map(|(since, _)| since),
             reason,
@@ -323,15 +331,21 @@ impl Guard {
         }));
         self.changes.send_replace(());
         // An engagement that ran out by the clock still has its window in the previous
-        // snapshot until the sweep removes it: that removal is the release too.
-        if previous.until.is_some() && until.is_none() {
+        // snapshot until the sweep removes it: that removal is the release too. (Writers hold
+        // the write lock, so the snapshot read above is the one replaced.)
+        if releasing {
             self.gate.open();
         }
     }
 
-    /// Ends the live event streams (shutdown).
+    /// Shutdown: ends the live event streams, and held writes get their 503.
     pub fn stop(&self) {
         self.stopping.send_replace(true);
+    }
+
+    /// Whether [`Guard::stop`] was called.
+    pub fn stopping(&self) -> bool {
+        *self.stopping.borrow()
     }
 
     /// Resolves once [`Guard::stop`] was called.
@@ -368,7 +382,7 @@ impl Guard {
         &self.gate
     }
 
-    pub fn traffic(&self) -> &Traffic {
+    pub fn traffic(&self) -> &Arc<Traffic> {
         &self.traffic
     }
 

@@ -64,6 +64,12 @@ impl Policy {
         if !guarded {
             return Decision::Forward;
         }
+        self.classify(method, path, headers)
+    }
+
+    /// The decision as if the guard were engaged. Anything but `Forward` is a request the
+    /// guard watches, engaged or not: `wait: quiesced` counts those in flight.
+    pub fn classify(&self, method: &Method, path: &str, headers: &HeaderMap) -> Decision {
         if self.upgrades == Upgrades::Refuse && is_upgrade(method, headers) {
             return Decision::Refuse;
         }
@@ -81,7 +87,7 @@ impl Policy {
     /// Method names are case-sensitive in HTTP, but applications and frameworks often are
     /// not: `post` is guarded like `POST`. Methods RFC 9110 does not define (`PROPPATCH`,
     /// `LOCK`, ...) are guarded too unless `pass_unknown_methods`.
-    pub fn is_guarded_method(&self, method: &Method) -> bool {
+    fn is_guarded_method(&self, method: &Method) -> bool {
         self.is_guarded_name(method.as_str().as_bytes())
     }
 
@@ -215,6 +221,14 @@ mod tests {
         }
         let h = with("x-http-method-override", "POST");
         assert_eq!(p.decide(false, &Method::GET, "/x", &h), Decision::Forward);
+        // Engaged or not, it is a write the guard watches.
+        assert_eq!(p.classify(&Method::GET, "/x", &h), Decision::Hold);
+        let h = with("upgrade", "websocket");
+        assert_eq!(p.classify(&Method::GET, "/ws", &h), Decision::Refuse);
+        assert_eq!(
+            p.classify(&Method::GET, "/x", &HeaderMap::new()),
+            Decision::Forward
+        );
     }
 
     #[test]

@@ -27,9 +27,11 @@ use crate::framing::{Checker, Violation};
 use crate::http::{Body, Failure};
 
 mod connection;
+mod headroom;
 
 use connection::{Busy, Open};
 pub use connection::{Connection, OpenConnections};
+pub use headroom::Headroom;
 
 /// What a listener serves: one request in, one response out.
 pub trait Handler: Send + Sync + 'static {

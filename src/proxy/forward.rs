@@ -11,9 +11,10 @@ use hyper::body::{Body as _, Incoming};
 
 use hyper_util::rt::TokioIo;
 
-use crate::config::ProxyConfig;
+use crate::config::{ProxyConfig, UnderscoreHeaders};
 use crate::http::{Body, Failure};
 use crate::listener::Connection;
+use crate::traffic::InFlight;
 use crate::upstream::{Pool, PooledBody, SendError, TimedBody, UpBody, UpstreamError};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -27,6 +28,8 @@ pub struct Upstream {
     body_idle_timeout: Duration,
     body_timeout: Duration,
     timeout: Duration,
+    /// `proxy.underscore_headers = "drop"`.
+    drop_underscored: bool,
 }
 
 impl Upstream {
@@ -36,21 +39,22 @@ impl Upstream {
             body_idle_timeout: cfg.body_idle_timeout,
             body_timeout: cfg.body_timeout,
             timeout: cfg.upstream_timeout,
+            drop_underscored: cfg.underscore_headers == UnderscoreHeaders::Drop,
         }
     }
 
     /// One send, bounded by the upstream timeout: the upstream must start its answer within
     /// `timeout` of the request's last byte (a slow upload is the body timeouts' business).
     async fn send(&self, req: Request<UpBody>) -> Result<Response<PooledBody>, SendError> {
-        let sent = match req.body() {
-            Either::Left(body) => body.sent(),
+        let progress = match req.body() {
+            Either::Left(body) => body.progress(),
             Either::Right(_) => None,
         };
         let timed_out = || SendError {
             error: UpstreamError::Timeout,
             unsent: None,
         };
-        let Some(sent) = sent else {
+        let Some(progress) = progress else {
             return tokio::time::timeout(self.timeout, self.pool.send(req))
                 .await
                 .unwrap_or_else(|_| Err(timed_out()));
@@ -65,7 +69,7 @@ impl Upstream {
                 _ = tokio::time::sleep_until(deadline) => {}
             }
             let now = tokio::time::Instant::now();
-            deadline = match sent.get() {
+            deadline = match progress.sent() {
                 Some(at) if *at + self.timeout <= now => return Err(timed_out()),
                 Some(at) => *at + self.timeout,
                 None => now + self.timeout,
@@ -74,11 +78,21 @@ impl Upstream {
     }
 
     /// A request that asks to switch protocols (WebSocket): forwarded with its `Upgrade`
-    /// header; on `101 Switching Protocols` both connections become one byte tunnel.
-    pub async fn tunnel(&self, mut req: Request<Incoming>, client: &Connection) -> Response<Body> {
+    /// header; on `101 Switching Protocols` both connections become one byte tunnel. A
+    /// guarded `write` counts until the tunnel closes.
+    pub async fn tunnel(
+        &self,
+        mut req: Request<Incoming>,
+        client: &Connection,
+        write: Option<InFlight>,
+    ) -> Response<Body> {
         let client_side = hyper::upgrade::on(&mut req);
         let protocol = req.headers().get(header::UPGRADE).cloned();
-        let mut req = self.prepare(req, client);
+        let mut req = self.prepare(req, client, write);
+        let progress = match req.body() {
+            Either::Left(body) => body.progress(),
+            Either::Right(_) => None,
+        };
         if let Some(protocol) = protocol {
             upgrade_headers(req.headers_mut(), protocol);
         }
@@ -99,6 +113,7 @@ impl Upstream {
             upgrade_headers(res.headers_mut(), protocol);
             let upstream_side = hyper::upgrade::on(&mut res);
             tokio::spawn(async move {
+                let _progress = progress;
                 match tokio::try_join!(client_side, upstream_side) {
                     Ok((client, upstream)) => {
                         let (mut client, mut upstream) =
@@ -119,11 +134,14 @@ impl Upstream {
     /// Sends the request upstream. Until `retry_until`, a request none of which reached the
     /// upstream (connection refused, pooled connection closed) is tried again with backoff;
     /// so is an idempotent request without a body whose connection was reset.
+    /// A guarded `write` counts in flight until its body is all sent and its answer all read
+    /// or dropped.
     pub async fn forward(
         &self,
         req: Request<Incoming>,
         client: &Connection,
         retry_until: Option<Instant>,
+        write: Option<InFlight>,
     ) -> Response<Body> {
         let replay = match retry_until {
             Some(_) if is_idempotent(req.method()) && req.body().is_end_stream() => {
@@ -131,13 +149,20 @@ impl Upstream {
             }
             _ => None,
         };
-        let mut req = self.prepare(req, client);
+        let mut req = self.prepare(req, client, write);
+        // Only for a request that may be sent again without its body: the answer to the
+        // replay keeps the write counted.
+        let progress = match (&replay, req.body()) {
+            (Some(_), Either::Left(body)) => body.progress(),
+            _ => None,
+        };
         let mut backoff = Duration::from_millis(25);
         let mut attempts = 1u32;
         loop {
             let err = match self.send(req).await {
                 Ok(mut res) => {
                     strip_hop_by_hop(res.headers_mut());
+                    res.body_mut().keep(progress);
                     return res.map(Body::Upstream);
                 }
                 Err(err) => err,
@@ -171,7 +196,12 @@ impl Upstream {
     }
 
     /// Rewrites a client request into the request we send upstream.
-    fn prepare(&self, req: Request<Incoming>, client: &Connection) -> Request<UpBody> {
+    fn prepare(
+        &self,
+        req: Request<Incoming>,
+        client: &Connection,
+        write: Option<InFlight>,
+    ) -> Request<UpBody> {
         // A body of unknown length (chunked from the client): hyper's client frames it
         // chunked for most methods, but sends GET and HEAD bodies only when told to.
         let chunked = !req.body().is_end_stream() && req.body().size_hint().exact().is_none();
@@ -180,6 +210,7 @@ impl Upstream {
                 body,
                 self.body_idle_timeout,
                 self.body_timeout,
+                write,
             ))
         });
         self.rewrite(&mut req, client);
@@ -208,6 +239,9 @@ impl Upstream {
         };
         let headers = req.headers_mut();
         strip_hop_by_hop(headers);
+        if self.drop_underscored {
+            drop_underscored(headers);
+        }
         let host = match authority_host {
             Some(host) => {
                 headers.insert(header::HOST, host.clone());
@@ -336,9 +370,35 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Removes every header whose name has a `_` (`proxy.underscore_headers = "drop"`): apps
+/// behind CGI-style gateways read `X_User` and `X-User` alike, so a client could shadow a
+/// header set or checked in front. One pass over the names when there is none.
+fn drop_underscored(headers: &mut HeaderMap) {
+    let underscored = |name: &HeaderName| name.as_str().contains('_');
+    if !headers.keys().any(underscored) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers.keys().filter(|n| underscored(n)).cloned().collect();
+    for name in names {
+        headers.remove(name);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn underscored_headers_are_dropped_and_others_kept() {
+        let mut h = HeaderMap::new();
+        h.insert("x_user", HeaderValue::from_static("admin"));
+        h.append("x_user", HeaderValue::from_static("root"));
+        h.insert("_", HeaderValue::from_static("1"));
+        h.insert("x-user", HeaderValue::from_static("alice"));
+        drop_underscored(&mut h);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["x-user"], "alice");
+    }
 
     #[test]
     fn hop_by_hop_headers_go_and_named_ones_too() {

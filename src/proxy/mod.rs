@@ -8,15 +8,18 @@ mod refusal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http::Version;
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
 use hyper::{Request, Response};
 
 use crate::config::Config;
+use crate::framing::{self, Violation};
 use crate::guard::{Decision, Guard};
 use crate::http::{Body, Failure};
-use crate::listener::{Connection, Handler};
+use crate::listener::{Connection, Handler, Headroom};
 use crate::public::{self, Public};
+use crate::traffic::InFlight;
 use crate::webhook::Webhook;
 
 use forward::Upstream;
@@ -25,25 +28,64 @@ pub struct Proxy {
     guard: Arc<Guard>,
     public: Public,
     upstream: Upstream,
+    headroom: Arc<Headroom>,
     drain_limit: u64,
     upstream_retry: Duration,
     max_uri_length: usize,
 }
 
 impl Proxy {
-    pub fn new(cfg: &Config, guard: Arc<Guard>, webhook: Arc<Webhook>) -> Self {
+    pub fn new(
+        cfg: &Config,
+        guard: Arc<Guard>,
+        webhook: Arc<Webhook>,
+        headroom: Arc<Headroom>,
+    ) -> Self {
         Proxy {
             public: Public::new(cfg, guard.clone(), webhook),
             guard,
             upstream: Upstream::new(&cfg.proxy),
+            headroom,
             drain_limit: cfg.proxy.drain_limit,
             upstream_retry: cfg.proxy.upstream_retry,
             max_uri_length: cfg.proxy.max_uri_length,
         }
     }
 
-    /// A guarded write: held until the release (then forwarded once), or answered 503 when
-    /// holding is off, full, or outlasted by the deploy.
+    /// A request the guard watches (`kind`: what it gets while engaged). Engaged: held or
+    /// refused. Released: forwarded, counted in flight until its last byte both ways, and
+    /// a write lines up behind held writes still waiting for their turn.
+    async fn watched(
+        &self,
+        kind: Decision,
+        req: Request<Incoming>,
+        client: &Connection,
+    ) -> (Decision, Response<Body>) {
+        // Counted before the guard is read: `wait: quiesced` cannot miss a write that saw
+        // the guard released.
+        let write = self.guard.traffic().write_in_flight();
+        let snapshot = self.guard.snapshot();
+        if !snapshot.guarded() {
+            let queued = kind == Decision::Hold
+                && !snapshot.settings.hold.is_zero()
+                && self.guard.gate().draining();
+            drop(snapshot);
+            if queued {
+                drop(write);
+                return (Decision::Forward, self.hold_or_refuse(req, client).await);
+            }
+            return (Decision::Forward, self.pass(req, client, Some(write)).await);
+        }
+        drop((snapshot, write));
+        match kind {
+            Decision::Hold => (kind, self.hold_or_refuse(req, client).await),
+            _ => (Decision::Refuse, self.refuse(req, false).await),
+        }
+    }
+
+    /// A guarded write: held until the release and its turn (then forwarded once), or
+    /// answered 503 when holding is off, full, short of file descriptors, outlasted by the
+    /// deploy, or the server stops.
     async fn hold_or_refuse(&self, req: Request<Incoming>, client: &Connection) -> Response<Body> {
         // Read per request: a reload (SIGHUP) may change them.
         let (hold_for, max_held) = {
@@ -51,54 +93,73 @@ impl Proxy {
             (settings.hold, settings.hold_max_requests)
         };
         if hold_for.is_zero() {
-            return self.refuse(req).await;
+            return self.refuse(req, false).await;
+        }
+        if self.guard.stopping() {
+            return self.refuse(req, true).await;
+        }
+        if self.headroom.tight() {
+            // Each held write keeps its connection's descriptor: keep enough for reads.
+            return self.refuse(req, true).await;
         }
         let traffic = self.guard.traffic();
         let Some(held) = traffic.count_held(max_held) else {
             tracing::warn!(max = max_held, "hold is full: answering 503 at once");
-            return self.refuse(req).await;
+            return self.refuse(req, false).await;
         };
         let deadline = tokio::time::Instant::now() + hold_for;
-        let outcome = hold::until_release(&self.guard, client.fd, deadline).await;
+        let outcome = hold::until_turn(&self.guard, client.fd, deadline).await;
         drop(held);
         match outcome {
-            hold::Held::Released(permit) => {
+            hold::Held::Go { turn, write } => {
                 // The guarantee: a client that gave up is never forwarded behind its back.
                 if client.fd.is_some_and(hold::client_gone) {
-                    return self.refuse(req).await;
+                    drop(write);
+                    return self.refuse(req, false).await;
                 }
-                let _in_flight = traffic.write_in_flight();
+                // Shutting down: answered now, or it might be cut off half-sent.
+                if self.guard.stopping() {
+                    drop(write);
+                    return self.refuse(req, true).await;
+                }
                 // Boxed only once released: a held request's future stays small.
-                let res = Box::pin(
-                    self.upstream
-                        .forward(req, client, Some(deadline.into_std())),
-                )
+                let res = Box::pin(self.upstream.forward(
+                    req,
+                    client,
+                    Some(deadline.into_std()),
+                    Some(write),
+                ))
                 .await;
-                drop(permit);
+                drop(turn);
                 res
             }
-            hold::Held::TimedOut | hold::Held::ClientGone => self.refuse(req).await,
+            hold::Held::Stopping => self.refuse(req, true).await,
+            hold::Held::TimedOut | hold::Held::ClientGone => self.refuse(req, false).await,
         }
     }
 
-    async fn pass(&self, req: Request<Incoming>, client: &Connection) -> Response<Body> {
+    /// Forwards; a guarded `write` counts in flight until its last byte both ways.
+    async fn pass(
+        &self,
+        req: Request<Incoming>,
+        client: &Connection,
+        write: Option<InFlight>,
+    ) -> Response<Body> {
         if req.headers().contains_key(http::header::UPGRADE) {
-            return Box::pin(self.upstream.tunnel(req, client)).await;
+            return Box::pin(self.upstream.tunnel(req, client, write)).await;
         }
         let retry_until =
             forward::is_idempotent(req.method()).then(|| Instant::now() + self.upstream_retry);
-        let _in_flight = self
-            .guard
-            .is_guarded_method(req.method())
-            .then(|| self.guard.traffic().write_in_flight());
-        let res = self.upstream.forward(req, client, retry_until).await;
+        let res = self.upstream.forward(req, client, retry_until, write).await;
         if self.public.inject_banner && public::inject::wants(&res) {
             return public::inject::inject(res, self.public.banner_src());
         }
         res
     }
 
-    async fn refuse(&self, req: Request<Incoming>) -> Response<Body> {
+    /// The 503; `close`: with `Connection: close` whatever the body (shutdown, or short of
+    /// file descriptors).
+    async fn refuse(&self, req: Request<Incoming>, close: bool) -> Response<Body> {
         let html = refusal::prefers_html(req.headers());
         let keep_alive = drain(req.into_body(), self.drain_limit).await;
         let snapshot = self.guard.snapshot();
@@ -108,7 +169,7 @@ impl Proxy {
             since: snapshot.since,
             page: snapshot.settings.page.as_deref(),
         };
-        refusal::refusal(html, &why, !keep_alive)
+        refusal::refusal(html, &why, close || !keep_alive)
     }
 }
 
@@ -131,14 +192,25 @@ impl Handler for Proxy {
         if req.method() == http::Method::CONNECT {
             return Failure::ConnectNotProxied.response();
         }
-        let decision = self
-            .guard
-            .decide(req.method(), req.uri().path(), req.headers());
+        // HTTP/1 heads were checked by the framing firewall; HTTP/2 ones are checked here,
+        // since they go upstream as HTTP/1.1.
+        if req.version() == Version::HTTP_2
+            && req
+                .headers()
+                .keys()
+                .any(|name| framing::is_framing_alias(name.as_str().as_bytes()))
+        {
+            return Failure::Framing(Violation::FramingHeaderAlias).response();
+        }
+        let kind = self.guard.snapshot().settings.policy.classify(
+            req.method(),
+            req.uri().path(),
+            req.headers(),
+        );
         let method = req.method().clone();
-        let res = match decision {
-            Decision::Hold => Box::pin(self.hold_or_refuse(req, client)).await,
-            Decision::Refuse => Box::pin(self.refuse(req)).await,
-            Decision::Forward => Box::pin(self.pass(req, client)).await,
+        let (decision, res) = match kind {
+            Decision::Forward => (kind, Box::pin(self.pass(req, client, None)).await),
+            _ => Box::pin(self.watched(kind, req, client)).await,
         };
         tracing::info!(
             target: "writeguard::access",

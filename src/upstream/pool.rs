@@ -4,7 +4,8 @@
 
 use std::cell::RefCell;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
-use super::timed::TimedBody;
+use super::timed::{Progress, TimedBody};
 use super::UpstreamError;
 
 /// Idle upstream connections kept per worker thread.
@@ -27,6 +28,30 @@ const MAX_IDLE: usize = 512;
 
 thread_local! {
     static IDLE: RefCell<Vec<SendRequest<UpBody>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Upstream connections open (each one file descriptor), across threads.
+static OPEN: AtomicUsize = AtomicUsize::new(0);
+
+/// How many upstream connections are open, in use or idle: for the descriptor headroom.
+pub fn open_connections() -> usize {
+    OPEN.load(Ordering::Relaxed)
+}
+
+/// One open upstream connection, counted until its task ends (and its socket is closed).
+struct Open;
+
+impl Open {
+    fn new() -> Self {
+        OPEN.fetch_add(1, Ordering::Relaxed);
+        Open
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        OPEN.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// What we send upstream: the client's body, streamed, or nothing (a request rebuilt for a
@@ -82,8 +107,8 @@ impl Pool {
     /// Sends `req` on an idle connection, or a new one. A pooled connection that the upstream
     /// closed while idle hands the request back unsent, and the next one is tried.
     pub async fn send(&self, mut req: Request<UpBody>) -> Result<Response<PooledBody>, SendError> {
-        let sent = match req.body() {
-            Either::Left(body) => body.sent(),
+        let progress = match req.body() {
+            Either::Left(body) => body.progress(),
             Either::Right(_) => None,
         };
         while let Some(mut sender) = checkout() {
@@ -91,7 +116,7 @@ impl Pool {
                 continue;
             }
             match sender.try_send_request(req).await {
-                Ok(res) => return Ok(PooledBody::wrap(res, sender, sent)),
+                Ok(res) => return Ok(PooledBody::wrap(res, sender, progress)),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => req = unsent,
                     None => {
@@ -115,7 +140,7 @@ impl Pool {
             }
         };
         match sender.try_send_request(req).await {
-            Ok(res) => Ok(PooledBody::wrap(res, sender, sent)),
+            Ok(res) => Ok(PooledBody::wrap(res, sender, progress)),
             Err(mut e) => Err(SendError {
                 unsent: e.take_message().map(Box::new),
                 error: e.into_error().into(),
@@ -128,12 +153,13 @@ impl Pool {
             let tcp = TcpStream::connect((self.host.as_str(), self.port))
                 .await
                 .map_err(UpstreamError::Connect)?;
+            let open = Open::new();
             let _ = tcp.set_nodelay(true);
             let builder = http1::Builder::new();
             let sender = match &self.tls {
                 None => {
                     let (sender, conn) = builder.handshake(TokioIo::new(tcp)).await?;
-                    tokio::spawn(drive(conn.with_upgrades()));
+                    tokio::spawn(drive(conn.with_upgrades(), open));
                     sender
                 }
                 Some((connector, name)) => {
@@ -142,7 +168,7 @@ impl Pool {
                         .await
                         .map_err(UpstreamError::Connect)?;
                     let (sender, conn) = builder.handshake(TokioIo::new(tls)).await?;
-                    tokio::spawn(drive(conn.with_upgrades()));
+                    tokio::spawn(drive(conn.with_upgrades(), open));
                     sender
                 }
             };
@@ -154,7 +180,7 @@ impl Pool {
     }
 }
 
-async fn drive<C: std::future::Future<Output = hyper::Result<()>>>(conn: C) {
+async fn drive<C: std::future::Future<Output = hyper::Result<()>>>(conn: C, _open: Open) {
     if let Err(e) = conn.await {
         tracing::debug!(error = %e, "upstream connection closed with an error");
     }
@@ -186,21 +212,22 @@ fn checkin(sender: SendRequest<UpBody>) {
 pub struct PooledBody {
     body: Incoming,
     sender: Option<SendRequest<UpBody>>,
-    /// Set once the request's body has all gone upstream (None: it had none).
-    sent: Option<Arc<OnceLock<tokio::time::Instant>>>,
+    /// The request's progress (None: it had no body and is no guarded write). Kept until
+    /// this answer is dropped: a guarded write counts in flight until then.
+    progress: Option<Arc<Progress>>,
 }
 
 impl PooledBody {
     fn wrap(
         res: Response<Incoming>,
         sender: SendRequest<UpBody>,
-        sent: Option<Arc<OnceLock<tokio::time::Instant>>>,
+        progress: Option<Arc<Progress>>,
     ) -> Response<PooledBody> {
         res.map(|body| {
             let mut pooled = PooledBody {
                 body,
                 sender: Some(sender),
-                sent,
+                progress,
             };
             if pooled.body.is_end_stream() {
                 pooled.release();
@@ -214,9 +241,19 @@ impl PooledBody {
     /// only when the body is through; otherwise it closes once the body is done.
     fn release(&mut self) {
         if let Some(sender) = self.sender.take() {
-            if self.sent.as_ref().is_none_or(|s| s.get().is_some()) {
+            if self.progress.as_ref().is_none_or(|p| p.sent().is_some()) {
                 checkin(sender);
             }
+        }
+    }
+}
+
+impl PooledBody {
+    /// Keeps `progress` with this answer when the request sent had none of its own (a
+    /// bodiless request sent again: its first attempt's progress is the write's).
+    pub fn keep(&mut self, progress: Option<Arc<Progress>>) {
+        if self.progress.is_none() {
+            self.progress = progress;
         }
     }
 }

@@ -12,6 +12,8 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
+use crate::traffic::InFlight;
+
 /// Why a client's request body did not make it upstream: the client's doing, not the
 /// upstream's, so it is answered and logged as such.
 #[derive(Debug, thiserror::Error)]
@@ -24,31 +26,58 @@ pub enum ClientBodyError {
     Broken(hyper::Error),
 }
 
+/// What the request body, the send and the answer's body share about one request on its way
+/// upstream. Dropped with the last of them: a guarded write's [`InFlight`] inside is then
+/// done both ways.
+#[derive(Debug, Default)]
+pub struct Progress {
+    sent: OnceLock<Instant>,
+    _write: Option<InFlight>,
+}
+
+impl Progress {
+    /// When the request's last body byte went upstream (None: still sending).
+    pub fn sent(&self) -> Option<&Instant> {
+        self.sent.get()
+    }
+}
+
 pub struct TimedBody {
     inner: Incoming,
     idle: Duration,
     deadline: Instant,
     /// Armed on the first wait, so bodies that arrive with their head cost no timer.
     sleep: Option<Pin<Box<Sleep>>>,
-    /// When the last byte went upstream: the upstream's time to answer starts there.
-    sent: Option<Arc<OnceLock<Instant>>>,
+    /// When the last byte went upstream: the upstream's time to answer starts there. Only
+    /// for a body still to be sent, or a guarded write (whose count it carries).
+    progress: Option<Arc<Progress>>,
 }
 
 impl TimedBody {
-    pub fn new(inner: Incoming, idle: Duration, whole: Duration) -> Self {
-        let sent = (!inner.is_end_stream()).then(Default::default);
+    pub fn new(inner: Incoming, idle: Duration, whole: Duration, write: Option<InFlight>) -> Self {
+        let progress = match (inner.is_end_stream(), write) {
+            (true, None) => None,
+            (false, write) => Some(Arc::new(Progress {
+                sent: OnceLock::new(),
+                _write: write,
+            })),
+            (true, write) => Some(Arc::new(Progress {
+                sent: OnceLock::from(Instant::now()),
+                _write: write,
+            })),
+        };
         TimedBody {
             inner,
             idle,
             deadline: Instant::now() + whole,
             sleep: None,
-            sent,
+            progress,
         }
     }
 
-    /// For a body still to be sent: set to the moment its last byte was sent.
-    pub fn sent(&self) -> Option<Arc<OnceLock<Instant>>> {
-        self.sent.clone()
+    /// See [`Progress`].
+    pub fn progress(&self) -> Option<Arc<Progress>> {
+        self.progress.clone()
     }
 
     fn next_deadline(&self) -> Instant {
@@ -71,8 +100,8 @@ impl Body for TimedBody {
                 sleep.as_mut().reset(next);
             }
             if matches!(frame, None | Some(Ok(_))) && this.inner.is_end_stream() {
-                if let Some(sent) = &this.sent {
-                    let _ = sent.set(Instant::now());
+                if let Some(progress) = &this.progress {
+                    let _ = progress.sent.set(Instant::now());
                 }
             }
             return Poll::Ready(frame.map(|f| f.map_err(|e| ClientBodyError::Broken(e).into())));

@@ -12,6 +12,7 @@ mod hardening;
 mod hold;
 mod lifecycle;
 mod proxy;
+mod proxy_holes;
 mod public;
 mod reliability;
 mod reload;

@@ -15,7 +15,7 @@
 //!
 //! [`Faulty::mute`] makes it accept new connections and never read from them.
 //! It records the head of every request it read in full, byte for byte (the request line
-//! exactly as the proxy wrote it).
+//! exactly as the proxy wrote it), and whether the body (by `Content-Length`) arrived in full.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +33,8 @@ pub struct Seen {
     pub line: String,
     /// The request line and the header lines as received, CRLFs and the blank line included.
     pub head: String,
+    /// The request's body arrived in full (per its `Content-Length`; true without one).
+    pub complete: bool,
 }
 
 #[derive(Default)]
@@ -159,7 +161,11 @@ async fn serve(stream: TcpStream, state: &State) -> std::io::Result<()> {
             .seen
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(Seen { line, head });
+            .push(Seen {
+                line,
+                head,
+                complete,
+            });
         if !complete {
             return Ok(());
         }
