@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Soak test for writeguard: minutes of mixed load while the guard flaps, then the same
-reconciliation as tests/reliability.rs, plus writeguard's RSS over time.
+reconciliation as tests/it/reliability/, plus writeguard's RSS over time.
 
 Run through benches/soak.sh. Standard library only.
 

@@ -344,3 +344,38 @@ async fn an_unreadable_state_file_fails_closed() {
     assert_eq!(wg.release(true).await.json()["guarded"], false);
     assert_eq!(wg.post("/orders").await.status, 200);
 }
+
+/// `proxy.h2c` is the proxy port's: the admin port keeps speaking HTTP/1.1 only, so an
+/// HTTP/2 preface there is refused like any other bytes that are not an HTTP/1 request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_on_the_proxy_port_leaves_the_admin_port_http1_only() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let up = Upstream::start().await;
+    let wg = Wg::for_upstream(&up).proxy_line("h2c = true").start().await;
+    let mut h2 = common::h2c::connect(wg.proxy).await;
+    let (status, _) = common::h2c::send(
+        &mut h2,
+        wg.proxy,
+        "GET",
+        "/.well-known/writeguard/status",
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "the proxy port speaks h2c");
+
+    let mut admin = tokio::net::TcpStream::connect(wg.admin)
+        .await
+        .expect("connect");
+    admin
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .expect("write the preface");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), admin.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.starts_with("HTTP/1.1 400"),
+        "the admin port answered an HTTP/2 preface with: {text:?}"
+    );
+}

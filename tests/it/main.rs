@@ -16,6 +16,6 @@ mod proxy_holes;
 mod public;
 mod reliability;
 mod reload;
-mod store_holes;
+mod shared_state;
 mod webhook;
 mod webhook_holes;

@@ -11,37 +11,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::{free_port, writeguard, Req, Resp, Upstream, Wg, SHARED_KEY};
+use writeguard::listening::holds;
 
-/// Whether process `pid` itself holds the listening socket on `addr` (Linux `/proc`).
-/// A successful connect is not enough: another process may own the port.
-fn owns_listener(pid: u32, addr: SocketAddr) -> bool {
-    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
-        return true; // no procfs: trust the readiness probe
-    };
-    let SocketAddr::V4(v4) = addr else {
-        return true;
-    };
-    let local = format!(
-        "{:08X}:{:04X}",
-        u32::from_le_bytes(v4.ip().octets()),
-        v4.port()
-    );
-    let inodes: Vec<String> = table
-        .lines()
-        .skip(1)
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .filter(|f| f.len() > 9 && f[1] == local && f[3] == "0A")
-        .map(|f| format!("socket:[{}]", f[9]))
-        .collect();
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return false;
-    };
-    fds.flatten().any(|fd| {
-        std::fs::read_link(fd.path())
-            .is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
-    })
-}
+use super::{free_port, writeguard, Req, Resp, Upstream, Wg, SHARED_KEY};
 
 /// A running writeguard process. Dropping it stops the process (SIGTERM, then SIGKILL).
 pub struct Instance {
@@ -131,7 +103,9 @@ impl Instance {
             match self.wait_ready().await {
                 Ok(()) => {
                     let pid = self.pid();
-                    if owns_listener(pid, self.proxy) && owns_listener(pid, self.admin) {
+                    // The binary's own probe (`/proc`); where it cannot tell, trust readiness.
+                    let ours = |addr| holds(pid, &addr).unwrap_or(true);
+                    if ours(self.proxy) && ours(self.admin) {
                         return;
                     }
                     // Another process took one of the ports between our pick and the bind;
