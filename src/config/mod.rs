@@ -279,6 +279,56 @@ impl Config {
         }
     }
 
+    /// Every configured duration, with its key: what the running code turns into deadlines
+    /// (the `deadlines` fuzz target computes them all). The structs are taken apart field by
+    /// field, so a new field cannot be added without deciding here whether it is one.
+    pub fn durations(&self) -> [(&'static str, Duration); 10] {
+        let ProxyConfig {
+            listen: _,
+            upstream: _,
+            connect_timeout,
+            upstream_retry,
+            header_timeout,
+            drain_limit: _,
+            h2c: _,
+            body_idle_timeout,
+            body_timeout,
+            upstream_timeout,
+            max_header_size: _,
+            max_uri_length: _,
+        } = self.proxy;
+        let GuardConfig {
+            methods: _,
+            retry_after,
+            max_engaged,
+            allow_paths: _,
+            hold,
+            hold_max_requests: _,
+            release_concurrency: _,
+            page: _,
+            pass_unknown_methods: _,
+            upgrades: _,
+        } = self.guard;
+        let ServerConfig {
+            threads: _,
+            shutdown_grace,
+            upgrade_sock: _,
+            pid_file: _,
+        } = self.server;
+        [
+            ("proxy.connect_timeout", connect_timeout),
+            ("proxy.upstream_retry", upstream_retry),
+            ("proxy.header_timeout", header_timeout),
+            ("proxy.body_idle_timeout", body_idle_timeout),
+            ("proxy.body_timeout", body_timeout),
+            ("proxy.upstream_timeout", upstream_timeout),
+            ("guard.retry_after", retry_after),
+            ("guard.max_engaged", max_engaged),
+            ("guard.hold", hold),
+            ("server.shutdown_grace", shutdown_grace),
+        ]
+    }
+
     /// One line saying what this config will do, for `check` and the start-up log.
     pub fn summary(&self) -> String {
         let list = |v: &[SocketAddr]| {
@@ -830,18 +880,8 @@ token = "short"
              [server]\nshutdown_grace = \"{huge}\"\n"
         );
         let got = issues(&text);
-        for key in [
-            "proxy.connect_timeout",
-            "proxy.upstream_retry",
-            "proxy.header_timeout",
-            "proxy.body_idle_timeout",
-            "proxy.body_timeout",
-            "proxy.upstream_timeout",
-            "guard.retry_after",
-            "guard.max_engaged",
-            "guard.hold",
-            "server.shutdown_grace",
-        ] {
+        let every = Config::parse(MINIMAL, &[]).expect("valid").durations();
+        for (key, _) in every {
             assert!(
                 got.iter().any(|i| i.starts_with(&format!("{key}: "))),
                 "{key} missing from {got:#?}"
