@@ -268,7 +268,8 @@ async fn every_duration_near_2_pow_63_seconds_is_refused_naming_each_key() {
     }
 }
 
-/// At every upper bound the proxy starts and keeps guarding: engaged by `POST /guard`
+/// At every upper bound (and not one second past `max_engaged`'s) the proxy starts and
+/// keeps guarding: engaged by `POST /guard`
 /// (ttl = max_engaged = 7d) and by a signed webhook, a write gets 503 and never reaches the
 /// upstream, reads pass; a held write (hold = 1h) is forwarded once on release.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,6 +278,13 @@ async fn at_the_upper_bounds_the_guard_engages_and_refuses_writes() {
     let wg = with_durations(Wg::for_upstream(&up), |_, max| max.to_string()).hold("0s");
     let (code, out) = check(&Cfg::of(&wg, free_port(), free_port()), &[]);
     assert_eq!(code, 0, "{out}");
+    // The bound is where README says: one second more is refused.
+    let past = Wg::for_upstream(&up).max_engaged("7d 1s");
+    refused(
+        &Cfg::of(&past, free_port(), free_port()),
+        &[],
+        &["guard.max_engaged"],
+    );
     let wg = harness_connect_timeout(wg).start().await;
 
     let res = wg.engage("at the bounds", None).await;
