@@ -58,8 +58,14 @@ fuzz_target!(|data: &[u8]| {
     let tokio_now = tokio::time::Instant::now();
     let wall = OffsetDateTime::now_utc();
     for (key, d) in cfg.durations() {
-        assert!(d <= LONGEST, "{key} = {d:?} accepted, beyond every documented bound");
-        assert!(now.checked_add(d).is_some(), "{key}: Instant + {d:?} overflows");
+        assert!(
+            d <= LONGEST,
+            "{key} = {d:?} accepted, beyond every documented bound"
+        );
+        assert!(
+            now.checked_add(d).is_some(),
+            "{key}: Instant + {d:?} overflows"
+        );
         assert!(deadline::after(now, d) >= now);
         assert!(deadline::after_tokio(tokio_now, d) >= tokio_now);
         assert!(deadline::expiry(wall, d) >= wall);
@@ -104,7 +110,11 @@ fuzz_target!(|data: &[u8]| {
     };
     guard.apply_activity(&activity).expect("in-memory commit");
     let status = guard.status();
-    assert!(status.guarded, "engaged for {:?} yet not guarded", cfg.guard.max_engaged);
+    assert!(
+        status.guarded,
+        "engaged for {:?} yet not guarded",
+        cfg.guard.max_engaged
+    );
     for e in &status.engagements {
         assert!(e.expires_at > e.since);
         let _ = SystemTime::from(e.expires_at).duration_since(SystemTime::now());
