@@ -14,7 +14,7 @@ use libfuzzer_sys::fuzz_target;
 use time::OffsetDateTime;
 use writeguard::config::Config;
 use writeguard::deadline;
-use writeguard::guard::{AuditRecord, Backend, Guard, GuardState, StoreError};
+use writeguard::guard::{AuditRecord, Backend, Commit, Guard, GuardState, StoreError};
 use writeguard::upsun::Activity;
 
 /// Named by the seeds' `token_env` / `shared_key_env`, as in the `config` target.
@@ -32,10 +32,15 @@ impl Backend for Memory {
         Ok(self.0.lock().expect("not poisoned").clone())
     }
 
-    fn commit(&self, next: &GuardState, _records: &[AuditRecord]) -> Result<(), StoreError> {
+    fn commit(&self, next: &GuardState, _records: &[AuditRecord]) -> Result<Commit, StoreError> {
         serde_json::to_vec_pretty(next).expect("guard state always serializes");
         *self.0.lock().expect("not poisoned") = Some(next.clone());
-        Ok(())
+        Ok(Commit::Done)
+    }
+
+    fn newer_than(&self, version: u64) -> Result<Option<GuardState>, StoreError> {
+        let stored = self.0.lock().expect("not poisoned");
+        Ok(stored.clone().filter(|s| s.version > version))
     }
 
     fn history(&self, _limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
