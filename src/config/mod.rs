@@ -296,6 +296,7 @@ impl Config {
             upstream_timeout,
             max_header_size: _,
             max_uri_length: _,
+            underscore_headers: _,
         } = self.proxy;
         let GuardConfig {
             methods: _,
