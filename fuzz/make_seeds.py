@@ -149,3 +149,34 @@ retry_after = 1e308
 write("config", "inline-tables", b'proxy = { listen = "[::1]:80", upstream = "https://h:443/p?q" }\n'
       b'admin = { listen = "0.0.0.0:1", token = "t" }\nupsun = { shared_key = "k" }\n'
       b'server = { threads = 0 }\n')
+
+# deadlines: configs at, just past and far past every duration's upper bound (README's config
+# table), on loopback and on 0.0.0.0 (where weak secrets are refused). Also run it on
+# corpus/config: any config is a deadlines input.
+write("deadlines", "example", open(os.path.join(HERE, "..", "config", "writeguard.toml"), "rb").read())
+write("deadlines", "minimal", minimal)
+MAXIMA = {"proxy": {"connect_timeout": "5m", "upstream_retry": "1h", "header_timeout": "1h",
+                    "body_idle_timeout": "1h", "body_timeout": "1d", "upstream_timeout": "1d"},
+          "guard": {"retry_after": "1d", "max_engaged": "7d", "hold": "1h"},
+          "server": {"shutdown_grace": "1h"}}
+
+
+def with_durations(value):
+    text = minimal
+    for section, keys in MAXIMA.items():
+        lines = "".join('%s = "%s"\n' % (k, value(v)) for k, v in keys.items())
+        header = b"[" + section.encode() + b"]\n"
+        if header in text:
+            text = text.replace(header, header + lines.encode())
+        else:
+            text += header + lines.encode()
+    return text
+
+
+write("deadlines", "at-max", with_durations(lambda v: v))
+write("deadlines", "past-max", with_durations(lambda v: v + " 1s"))
+write("deadlines", "10000y", with_durations(lambda v: "10000y"))
+write("deadlines", "2pow63", with_durations(lambda v: "9223372036854775807s"))
+write("deadlines", "exposed", minimal.replace(b"127.0.0.1:8080", b"0.0.0.0:8080"))
+# The one that failed open before the bounds: only max_engaged far out of range.
+write("deadlines", "max-engaged-10000y", minimal + b'[guard]\nmax_engaged = "10000y"\n')

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use pingora::server::{ExecutionPhase, Server};
 
+use crate::deadline;
 use crate::listener::OpenConnections;
 
 /// Once pingora enters its grace period (listeners closed, connections told to finish),
@@ -19,7 +20,7 @@ pub(super) fn spawn_drain_watcher(
     std::thread::spawn(move || loop {
         match phases.blocking_recv() {
             Ok(ExecutionPhase::ShutdownGracePeriod) => {
-                let deadline = Instant::now() + grace;
+                let deadline = deadline::after(Instant::now(), grace);
                 while connections.open() > 0 && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(20));
                 }

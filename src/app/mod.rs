@@ -3,6 +3,7 @@
 //! zero-downtime upgrades.
 
 mod drain;
+mod handoff;
 mod nofile;
 mod panic;
 mod signals;
@@ -39,6 +40,7 @@ pub fn run(cfg: Config, config_path: &Path, upgrade: bool) -> anyhow::Result<()>
             TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
         }
     }
+    handoff::prepare_dir(&cfg.server.upgrade_sock)?;
     panic::exit_when_a_listener_fails();
     let ready = Arc::new(AtomicBool::new(false));
     let connections = Arc::new(OpenConnections::default());
@@ -67,8 +69,11 @@ pub fn run(cfg: Config, config_path: &Path, upgrade: bool) -> anyhow::Result<()>
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     // Under `--upgrade` this waits for the old instance to hand its listeners over: the
     // state is read after that, and changes the old one still takes while it drains are
-    // adopted by the upkeep's refresh.
+    // adopted by the upkeep's refresh. Meanwhile pingora's hand-over socket (mode 0666) is
+    // made owner-only.
+    let owner_only = upgrade.then(|| handoff::OwnerOnly::watch(cfg.server.upgrade_sock.clone()));
     server.bootstrap();
+    drop(owner_only);
     let guard = Arc::new(Guard::open(&cfg, Box::new(FileStore::new(&cfg.state))));
 
     let http = HttpOptions {

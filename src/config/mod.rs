@@ -2,6 +2,8 @@
 //! [`Config`]. Every problem is collected with the key it concerns; nothing here opens a port.
 
 mod diff;
+mod exposure;
+mod limits;
 mod reader;
 mod secret;
 
@@ -194,8 +196,10 @@ pub struct ServerConfig {
     pub threads: usize,
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     pub shutdown_grace: Duration,
-    /// Unix socket over which a new instance (`run --upgrade`) takes the listeners.
+    /// Unix socket over which a new instance (`run --upgrade`) takes the listeners
+    /// (default: beside the state file).
     pub upgrade_sock: PathBuf,
+    /// pingora's pid file (default: beside the state file).
     pub pid_file: PathBuf,
 }
 
@@ -230,11 +234,32 @@ impl Config {
         let guard = read_guard(&mut root, &mut issues);
         let upsun = read_upsun(&mut root, env, &mut issues);
         let state = read_state(&mut root, &mut issues);
-        let server = read_server(&mut root, &mut issues);
+        let server = read_server(&mut root, &state, &mut issues);
         let public = read_public(&mut root, &mut issues);
         for key in root.keys() {
             issues.push(ConfigIssue::new(key.as_str(), "unknown section or key"));
         }
+        let no_addrs: &[SocketAddr] = &[];
+        exposure::check(
+            &[
+                (
+                    "proxy.listen",
+                    proxy.as_ref().map_or(no_addrs, |p| &p.listen),
+                ),
+                (
+                    "admin.listen",
+                    admin.as_ref().map_or(no_addrs, |a| &a.listen),
+                ),
+            ],
+            &[
+                ("admin.token", admin.as_ref().map(|a| &a.token)),
+                (
+                    "upsun.shared_key",
+                    upsun.as_ref().and_then(|u| u.shared_key.as_ref()),
+                ),
+            ],
+            &mut issues,
+        );
 
         match (proxy, admin, guard, upsun, state, server) {
             (Some(proxy), Some(admin), Some(guard), Some(upsun), Some(state), Some(server))
@@ -252,6 +277,57 @@ impl Config {
             }
             _ => Err(ParseError::Invalid(issues)),
         }
+    }
+
+    /// Every configured duration, with its key: what the running code turns into deadlines
+    /// (the `deadlines` fuzz target computes them all). The structs are taken apart field by
+    /// field, so a new field cannot be added without deciding here whether it is one.
+    pub fn durations(&self) -> [(&'static str, Duration); 10] {
+        let ProxyConfig {
+            listen: _,
+            upstream: _,
+            connect_timeout,
+            upstream_retry,
+            header_timeout,
+            drain_limit: _,
+            h2c: _,
+            body_idle_timeout,
+            body_timeout,
+            upstream_timeout,
+            max_header_size: _,
+            max_uri_length: _,
+            underscore_headers: _,
+        } = self.proxy;
+        let GuardConfig {
+            methods: _,
+            retry_after,
+            max_engaged,
+            allow_paths: _,
+            hold,
+            hold_max_requests: _,
+            release_concurrency: _,
+            page: _,
+            pass_unknown_methods: _,
+            upgrades: _,
+        } = self.guard;
+        let ServerConfig {
+            threads: _,
+            shutdown_grace,
+            upgrade_sock: _,
+            pid_file: _,
+        } = self.server;
+        [
+            ("proxy.connect_timeout", connect_timeout),
+            ("proxy.upstream_retry", upstream_retry),
+            ("proxy.header_timeout", header_timeout),
+            ("proxy.body_idle_timeout", body_idle_timeout),
+            ("proxy.body_timeout", body_timeout),
+            ("proxy.upstream_timeout", upstream_timeout),
+            ("guard.retry_after", retry_after),
+            ("guard.max_engaged", max_engaged),
+            ("guard.hold", hold),
+            ("server.shutdown_grace", shutdown_grace),
+        ]
     }
 
     /// One line saying what this config will do, for `check` and the start-up log.
@@ -368,37 +444,38 @@ fn read_proxy(
             }
         },
     };
-    let connect_timeout = r
-        .duration("connect_timeout")
-        .unwrap_or(Duration::from_secs(5));
-    let upstream_retry = r
-        .duration("upstream_retry")
-        .unwrap_or(Duration::from_secs(5));
-    let header_timeout = r
-        .duration("header_timeout")
-        .unwrap_or(Duration::from_secs(30));
+    let connect_timeout = r.duration(
+        "connect_timeout",
+        Duration::from_secs(5),
+        limits::CONNECT_TIMEOUT,
+    );
+    let upstream_retry = r.duration(
+        "upstream_retry",
+        Duration::from_secs(5),
+        limits::UPSTREAM_RETRY,
+    );
+    let header_timeout = r.duration(
+        "header_timeout",
+        Duration::from_secs(30),
+        limits::HEADER_TIMEOUT,
+    );
     let drain_limit = r.integer("drain_limit", 0, 1 << 30).unwrap_or(256 * 1024) as u64;
     let h2c = r.bool("h2c").unwrap_or(false);
-    let body_idle_timeout = r
-        .duration("body_idle_timeout")
-        .unwrap_or(Duration::from_secs(30));
-    let body_timeout = r
-        .duration("body_timeout")
-        .unwrap_or(Duration::from_secs(300));
-    let upstream_timeout = r
-        .duration("upstream_timeout")
-        .unwrap_or(Duration::from_secs(60));
-    for (key, d) in [
-        ("header_timeout", header_timeout),
-        ("body_idle_timeout", body_idle_timeout),
-        ("body_timeout", body_timeout),
-        ("upstream_timeout", upstream_timeout),
-        ("connect_timeout", connect_timeout),
-    ] {
-        if d.is_zero() {
-            r.issue(key, "must be more than 0s");
-        }
-    }
+    let body_idle_timeout = r.duration(
+        "body_idle_timeout",
+        Duration::from_secs(30),
+        limits::BODY_IDLE_TIMEOUT,
+    );
+    let body_timeout = r.duration(
+        "body_timeout",
+        Duration::from_secs(300),
+        limits::BODY_TIMEOUT,
+    );
+    let upstream_timeout = r.duration(
+        "upstream_timeout",
+        Duration::from_secs(60),
+        limits::UPSTREAM_TIMEOUT,
+    );
     let max_header_size = r
         // hyper's read buffer cannot be smaller than 8 KiB (with h2c the limit is the buffer).
         .integer("max_header_size", 8192, 1 << 20)
@@ -502,17 +579,13 @@ fn read_guard(root: &mut toml::Table, issues: &mut Vec<ConfigIssue>) -> Option<G
             Err(_) => r.issue("methods", format!("{m:?} is not an HTTP method")),
         }
     }
-    let retry_after = r.duration("retry_after").unwrap_or(Duration::from_secs(30));
-    if retry_after.as_secs() == 0 {
-        r.issue("retry_after", "must be at least 1s");
-    }
-    let max_engaged = r
-        .duration("max_engaged")
-        .unwrap_or(Duration::from_secs(30 * 60));
-    if max_engaged < Duration::from_secs(1) {
-        r.issue("max_engaged", "must be at least 1s");
-    }
-    let hold = r.duration("hold").unwrap_or(Duration::from_secs(10));
+    let retry_after = r.duration("retry_after", Duration::from_secs(30), limits::RETRY_AFTER);
+    let max_engaged = r.duration(
+        "max_engaged",
+        Duration::from_secs(30 * 60),
+        limits::MAX_ENGAGED,
+    );
+    let hold = r.duration("hold", Duration::from_secs(10), limits::HOLD);
     let hold_max_requests = r
         .integer("hold_max_requests", 0, 1_000_000)
         .unwrap_or(10_000) as usize;
@@ -542,6 +615,13 @@ fn read_guard(root: &mut toml::Table, issues: &mut Vec<ConfigIssue>) -> Option<G
     for p in &allow_paths {
         if !p.starts_with('/') {
             r.issue("allow_paths", format!("{p:?} must start with '/'"));
+        } else if p.trim_end_matches('/').is_empty() {
+            // It would be trimmed to "", a prefix of every path: the guard would pass every
+            // write while claiming to be engaged.
+            r.issue(
+                "allow_paths",
+                format!("{p:?} covers every path, which turns the guard off; list the prefixes to leave unguarded"),
+            );
         }
     }
     r.finish();
@@ -632,24 +712,58 @@ fn read_public(root: &mut toml::Table, issues: &mut Vec<ConfigIssue>) -> PublicC
     }
 }
 
-fn read_server(root: &mut toml::Table, issues: &mut Vec<ConfigIssue>) -> Option<ServerConfig> {
+/// Longest path a Unix socket address holds (`sun_path` is 108 bytes with its NUL); pingora
+/// panics on a longer one in the middle of a hand-over.
+const MAX_SOCKET_PATH: usize = 107;
+
+fn read_server(
+    root: &mut toml::Table,
+    state: &Option<StateConfig>,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<ServerConfig> {
     let mut r = Reader::section(root, "server", issues);
     let threads = r.integer("threads", 1, 256).unwrap_or(1) as usize;
-    let shutdown_grace = r
-        .duration("shutdown_grace")
-        .unwrap_or(Duration::from_secs(10));
+    let shutdown_grace = r.duration(
+        "shutdown_grace",
+        Duration::from_secs(10),
+        limits::SHUTDOWN_GRACE,
+    );
+    // Beside the state file by default, never in a shared directory like /tmp: whoever can
+    // create the socket there first receives the listening sockets at the next SIGQUIT.
+    let state_dir = state
+        .as_ref()
+        .and_then(|s| s.path.parent())
+        .unwrap_or(Path::new(""));
     let upgrade_sock = r
         .string("upgrade_sock")
-        .unwrap_or_else(|| "/tmp/writeguard_upgrade.sock".into());
+        .map(PathBuf::from)
+        .unwrap_or_else(|| state_dir.join("writeguard.upgrade.sock"));
     let pid_file = r
         .string("pid_file")
-        .unwrap_or_else(|| "/tmp/writeguard.pid".into());
+        .map(PathBuf::from)
+        .unwrap_or_else(|| state_dir.join("writeguard.pid"));
+    let sock_len = upgrade_sock.as_os_str().len();
+    if sock_len == 0 {
+        r.issue("upgrade_sock", "must not be empty");
+    } else if sock_len > MAX_SOCKET_PATH {
+        r.issue(
+            "upgrade_sock",
+            format!(
+                "{} is {sock_len} bytes, longer than a Unix socket path may be ({MAX_SOCKET_PATH}); \
+                 set server.upgrade_sock (by default it is beside state.path)",
+                upgrade_sock.display()
+            ),
+        );
+    }
+    if pid_file.as_os_str().is_empty() {
+        r.issue("pid_file", "must not be empty");
+    }
     r.finish();
     Some(ServerConfig {
         threads,
         shutdown_grace,
-        upgrade_sock: upgrade_sock.into(),
-        pid_file: pid_file.into(),
+        upgrade_sock,
+        pid_file,
     })
 }
 
@@ -752,6 +866,109 @@ token = "short"
         let text = format!("{MINIMAL}\n[upsun]\nshared_key_env = \"NOT_SET\"\n");
         let got = issues(&text);
         assert!(got.iter().any(|i| i.starts_with("upsun.shared_key_env")));
+    }
+
+    #[test]
+    fn every_duration_has_an_upper_bound() {
+        let huge = "9223372036854775807s";
+        let text = format!(
+            "[proxy]\nlisten = \"127.0.0.1:1\"\nupstream = \"http://a\"\n\
+             connect_timeout = \"{huge}\"\nupstream_retry = \"{huge}\"\n\
+             header_timeout = \"{huge}\"\nbody_idle_timeout = \"{huge}\"\n\
+             body_timeout = \"{huge}\"\nupstream_timeout = \"{huge}\"\n\
+             [admin]\ntoken = \"a-long-token\"\n\
+             [guard]\nretry_after = \"{huge}\"\nmax_engaged = \"10000y\"\nhold = \"{huge}\"\n\
+             [server]\nshutdown_grace = \"{huge}\"\n"
+        );
+        let got = issues(&text);
+        let every = Config::parse(MINIMAL, &[]).expect("valid").durations();
+        for (key, _) in every {
+            assert!(
+                got.iter().any(|i| i.starts_with(&format!("{key}: "))),
+                "{key} missing from {got:#?}"
+            );
+        }
+        let at_max = format!(
+            "{MINIMAL}[guard]\nmax_engaged = \"7d\"\nhold = \"1h\"\nretry_after = \"1d\"\n"
+        );
+        let c = Config::parse(&at_max, &[]).expect("the maxima are valid");
+        assert_eq!(c.guard.max_engaged, Duration::from_secs(7 * 86_400));
+    }
+
+    #[test]
+    fn an_allow_path_covering_everything_is_refused() {
+        for p in ["/", "//", "///"] {
+            let text = format!("{MINIMAL}[guard]\nallow_paths = [\"/login\", {p:?}]\n");
+            let got = issues(&text);
+            assert!(
+                got.iter()
+                    .any(|i| i.starts_with("guard.allow_paths") && i.contains("every path")),
+                "{p}: {got:#?}"
+            );
+        }
+        let text = format!("{MINIMAL}[guard]\nallow_paths = [\"/login/\"]\n");
+        let c = Config::parse(&text, &[]).expect("valid");
+        assert_eq!(c.guard.allow_paths, vec!["/login".to_string()]);
+    }
+
+    #[test]
+    fn the_upgrade_socket_and_pid_file_default_beside_the_state_file() {
+        let c = Config::parse(MINIMAL, &[]).expect("valid");
+        assert_eq!(
+            c.server.upgrade_sock,
+            PathBuf::from("var/writeguard.upgrade.sock")
+        );
+        assert_eq!(c.server.pid_file, PathBuf::from("var/writeguard.pid"));
+        let text = format!("{MINIMAL}[state]\npath = \"/srv/wg/state.json\"\n");
+        let c = Config::parse(&text, &[]).expect("valid");
+        assert_eq!(
+            c.server.upgrade_sock,
+            PathBuf::from("/srv/wg/writeguard.upgrade.sock")
+        );
+        assert_eq!(c.server.pid_file, PathBuf::from("/srv/wg/writeguard.pid"));
+        let text = format!("{MINIMAL}[state]\npath = \"state.json\"\n");
+        let c = Config::parse(&text, &[]).expect("valid");
+        assert_eq!(
+            c.server.upgrade_sock,
+            PathBuf::from("writeguard.upgrade.sock")
+        );
+        let long = "d".repeat(100);
+        let text = format!("{MINIMAL}[state]\npath = \"/{long}/state.json\"\n");
+        assert!(issues(&text)
+            .iter()
+            .any(|i| i.starts_with("server.upgrade_sock")));
+    }
+
+    #[test]
+    fn example_or_short_secrets_are_refused_on_a_non_loopback_listener() {
+        let weak = "[proxy]\nlisten = \"127.0.0.1:8080\"\nupstream = \"http://a\"\n\
+                    [admin]\ntoken = \"change-me\"\n[upsun]\nshared_key = \"short-key\"\n";
+        Config::parse(weak, &[]).expect("fine on loopback");
+        for env in [
+            [("WRITEGUARD_LISTEN", "0.0.0.0:8080")],
+            [("WRITEGUARD_ADMIN_LISTEN", "[::]:9090")],
+        ] {
+            let got = issues_with(weak, &env);
+            assert!(got
+                .iter()
+                .any(|i| i.starts_with("admin.token: is the example value")));
+            assert!(got
+                .iter()
+                .any(|i| i.starts_with("upsun.shared_key: is shorter")));
+        }
+        let env = [
+            ("WRITEGUARD_LISTEN", "0.0.0.0:8080"),
+            ("WRITEGUARD_ADMIN_TOKEN", "0123456789abcdef"),
+            ("WRITEGUARD_UPSUN_SHARED_KEY", "fedcba9876543210"),
+        ];
+        Config::parse(weak, &env).expect("16-byte secrets from the environment");
+    }
+
+    fn issues_with(text: &str, env: &dyn Env) -> Vec<String> {
+        match Config::parse(text, env) {
+            Err(ParseError::Invalid(i)) => i.into_iter().map(|i| i.to_string()).collect(),
+            other => panic!("expected invalid, got {other:?}"),
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Typed extraction of one TOML table that records every problem instead of stopping at
 //! the first, so `writeguard check` can print them all with the key each concerns.
 
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use toml::{Table, Value};
@@ -92,14 +93,32 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A duration written like `"30s"`, `"10m"` or `"1h 30m"`.
-    pub(super) fn duration(&mut self, key: &str) -> Option<Duration> {
-        let raw = self.string(key)?;
+    /// A duration written like `"30s"`, `"10m"` or `"1h 30m"`, within `range`; `default`
+    /// when the key is absent. An unreadable or out-of-range value is an issue (and reads as
+    /// `default`, though the config is refused anyway). The upper bound is what keeps every
+    /// deadline the running code computes from it far from `Instant` overflow.
+    pub(super) fn duration(
+        &mut self,
+        key: &str,
+        default: Duration,
+        range: RangeInclusive<Duration>,
+    ) -> Duration {
+        let Some(raw) = self.string(key) else {
+            return default;
+        };
         match humantime::parse_duration(&raw) {
-            Ok(d) => Some(d),
+            Ok(d) if range.contains(&d) => d,
+            Ok(_) => {
+                let (min, max) = (
+                    humantime::format_duration(*range.start()),
+                    humantime::format_duration(*range.end()),
+                );
+                self.issue(key, format!("{raw:?} is out of range: from {min} to {max}"));
+                default
+            }
             Err(e) => {
                 self.issue(key, format!("{raw:?} is not a duration like \"30s\" ({e})"));
-                None
+                default
             }
         }
     }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::deadline;
 use crate::upsun::{Activity, Phase};
 
 /// How long an ended activity id is remembered, however many activities come after it: a
@@ -167,7 +168,7 @@ impl GuardState {
                         source: Source::Upsun,
                         reason: format!("Upsun {} in progress", activity.kind),
                         since: now,
-                        expires_at: now + max_engaged,
+                        expires_at: deadline::expiry(now, max_engaged),
                     });
                 }
             }
@@ -229,7 +230,7 @@ impl GuardState {
             source: Source::Manual,
             reason,
             since: now,
-            expires_at: now + ttl,
+            expires_at: deadline::expiry(now, ttl),
         };
         self.engagements.push(engagement.clone());
         engagement

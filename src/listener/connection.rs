@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
+use crate::deadline;
 use crate::framing::io::Verdict;
 
 /// The client end of a connection, worked out once per connection rather than per request.
@@ -51,7 +52,10 @@ impl Connection {
             return None;
         }
         let last = Duration::from_millis(self.last_answer_ms.load(Ordering::Acquire));
-        Some(self.accepted + last + idle)
+        Some(deadline::after_tokio(
+            self.accepted,
+            last.saturating_add(idle),
+        ))
     }
 }
 

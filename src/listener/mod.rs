@@ -22,6 +22,7 @@ use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 
+use crate::deadline;
 use crate::framing::io::{is_connect, After, Framed};
 use crate::framing::{Checker, Violation};
 use crate::http::{Body, Failure};
@@ -121,12 +122,12 @@ macro_rules! serve {
         let mut conn = $conn;
         let client: &Connection = $client;
         let idle: Option<Duration> = $idle;
-        let far = || tokio::time::Instant::now() + Duration::from_secs(86400);
+        let far = || deadline::after_tokio(tokio::time::Instant::now(), Duration::from_secs(86400));
         let next_idle = || {
             idle.map_or_else(far, |idle| {
                 client
                     .idle_deadline(idle)
-                    .unwrap_or_else(|| tokio::time::Instant::now() + idle)
+                    .unwrap_or_else(|| deadline::after_tokio(tokio::time::Instant::now(), idle))
             })
         };
         let idle_check = tokio::time::sleep_until(next_idle());
@@ -142,7 +143,9 @@ macro_rules! serve {
                 _ = stopping.as_mut(), if !lingering => {
                     client.closing.store(true, Ordering::Release);
                     lingering = true;
-                    linger_check.as_mut().reset(tokio::time::Instant::now() + $linger);
+                    linger_check
+                        .as_mut()
+                        .reset(deadline::after_tokio(tokio::time::Instant::now(), $linger));
                 }
                 _ = linger_check.as_mut(), if lingering => {
                     conn.as_mut().graceful_shutdown();

@@ -12,6 +12,7 @@ use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
 
 use crate::config::{ProxyConfig, UnderscoreHeaders};
+use crate::deadline;
 use crate::http::{Body, Failure};
 use crate::listener::Connection;
 use crate::traffic::InFlight;
@@ -61,7 +62,7 @@ impl Upstream {
         };
         let send = self.pool.send(req);
         tokio::pin!(send);
-        let mut deadline = tokio::time::Instant::now() + self.timeout;
+        let mut deadline = deadline::after_tokio(tokio::time::Instant::now(), self.timeout);
         loop {
             tokio::select! {
                 biased;
@@ -70,9 +71,11 @@ impl Upstream {
             }
             let now = tokio::time::Instant::now();
             deadline = match progress.sent() {
-                Some(at) if *at + self.timeout <= now => return Err(timed_out()),
-                Some(at) => *at + self.timeout,
-                None => now + self.timeout,
+                Some(&at) => match deadline::after_tokio(at, self.timeout) {
+                    due if due <= now => return Err(timed_out()),
+                    due => due,
+                },
+                None => deadline::after_tokio(now, self.timeout),
             };
         }
     }
@@ -176,7 +179,7 @@ impl Upstream {
                     .map(|r| r.build(self, client))
             });
             match (again, retry_until) {
-                (Some(next), Some(until)) if Instant::now() + backoff < until => {
+                (Some(next), Some(until)) if deadline::after(Instant::now(), backoff) < until => {
                     tracing::debug!(error = %err.error, attempts, "upstream failed; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_millis(500));

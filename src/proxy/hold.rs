@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::time::{interval_at, sleep_until, Instant, MissedTickBehavior};
 
+use crate::deadline;
 use crate::guard::{Guard, Place};
 use crate::traffic::InFlight;
 
@@ -32,7 +33,10 @@ pub enum Held {
 /// with the guard released, it lines up behind held writes still waiting for their turn
 /// (there are none: it goes at once).
 pub async fn until_turn(guard: &Guard, client: Option<RawFd>, deadline: Instant) -> Held {
-    let mut check = interval_at(Instant::now() + CLIENT_CHECK, CLIENT_CHECK);
+    let mut check = interval_at(
+        deadline::after_tokio(Instant::now(), CLIENT_CHECK),
+        CLIENT_CHECK,
+    );
     check.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let stopped = guard.stopped();
     tokio::pin!(stopped);

@@ -14,6 +14,7 @@ use hyper::body::{Body as _, Incoming};
 use hyper::{Request, Response};
 
 use crate::config::Config;
+use crate::deadline;
 use crate::framing::{self, Violation};
 use crate::guard::{Decision, Guard};
 use crate::http::{Body, Failure};
@@ -107,7 +108,7 @@ impl Proxy {
             tracing::warn!(max = max_held, "hold is full: answering 503 at once");
             return self.refuse(req, false).await;
         };
-        let deadline = tokio::time::Instant::now() + hold_for;
+        let deadline = deadline::after_tokio(tokio::time::Instant::now(), hold_for);
         let outcome = hold::until_turn(&self.guard, client.fd, deadline).await;
         drop(held);
         match outcome {
@@ -148,8 +149,8 @@ impl Proxy {
         if req.headers().contains_key(http::header::UPGRADE) {
             return Box::pin(self.upstream.tunnel(req, client, write)).await;
         }
-        let retry_until =
-            forward::is_idempotent(req.method()).then(|| Instant::now() + self.upstream_retry);
+        let retry_until = forward::is_idempotent(req.method())
+            .then(|| deadline::after(Instant::now(), self.upstream_retry));
         let res = self.upstream.forward(req, client, retry_until, write).await;
         if self.public.inject_banner && public::inject::wants(&res) {
             return public::inject::inject(res, self.public.banner_src());

@@ -12,6 +12,7 @@ use http_body_util::StreamBody;
 use hyper::body::Frame;
 use tokio_stream::wrappers::{IntervalStream, WatchStream};
 
+use crate::deadline;
 use crate::guard::Guard;
 use crate::http::Body;
 
@@ -27,7 +28,10 @@ pub fn stream(guard: Arc<Guard>) -> Body {
         let json = serde_json::to_string(&guard.public_status()).expect("status serializes");
         Bytes::from(format!("event: state\ndata: {json}\n\n"))
     });
-    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+    let mut beat = tokio::time::interval_at(
+        deadline::after_tokio(tokio::time::Instant::now(), HEARTBEAT),
+        HEARTBEAT,
+    );
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let heartbeats = IntervalStream::new(beat).map(|_| Bytes::from_static(b": heartbeat\n\n"));
     let events = hello

@@ -1,10 +1,11 @@
 //! Proof, before anything listens, that the state can be kept where the config says: the
-//! directories exist (created if needed) and files can be written in them, and the existing
-//! state file and audit log can be read and appended to. A guard that cannot save an
+//! directories exist (created owner-only if needed) and files can be written in them, and the
+//! existing state file and audit log can be read and appended to. A guard that cannot save an
 //! engagement cannot engage: better to refuse to start than to find out during a deploy.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use crate::config::StateConfig;
@@ -36,7 +37,12 @@ fn writable(path: &Path) -> Result<(), String> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    fs::create_dir_all(dir)
+    // Owner-only: the state is nobody else's business, and the upgrade socket lives beside it
+    // by default (whoever can reach that socket can hand the next instance its listeners).
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
         .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
     let mut scratch = path.as_os_str().to_owned();
     scratch.push(format!(".probe{}", std::process::id()));
@@ -69,6 +75,9 @@ mod tests {
         };
         assert_eq!(probe(&ok), []);
         assert!(dir.path().join("new/dir").is_dir() && !ok.path.exists());
+        use std::os::unix::fs::MetadataExt;
+        let mode = fs::metadata(dir.path().join("new/dir")).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o700, "created owner-only");
         let bad = StateConfig {
             path: "/proc/nope/x.state".into(),
             audit_log: dir.path().join("audit.jsonl"),

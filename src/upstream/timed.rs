@@ -12,6 +12,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
+use crate::deadline;
 use crate::traffic::InFlight;
 
 /// Why a client's request body did not make it upstream: the client's doing, not the
@@ -69,7 +70,7 @@ impl TimedBody {
         TimedBody {
             inner,
             idle,
-            deadline: Instant::now() + whole,
+            deadline: deadline::after_tokio(Instant::now(), whole),
             sleep: None,
             progress,
         }
@@ -81,7 +82,7 @@ impl TimedBody {
     }
 
     fn next_deadline(&self) -> Instant {
-        (Instant::now() + self.idle).min(self.deadline)
+        deadline::after_tokio(Instant::now(), self.idle).min(self.deadline)
     }
 }
 
@@ -96,7 +97,7 @@ impl Body for TimedBody {
         let this = &mut *self;
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
             if let Some(sleep) = this.sleep.as_mut() {
-                let next = (Instant::now() + this.idle).min(this.deadline);
+                let next = deadline::after_tokio(Instant::now(), this.idle).min(this.deadline);
                 sleep.as_mut().reset(next);
             }
             if matches!(frame, None | Some(Ok(_))) && this.inner.is_end_stream() {

@@ -101,6 +101,11 @@ impl Wg {
         self
     }
 
+    pub fn max_engaged(mut self, d: &str) -> Self {
+        self.max_engaged = d.into();
+        self
+    }
+
     pub fn shared_key(mut self, key: Option<&str>) -> Self {
         self.shared_key = key.map(str::to_string);
         self
