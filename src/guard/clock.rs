@@ -42,12 +42,7 @@ impl Clock {
         if offset.is_negative() {
             self.mono.checked_sub(magnitude).unwrap_or(self.mono)
         } else {
-            // Past `Instant`'s range (hundreds of billions of years): a century is as good.
-            let century = std::time::Duration::from_secs(100 * 365 * 86400);
-            self.mono
-                .checked_add(magnitude)
-                .or_else(|| self.mono.checked_add(century))
-                .unwrap_or(self.mono)
+            crate::deadline::after(self.mono, magnitude)
         }
     }
 }

@@ -1,0 +1,412 @@
+//! The readers of each config section: TOML values (and their environment overrides) to
+//! typed settings, every problem recorded with its key.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::{Method, Uri};
+
+use super::reader::Reader;
+use super::*;
+
+/// Reads `key` (or the variable named by `key_env`) as a secret; an environment override
+/// `override_var` wins over both.
+pub(super) fn read_secret(r: &mut Reader<'_>, env: &dyn Env, key: &str, override_var: &str) -> Option<Secret> {
+    let inline = r.string(key);
+    let env_key = format!("{key}_env");
+    let from_env = r.string(&env_key).and_then(|name| {
+        let value = env.var(&name);
+        if value.is_none() {
+            r.issue(
+                &env_key,
+                format!("environment variable {name} is not set or empty"),
+            );
+        }
+        value
+    });
+    if inline.is_some() && from_env.is_some() {
+        r.issue(key, format!("set either {key} or {env_key}, not both"));
+    }
+    env.var(override_var)
+        .or(from_env)
+        .or(inline)
+        .map(Secret::new)
+}
+
+fn listen_addrs(r: &mut Reader<'_>, key: &str, raw: Vec<String>) -> Vec<SocketAddr> {
+    if raw.is_empty() {
+        r.issue(key, "needs at least one address");
+    }
+    raw.iter()
+        .filter_map(|a| match a.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                r.issue(
+                    key,
+                    format!("{a:?} is not an address like \"127.0.0.1:8080\""),
+                );
+                None
+            }
+        })
+        .collect()
+}
+
+fn comma_list(s: &str) -> Vec<String> {
+    s.split(',').map(|p| p.trim().to_string()).collect()
+}
+
+pub(super) fn read_proxy(
+    root: &mut toml::Table,
+    env: &dyn Env,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<ProxyConfig> {
+    let mut r = Reader::section(root, "proxy", issues);
+    let listen = r.strings("listen", true);
+    let listen = env
+        .var("WRITEGUARD_LISTEN")
+        .map(|v| comma_list(&v))
+        .or(listen);
+    let listen = match listen {
+        Some(raw) => listen_addrs(&mut r, "listen", raw),
+        None => {
+            r.issue("listen", "is required");
+            Vec::new()
+        }
+    };
+    let upstream = env.var("WRITEGUARD_UPSTREAM").or(r.string("upstream"));
+    let upstream = match upstream {
+        None => {
+            r.issue("upstream", "is required, e.g. \"http://127.0.0.1:8000\"");
+            None
+        }
+        Some(raw) => match parse_upstream(&raw) {
+            Ok(uri) => Some(uri),
+            Err(msg) => {
+                r.issue("upstream", msg);
+                None
+            }
+        },
+    };
+    let connect_timeout = r.duration(
+        "connect_timeout",
+        Duration::from_secs(5),
+        limits::CONNECT_TIMEOUT,
+    );
+    let upstream_retry = r.duration(
+        "upstream_retry",
+        Duration::from_secs(5),
+        limits::UPSTREAM_RETRY,
+    );
+    let header_timeout = r.duration(
+        "header_timeout",
+        Duration::from_secs(30),
+        limits::HEADER_TIMEOUT,
+    );
+    let drain_limit = r.integer("drain_limit", 0, 1 << 30).unwrap_or(256 * 1024) as u64;
+    let h2c = r.bool("h2c").unwrap_or(false);
+    let body_idle_timeout = r.duration(
+        "body_idle_timeout",
+        Duration::from_secs(30),
+        limits::BODY_IDLE_TIMEOUT,
+    );
+    let body_timeout = r.duration(
+        "body_timeout",
+        Duration::from_secs(300),
+        limits::BODY_TIMEOUT,
+    );
+    let upstream_timeout = r.duration(
+        "upstream_timeout",
+        Duration::from_secs(60),
+        limits::UPSTREAM_TIMEOUT,
+    );
+    let max_header_size = r
+        // hyper's read buffer cannot be smaller than 8 KiB (with h2c the limit is the buffer).
+        .integer("max_header_size", 8192, 1 << 20)
+        .unwrap_or(64 * 1024) as usize;
+    let max_uri_length = r.integer("max_uri_length", 64, 1 << 20).unwrap_or(8 * 1024) as usize;
+    let underscore_headers = match r.string("underscore_headers").as_deref() {
+        None | Some("pass") => UnderscoreHeaders::Pass,
+        Some("drop") => UnderscoreHeaders::Drop,
+        Some(other) => {
+            r.issue(
+                "underscore_headers",
+                format!("{other:?} is not one of \"pass\", \"drop\""),
+            );
+            UnderscoreHeaders::Pass
+        }
+    };
+    r.finish();
+    Some(ProxyConfig {
+        listen,
+        upstream: upstream?,
+        connect_timeout,
+        upstream_retry,
+        header_timeout,
+        drain_limit,
+        h2c,
+        body_idle_timeout,
+        body_timeout,
+        upstream_timeout,
+        max_header_size,
+        max_uri_length,
+        underscore_headers,
+    })
+}
+
+pub(super) fn parse_upstream(raw: &str) -> Result<Uri, String> {
+    let uri: Uri = raw
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a URL like \"http://127.0.0.1:8000\""))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => return Err(format!("{raw:?} must start with http:// or https://")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("{raw:?} has no host"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!(
+            "{raw:?} must not carry a path or query: requests keep their own"
+        ));
+    }
+    Ok(uri)
+}
+
+pub(super) fn read_admin(
+    root: &mut toml::Table,
+    env: &dyn Env,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<AdminConfig> {
+    let mut r = Reader::section(root, "admin", issues);
+    let listen = env
+        .var("WRITEGUARD_ADMIN_LISTEN")
+        .map(|v| comma_list(&v))
+        .or(r.strings("listen", true))
+        .unwrap_or_else(|| vec!["127.0.0.1:9090".into()]);
+    let listen = listen_addrs(&mut r, "listen", listen);
+    let token = read_secret(&mut r, env, "token", "WRITEGUARD_ADMIN_TOKEN");
+    let token = match token {
+        Some(t) if t.expose().len() >= 8 => Some(t),
+        Some(_) => {
+            r.issue("token", "must be at least 8 characters");
+            None
+        }
+        None => {
+            r.issue(
+                "token",
+                "is required (or token_env, or WRITEGUARD_ADMIN_TOKEN): operator endpoints are never open",
+            );
+            None
+        }
+    };
+    r.finish();
+    Some(AdminConfig {
+        listen,
+        token: token?,
+    })
+}
+
+pub(super) fn read_guard(root: &mut toml::Table, issues: &mut Vec<ConfigIssue>) -> Option<GuardConfig> {
+    let mut r = Reader::section(root, "guard", issues);
+    let methods = r
+        .strings("methods", false)
+        .unwrap_or_else(|| vec!["POST".into(), "PATCH".into()]);
+    let mut parsed = Vec::new();
+    for m in &methods {
+        match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+            Ok(method) if method != Method::GET && method != Method::HEAD => parsed.push(method),
+            Ok(_) => r.issue(
+                "methods",
+                format!("{m:?} is a read; reads are never guarded"),
+            ),
+            Err(_) => r.issue("methods", format!("{m:?} is not an HTTP method")),
+        }
+    }
+    let retry_after = r.duration("retry_after", Duration::from_secs(30), limits::RETRY_AFTER);
+    let max_engaged = r.duration(
+        "max_engaged",
+        Duration::from_secs(30 * 60),
+        limits::MAX_ENGAGED,
+    );
+    let hold = r.duration("hold", Duration::from_secs(10), limits::HOLD);
+    let hold_max_requests = r
+        .integer("hold_max_requests", 0, 1_000_000)
+        .unwrap_or(10_000) as usize;
+    let release_concurrency = r.integer("release_concurrency", 1, 100_000).unwrap_or(64) as usize;
+    let page = r
+        .string("page")
+        .and_then(|path| match std::fs::read_to_string(&path) {
+            Ok(text) => Some(std::sync::Arc::from(text)),
+            Err(e) => {
+                r.issue("page", format!("cannot read {path:?}: {e}"));
+                None
+            }
+        });
+    let pass_unknown_methods = r.bool("pass_unknown_methods").unwrap_or(false);
+    let upgrades = match r.string("upgrades").as_deref() {
+        None | Some("refuse") => Upgrades::Refuse,
+        Some("pass") => Upgrades::Pass,
+        Some(other) => {
+            r.issue(
+                "upgrades",
+                format!("{other:?} is not one of \"refuse\", \"pass\""),
+            );
+            Upgrades::Refuse
+        }
+    };
+    let allow_paths = r.strings("allow_paths", false).unwrap_or_default();
+    for p in &allow_paths {
+        if !p.starts_with('/') {
+            r.issue("allow_paths", format!("{p:?} must start with '/'"));
+        } else if p.trim_end_matches('/').is_empty() {
+            // It would be trimmed to "", a prefix of every path: the guard would pass every
+            // write while claiming to be engaged.
+            r.issue(
+                "allow_paths",
+                format!("{p:?} covers every path, which turns the guard off; list the prefixes to leave unguarded"),
+            );
+        }
+    }
+    r.finish();
+    Some(GuardConfig {
+        methods: parsed,
+        retry_after,
+        max_engaged,
+        allow_paths: allow_paths
+            .into_iter()
+            .map(|p| p.trim_end_matches('/').to_string())
+            .collect(),
+        hold,
+        hold_max_requests,
+        release_concurrency,
+        page,
+        pass_unknown_methods,
+        upgrades,
+    })
+}
+
+pub(super) fn read_upsun(
+    root: &mut toml::Table,
+    env: &dyn Env,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<UpsunConfig> {
+    let mut r = Reader::section(root, "upsun", issues);
+    let shared_key = read_secret(&mut r, env, "shared_key", "WRITEGUARD_UPSUN_SHARED_KEY");
+    if shared_key.as_ref().is_some_and(|k| k.expose().is_empty()) {
+        r.issue("shared_key", "must not be empty");
+    }
+    let allow_unsigned = r.bool("allow_unsigned").unwrap_or(false);
+    let project = r.string("project");
+    let environments = r.strings("environments", false).unwrap_or_default();
+    let guard_pending = r.bool("guard_pending").unwrap_or(false);
+    r.finish();
+    Some(UpsunConfig {
+        shared_key,
+        allow_unsigned,
+        project,
+        environments,
+        guard_pending,
+    })
+}
+
+pub(super) fn read_state(root: &mut toml::Table, issues: &mut Vec<ConfigIssue>) -> Option<StateConfig> {
+    let mut r = Reader::section(root, "state", issues);
+    let path = r
+        .string("path")
+        .unwrap_or_else(|| "var/writeguard.state".into());
+    if path.is_empty() {
+        r.issue("path", "must not be empty");
+    }
+    let audit_log = r
+        .string("audit_log")
+        .unwrap_or_else(|| format!("{path}.audit.jsonl"));
+    if audit_log.is_empty() {
+        r.issue("audit_log", "must not be empty");
+    } else if audit_log == path {
+        r.issue("audit_log", "must not be the state file itself");
+    }
+    r.finish();
+    Some(StateConfig {
+        path: path.into(),
+        audit_log: audit_log.into(),
+    })
+}
+
+pub(super) fn read_public(root: &mut toml::Table, issues: &mut Vec<ConfigIssue>) -> PublicConfig {
+    let mut r = Reader::section(root, "public", issues);
+    let prefix = r
+        .string("prefix")
+        .unwrap_or_else(|| "/.well-known/writeguard".into());
+    if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') {
+        r.issue(
+            "prefix",
+            format!("{prefix:?} must start with '/' and not end with one"),
+        );
+    }
+    let cors_origins = r
+        .strings("cors_origins", true)
+        .unwrap_or_else(|| vec!["*".into()]);
+    let inject_banner = r.bool("inject_banner").unwrap_or(false);
+    r.finish();
+    PublicConfig {
+        prefix,
+        cors_origins,
+        inject_banner,
+    }
+}
+
+/// Longest path a Unix socket address holds (`sun_path` is 108 bytes with its NUL); pingora
+/// panics on a longer one in the middle of a hand-over.
+const MAX_SOCKET_PATH: usize = 107;
+
+pub(super) fn read_server(
+    root: &mut toml::Table,
+    state: &Option<StateConfig>,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<ServerConfig> {
+    let mut r = Reader::section(root, "server", issues);
+    let threads = r.integer("threads", 1, 256).unwrap_or(1) as usize;
+    let shutdown_grace = r.duration(
+        "shutdown_grace",
+        Duration::from_secs(10),
+        limits::SHUTDOWN_GRACE,
+    );
+    // Beside the state file by default, never in a shared directory like /tmp: whoever can
+    // create the socket there first receives the listening sockets at the next SIGQUIT.
+    let state_dir = state
+        .as_ref()
+        .and_then(|s| s.path.parent())
+        .unwrap_or(Path::new(""));
+    let upgrade_sock = r
+        .string("upgrade_sock")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| state_dir.join("writeguard.upgrade.sock"));
+    let pid_file = r
+        .string("pid_file")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| state_dir.join("writeguard.pid"));
+    let sock_len = upgrade_sock.as_os_str().len();
+    if sock_len == 0 {
+        r.issue("upgrade_sock", "must not be empty");
+    } else if sock_len > MAX_SOCKET_PATH {
+        r.issue(
+            "upgrade_sock",
+            format!(
+                "{} is {sock_len} bytes, longer than a Unix socket path may be ({MAX_SOCKET_PATH}); \
+                 set server.upgrade_sock (by default it is beside state.path)",
+                upgrade_sock.display()
+            ),
+        );
+    }
+    if pid_file.as_os_str().is_empty() {
+        r.issue("pid_file", "must not be empty");
+    }
+    r.finish();
+    Some(ServerConfig {
+        threads,
+        shutdown_grace,
+        upgrade_sock,
+        pid_file,
+    })
+}
+

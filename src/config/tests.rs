@@ -1,0 +1,211 @@
+//! Unit tests of the config loader: defaults, every error with its key, env overrides.
+
+use super::sections::parse_upstream;
+use super::*;
+
+pub(super) const MINIMAL: &str = r#"
+[proxy]
+listen = "127.0.0.1:8080"
+upstream = "http://127.0.0.1:8000"
+[admin]
+token = "a-long-token"
+"#;
+
+fn issues(text: &str) -> Vec<String> {
+    match Config::parse(text, &[]) {
+        Err(ParseError::Invalid(i)) => i.into_iter().map(|i| i.to_string()).collect(),
+        other => panic!("expected invalid, got {other:?}"),
+    }
+}
+
+#[test]
+fn minimal_config_gets_the_documented_defaults() {
+    let c = Config::parse(MINIMAL, &[]).expect("valid");
+    assert_eq!(c.guard.methods, vec![Method::POST, Method::PATCH]);
+    assert_eq!(c.guard.retry_after, Duration::from_secs(30));
+    assert_eq!(c.guard.max_engaged, Duration::from_secs(1800));
+    assert_eq!(c.admin.listen, vec!["127.0.0.1:9090".parse().unwrap()]);
+    assert_eq!(c.state.path, PathBuf::from("var/writeguard.state"));
+    assert_eq!(
+        c.state.audit_log,
+        PathBuf::from("var/writeguard.state.audit.jsonl")
+    );
+    assert_eq!(c.server.shutdown_grace, Duration::from_secs(10));
+    assert!(c.upsun.shared_key.is_none() && !c.upsun.allow_unsigned);
+    assert_eq!(c.proxy.underscore_headers, UnderscoreHeaders::Pass);
+}
+
+#[test]
+fn underscore_headers_is_pass_or_drop() {
+    let drop = MINIMAL.replace("[admin]", "underscore_headers = \"drop\"\n[admin]");
+    let c = Config::parse(&drop, &[]).expect("valid");
+    assert_eq!(c.proxy.underscore_headers, UnderscoreHeaders::Drop);
+    let bad = MINIMAL.replace("[admin]", "underscore_headers = \"strip\"\n[admin]");
+    let got = issues(&bad);
+    assert!(
+        got.iter()
+            .any(|i| i.starts_with("proxy.underscore_headers")),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn every_error_is_reported_with_its_key() {
+    let got = issues(
+        r#"
+[proxy]
+listen = ["nope"]
+upstream = "ftp://x"
+colour = "blue"
+[guard]
+retry_after = "soon"
+methods = ["GET", "PO ST"]
+[admin]
+token = "short"
+[extra]
+"#,
+    );
+    let keys: Vec<&str> = got.iter().map(|s| s.split(':').next().unwrap()).collect();
+    for key in [
+        "proxy.listen",
+        "proxy.upstream",
+        "proxy.colour",
+        "guard.retry_after",
+        "guard.methods",
+        "admin.token",
+        "extra",
+    ] {
+        assert!(keys.contains(&key), "{key} missing from {got:#?}");
+    }
+}
+
+#[test]
+fn env_overrides_win_and_secrets_come_from_named_variables() {
+    let env = [
+        ("WRITEGUARD_UPSTREAM", "https://app.example:8443"),
+        ("WRITEGUARD_LISTEN", "127.0.0.1:1,127.0.0.1:2"),
+        ("MY_KEY", "from-the-env"),
+    ];
+    let text = format!("{MINIMAL}\n[upsun]\nshared_key_env = \"MY_KEY\"\n");
+    let c = Config::parse(&text, &env).expect("valid");
+    assert_eq!(c.proxy.upstream, "https://app.example:8443");
+    assert_eq!(c.proxy.listen.len(), 2);
+    assert_eq!(c.upsun.shared_key.unwrap().expose(), "from-the-env");
+}
+
+#[test]
+fn missing_secret_variable_is_an_error() {
+    let text = format!("{MINIMAL}\n[upsun]\nshared_key_env = \"NOT_SET\"\n");
+    let got = issues(&text);
+    assert!(got.iter().any(|i| i.starts_with("upsun.shared_key_env")));
+}
+
+#[test]
+fn every_duration_has_an_upper_bound() {
+    let huge = "9223372036854775807s";
+    let text = format!(
+        "[proxy]\nlisten = \"127.0.0.1:1\"\nupstream = \"http://a\"\n\
+         connect_timeout = \"{huge}\"\nupstream_retry = \"{huge}\"\n\
+         header_timeout = \"{huge}\"\nbody_idle_timeout = \"{huge}\"\n\
+         body_timeout = \"{huge}\"\nupstream_timeout = \"{huge}\"\n\
+         [admin]\ntoken = \"a-long-token\"\n\
+         [guard]\nretry_after = \"{huge}\"\nmax_engaged = \"10000y\"\nhold = \"{huge}\"\n\
+         [server]\nshutdown_grace = \"{huge}\"\n"
+    );
+    let got = issues(&text);
+    let every = Config::parse(MINIMAL, &[]).expect("valid").durations();
+    for (key, _) in every {
+        assert!(
+            got.iter().any(|i| i.starts_with(&format!("{key}: "))),
+            "{key} missing from {got:#?}"
+        );
+    }
+    let at_max = format!(
+        "{MINIMAL}[guard]\nmax_engaged = \"7d\"\nhold = \"1h\"\nretry_after = \"1d\"\n"
+    );
+    let c = Config::parse(&at_max, &[]).expect("the maxima are valid");
+    assert_eq!(c.guard.max_engaged, Duration::from_secs(7 * 86_400));
+}
+
+#[test]
+fn an_allow_path_covering_everything_is_refused() {
+    for p in ["/", "//", "///"] {
+        let text = format!("{MINIMAL}[guard]\nallow_paths = [\"/login\", {p:?}]\n");
+        let got = issues(&text);
+        assert!(
+            got.iter()
+                .any(|i| i.starts_with("guard.allow_paths") && i.contains("every path")),
+            "{p}: {got:#?}"
+        );
+    }
+    let text = format!("{MINIMAL}[guard]\nallow_paths = [\"/login/\"]\n");
+    let c = Config::parse(&text, &[]).expect("valid");
+    assert_eq!(c.guard.allow_paths, vec!["/login".to_string()]);
+}
+
+#[test]
+fn the_upgrade_socket_and_pid_file_default_beside_the_state_file() {
+    let c = Config::parse(MINIMAL, &[]).expect("valid");
+    assert_eq!(
+        c.server.upgrade_sock,
+        PathBuf::from("var/writeguard.upgrade.sock")
+    );
+    assert_eq!(c.server.pid_file, PathBuf::from("var/writeguard.pid"));
+    let text = format!("{MINIMAL}[state]\npath = \"/srv/wg/state.json\"\n");
+    let c = Config::parse(&text, &[]).expect("valid");
+    assert_eq!(
+        c.server.upgrade_sock,
+        PathBuf::from("/srv/wg/writeguard.upgrade.sock")
+    );
+    assert_eq!(c.server.pid_file, PathBuf::from("/srv/wg/writeguard.pid"));
+    let text = format!("{MINIMAL}[state]\npath = \"state.json\"\n");
+    let c = Config::parse(&text, &[]).expect("valid");
+    assert_eq!(
+        c.server.upgrade_sock,
+        PathBuf::from("writeguard.upgrade.sock")
+    );
+    let long = "d".repeat(100);
+    let text = format!("{MINIMAL}[state]\npath = \"/{long}/state.json\"\n");
+    assert!(issues(&text)
+        .iter()
+        .any(|i| i.starts_with("server.upgrade_sock")));
+}
+
+#[test]
+fn example_or_short_secrets_are_refused_on_a_non_loopback_listener() {
+    let weak = "[proxy]\nlisten = \"127.0.0.1:8080\"\nupstream = \"http://a\"\n\
+                [admin]\ntoken = \"change-me\"\n[upsun]\nshared_key = \"short-key\"\n";
+    Config::parse(weak, &[]).expect("fine on loopback");
+    for env in [
+        [("WRITEGUARD_LISTEN", "0.0.0.0:8080")],
+        [("WRITEGUARD_ADMIN_LISTEN", "[::]:9090")],
+    ] {
+        let got = issues_with(weak, &env);
+        assert!(got
+            .iter()
+            .any(|i| i.starts_with("admin.token: is the example value")));
+        assert!(got
+            .iter()
+            .any(|i| i.starts_with("upsun.shared_key: is shorter")));
+    }
+    let env = [
+        ("WRITEGUARD_LISTEN", "0.0.0.0:8080"),
+        ("WRITEGUARD_ADMIN_TOKEN", "0123456789abcdef"),
+        ("WRITEGUARD_UPSUN_SHARED_KEY", "fedcba9876543210"),
+    ];
+    Config::parse(weak, &env).expect("16-byte secrets from the environment");
+}
+
+fn issues_with(text: &str, env: &dyn Env) -> Vec<String> {
+    match Config::parse(text, env) {
+        Err(ParseError::Invalid(i)) => i.into_iter().map(|i| i.to_string()).collect(),
+        other => panic!("expected invalid, got {other:?}"),
+    }
+}
+
+#[test]
+fn upstream_with_a_path_is_refused() {
+    assert!(parse_upstream("http://a/b").is_err());
+    assert!(parse_upstream("http://a/").is_ok());
+    assert!(parse_upstream("https://a:8443").is_ok());
+}
