@@ -5,8 +5,8 @@ mod diff;
 mod exposure;
 mod limits;
 mod reader;
-mod sections;
 mod secret;
+mod sections;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,8 +14,10 @@ use std::time::Duration;
 
 use http::{Method, Uri};
 
-use sections::{read_admin, read_guard, read_proxy, read_public, read_server, read_state, read_upsun};
 pub use secret::Secret;
+use sections::{
+    read_admin, read_guard, read_proxy, read_public, read_server, read_state, read_upsun,
+};
 
 /// Where environment variables come from: the process, or a map in tests.
 pub trait Env {

@@ -11,7 +11,12 @@ use super::*;
 
 /// Reads `key` (or the variable named by `key_env`) as a secret; an environment override
 /// `override_var` wins over both.
-pub(super) fn read_secret(r: &mut Reader<'_>, env: &dyn Env, key: &str, override_var: &str) -> Option<Secret> {
+pub(super) fn read_secret(
+    r: &mut Reader<'_>,
+    env: &dyn Env,
+    key: &str,
+    override_var: &str,
+) -> Option<Secret> {
     let inline = r.string(key);
     let env_key = format!("{key}_env");
     let from_env = r.string(&env_key).and_then(|name| {
@@ -206,7 +211,10 @@ pub(super) fn read_admin(
     })
 }
 
-pub(super) fn read_guard(root: &mut toml::Table, issues: &mut Vec<ConfigIssue>) -> Option<GuardConfig> {
+pub(super) fn read_guard(
+    root: &mut toml::Table,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<GuardConfig> {
     let mut r = Reader::section(root, "guard", issues);
     let methods = r
         .strings("methods", false)
@@ -309,7 +317,10 @@ pub(super) fn read_upsun(
     })
 }
 
-pub(super) fn read_state(root: &mut toml::Table, issues: &mut Vec<ConfigIssue>) -> Option<StateConfig> {
+pub(super) fn read_state(
+    root: &mut toml::Table,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<StateConfig> {
     let mut r = Reader::section(root, "state", issues);
     let path = r
         .string("path")
@@ -409,4 +420,3 @@ pub(super) fn read_server(
         pid_file,
     })
 }
-

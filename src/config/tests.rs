@@ -120,9 +120,8 @@ fn every_duration_has_an_upper_bound() {
             "{key} missing from {got:#?}"
         );
     }
-    let at_max = format!(
-        "{MINIMAL}[guard]\nmax_engaged = \"7d\"\nhold = \"1h\"\nretry_after = \"1d\"\n"
-    );
+    let at_max =
+        format!("{MINIMAL}[guard]\nmax_engaged = \"7d\"\nhold = \"1h\"\nretry_after = \"1d\"\n");
     let c = Config::parse(&at_max, &[]).expect("the maxima are valid");
     assert_eq!(c.guard.max_engaged, Duration::from_secs(7 * 86_400));
 }
