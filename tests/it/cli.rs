@@ -8,7 +8,7 @@ use std::process::Output;
 use serde_json::Value;
 
 use crate::common;
-use crate::common::{run, Req, Upstream, Wg, TOKEN};
+use crate::common::{run, Instance, Req, Upstream, Wg, TOKEN};
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -165,14 +165,19 @@ async fn check_applies_the_environment_overrides() {
     assert!(stderr(&out).contains("admin.token"), "{}", stderr(&out));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_operator_cli_engages_shows_and_releases() {
+/// An instance for the operator client to drive, and an empty directory to run it in (no
+/// config there: what it needs comes from flags, `-c` or the env).
+async fn operated() -> (Upstream, Instance, tempfile::TempDir) {
     let up = Upstream::start().await;
     let wg = Wg::for_upstream(&up).start().await;
-    let admin = wg.admin_url();
-    // A directory without any config: everything comes from the flags.
-    let cwd = tempfile::tempdir().expect("temp dir");
+    (up, wg, tempfile::tempdir().expect("temp dir"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_cli_engages_shows_and_releases() {
+    let (_up, wg, cwd) = operated().await;
     let cwd = cwd.path();
+    let admin = wg.admin_url();
 
     let out = run(
         cwd,
@@ -215,11 +220,9 @@ async fn the_operator_cli_engages_shows_and_releases() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_cli_refuses_a_wrong_token_and_changes_nothing() {
-    let up = Upstream::start().await;
-    let wg = Wg::for_upstream(&up).start().await;
-    let admin = wg.admin_url();
-    let cwd = tempfile::tempdir().expect("temp dir");
+    let (_up, wg, cwd) = operated().await;
     let cwd = cwd.path();
+    let admin = wg.admin_url();
 
     let out = run(
         cwd,
@@ -271,11 +274,9 @@ async fn the_operator_cli_refuses_a_wrong_token_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_cli_takes_its_defaults_from_the_config_and_env() {
-    let up = Upstream::start().await;
-    let wg = Wg::for_upstream(&up).start().await;
-    let config = wg.config_path().to_string_lossy().into_owned();
-    let cwd = tempfile::tempdir().expect("temp dir");
+    let (_up, wg, cwd) = operated().await;
     let cwd = cwd.path();
+    let config = wg.config_path().to_string_lossy().into_owned();
 
     // Admin URL and token from `-c`.
     let out = run(cwd, &["engage", "-c", &config, "--ttl", "5m"], &[]).await;

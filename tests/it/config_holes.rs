@@ -8,9 +8,9 @@
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::common::process::Process;
 use crate::common::{eventually, free_port, sample, writeguard, Req, Upstream, Wg};
 
 /// Every duration key with the largest value README's config table allows.
@@ -83,6 +83,19 @@ impl Cfg {
     fn dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// `writeguard run <args>` on this config (copied to `<name>.toml`), logging to
+    /// `<name>.log`; `proxy`/`admin` are the addresses it names. Does not wait.
+    fn spawn(
+        &self,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        addrs: (SocketAddr, SocketAddr),
+    ) -> Process {
+        let text = std::fs::read_to_string(&self.path).expect("read config");
+        Process::spawn(self.dir(), name, &text, args, env, addrs)
+    }
 }
 
 /// `writeguard check -c FILE` with `env`: exit code and everything printed.
@@ -119,85 +132,21 @@ fn refused(cfg: &Cfg, env: &[(&str, &str)], keys: &[&str]) -> String {
     out
 }
 
-/// A process of the real binary, stopped (SIGTERM, then SIGKILL) when dropped.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn spawn(cfg: &Cfg, args: &[&str], env: &[(&str, &str)], log_name: &str) -> Proc {
-        let log = cfg.dir().join(log_name);
-        let file = std::fs::File::create(&log).expect("create log");
-        let child = writeguard()
-            .arg("run")
-            .args(args)
-            .arg("-c")
-            .arg(&cfg.path)
-            .envs(env.iter().copied())
-            .env("WRITEGUARD_LOG", "info")
-            .current_dir(cfg.dir())
-            .stdout(file.try_clone().expect("clone log"))
-            .stderr(Stdio::from(file))
-            .spawn()
-            .expect("spawn writeguard run");
-        Proc { child, log }
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The exit code once it exits within `limit`; None if it is still running.
-    async fn exit_code(&mut self, limit: Duration) -> Option<i32> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status.code().unwrap_or(-1));
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let pid = self.child.id().to_string();
-        let ok = Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "kill {sig} {pid}");
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 /// `writeguard run` must exit with `code` on its own (bounded), having opened no port.
-async fn run_exits(cfg: &Cfg, env: &[(&str, &str)], ports: &[SocketAddr], code: i32) -> String {
-    let mut p = Proc::spawn(cfg, &[], env, "run.log");
-    let got = p.exit_code(Duration::from_secs(10)).await;
+async fn run_exits(
+    cfg: &Cfg,
+    env: &[(&str, &str)],
+    (proxy, admin): (SocketAddr, SocketAddr),
+    code: i32,
+) -> String {
+    let mut p = cfg.spawn("run", &[], env, (proxy, admin));
+    let got = p
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .map(|s| s.code().unwrap_or(-1));
     let logs = p.logs();
     assert_eq!(got, Some(code), "run did not exit {code}; log:\n{logs}");
-    for port in ports {
+    for port in [proxy, admin] {
         let local = SocketAddr::from(([127, 0, 0, 1], port.port()));
         assert!(
             TcpStream::connect_timeout(&local, Duration::from_secs(1)).is_err(),
@@ -205,18 +154,6 @@ async fn run_exits(cfg: &Cfg, env: &[(&str, &str)], ports: &[SocketAddr], code: 
         );
     }
     logs
-}
-
-async fn ready(admin: SocketAddr, p: &Proc) {
-    let up = eventually(Duration::from_secs(10), || async {
-        Req::get("/readyz")
-            .timeout(Duration::from_secs(1))
-            .try_send(admin)
-            .await
-            .is_ok_and(|r| r.status == 200)
-    })
-    .await;
-    assert!(up, "not ready within 10 s; log:\n{}", p.logs());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -235,7 +172,7 @@ async fn max_engaged_10000y_is_refused_by_check_and_run_naming_the_key() {
     );
     let out = refused(&cfg, &[], &["guard.max_engaged"]);
     assert!(out.contains("out of range: from 1s to 7days"), "{out}");
-    let logs = run_exits(&cfg, &[], &[proxy, admin], 2).await;
+    let logs = run_exits(&cfg, &[], (proxy, admin), 2).await;
     assert!(logs.contains("guard.max_engaged"), "{logs}");
 }
 
@@ -364,7 +301,7 @@ async fn an_allow_path_covering_every_path_is_refused() {
         );
         let out = refused(&cfg, &[], &["guard.allow_paths"]);
         assert!(out.contains("covers every path"), "{paths:?}: {out}");
-        run_exits(&cfg, &[], &[proxy, admin], 2).await;
+        run_exits(&cfg, &[], (proxy, admin), 2).await;
     }
     let ok = Cfg::of(
         &Wg::new("http://127.0.0.1:9").allow_paths(&["/login/", "/api"]),
@@ -449,7 +386,7 @@ async fn weak_secrets_are_refused_off_loopback_and_accepted_on_it() {
     assert_eq!(code, 0, "{out}");
 
     // `run` refuses too, before listening on 0.0.0.0.
-    let logs = run_exits(&open_proxy, &[], &[proxy, admin], 2).await;
+    let logs = run_exits(&open_proxy, &[], (proxy, admin), 2).await;
     assert!(logs.contains("admin.token"), "{logs}");
 }
 
@@ -591,15 +528,15 @@ async fn the_upgrade_socket_defaults_beside_the_state_file_and_is_owner_only() {
     let state_dir = cfg.dir().join("state");
     let sock = state_dir.join("writeguard.upgrade.sock");
 
-    let mut old = Proc::spawn(&cfg, &[], &[], "old.log");
-    ready(admin, &old).await;
+    let mut old = cfg.spawn("old", &[], &[], (proxy, admin));
+    old.ready().await;
     assert_eq!(
         mode(&state_dir),
         0o700,
         "the socket's directory (the state dir) is not owner-only"
     );
 
-    let new = Proc::spawn(&cfg, &["--upgrade"], &[], "new.log");
+    let mut new = cfg.spawn("new", &["--upgrade"], &[], (proxy, admin));
     let bound = eventually(Duration::from_secs(10), || async {
         std::fs::symlink_metadata(&sock).is_ok_and(|m| m.file_type().is_socket())
     })
@@ -616,13 +553,13 @@ async fn the_upgrade_socket_defaults_beside_the_state_file_and_is_owner_only() {
     .await;
     assert!(owner_only, "socket mode {:o}", mode(&sock));
 
-    old.signal("-QUIT");
+    old.signal("QUIT");
     assert!(
-        old.exit_code(Duration::from_secs(15)).await.is_some(),
+        old.wait_exit(Duration::from_secs(15)).await.is_some(),
         "the old instance did not hand over; new log:\n{}",
         new.logs()
     );
-    ready(admin, &new).await;
+    new.ready().await;
     let res = Req::get("/page").send(proxy).await;
     assert_eq!(res.status, 200, "the new instance serves the proxy port");
     assert!(!sock.exists(), "the socket is removed after the hand-over");
@@ -653,7 +590,7 @@ async fn an_upgrade_socket_directory_others_may_write_is_refused() {
         .collect::<Vec<_>>()
         .join("\n");
     std::fs::write(&cfg.path, text).expect("write");
-    let logs = run_exits(&cfg, &[], &[proxy, admin], 1).await;
+    let logs = run_exits(&cfg, &[], (proxy, admin), 1).await;
     assert!(
         logs.contains("server.upgrade_sock") && logs.contains("writable by other users"),
         "{logs}"

@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -20,6 +19,7 @@ use tokio::task::JoinHandle;
 use crate::common;
 use crate::common::client::RawConn;
 use crate::common::faulty::Faulty;
+use crate::common::process::{limit_nofile, Process};
 use crate::common::{h2c, Instance, Req, Resp, Upstream, Wg};
 
 async fn engage(wg: &Instance) {
@@ -385,107 +385,43 @@ async fn other_underscore_headers_pass_by_default_and_go_with_drop() {
     );
 }
 
-/// The binary started by hand with `RLIMIT_NOFILE` = `soft`/`hard` (set in the child
-/// before exec), on fresh ports; waits (bounded) until it is ready.
-struct Limited {
-    child: Child,
-    proxy: SocketAddr,
-    admin: SocketAddr,
-    _dir: tempfile::TempDir,
+/// A temp dir for [`limited`].
+fn nofile_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("wg-it-nofile-")
+        .tempdir()
+        .expect("temp dir")
 }
 
-impl Limited {
-    async fn start(cfg: &Wg, soft: u64, hard: u64) -> Limited {
-        let dir = tempfile::Builder::new()
-            .prefix("wg-it-nofile-")
-            .tempdir()
-            .expect("temp dir");
-        let (proxy, admin) = (common::free_port(), common::free_port());
-        let config = dir.path().join("writeguard.toml");
-        std::fs::write(&config, cfg.render(proxy, admin, dir.path())).expect("write config");
-        let log = std::fs::File::create(dir.path().join("writeguard.log")).expect("log file");
-        let mut cmd = common::writeguard();
-        cmd.arg("run")
-            .arg("-c")
-            .arg(&config)
-            .env("WRITEGUARD_LOG", "info")
-            .current_dir(dir.path())
-            .stdout(log.try_clone().expect("log handle"))
-            .stderr(log);
-        limit_nofile(&mut cmd, soft, hard);
-        let child = cmd.spawn().expect("spawn writeguard");
-        let mut limited = Limited {
-            child,
-            proxy,
-            admin,
-            _dir: dir,
-        };
-        let ready = common::eventually(Duration::from_secs(10), || async {
-            Req::get("/readyz")
-                .timeout(Duration::from_secs(1))
-                .try_send(admin)
-                .await
-                .is_ok_and(|r| r.status == 200)
-        })
-        .await;
-        if !ready {
-            let _ = limited.child.kill();
-            panic!("writeguard did not become ready:\n{}", limited.logs());
-        }
-        limited
-    }
+/// The binary in `dir` on fresh ports with `RLIMIT_NOFILE` = `soft`/`hard` (set in the
+/// child before exec); waits (bounded) until it is ready.
+async fn limited(dir: &Path, cfg: &Wg, soft: u64, hard: u64) -> Process {
+    let (proxy, admin) = (common::free_port(), common::free_port());
+    let mut wg = Process::spawn_with(
+        dir,
+        "writeguard",
+        &cfg.render(proxy, admin, dir),
+        &[],
+        &[],
+        (proxy, admin),
+        |cmd| limit_nofile(cmd, soft, hard),
+    );
+    wg.ready().await;
+    wg
+}
 
-    fn logs(&self) -> String {
-        std::fs::read_to_string(self._dir.path().join("writeguard.log")).unwrap_or_default()
-    }
-
-    /// The soft limit the process runs with (`/proc/<pid>/limits`).
-    fn soft_nofile(&self) -> u64 {
-        let limits = std::fs::read_to_string(
-            Path::new("/proc")
-                .join(self.child.id().to_string())
-                .join("limits"),
-        )
+/// The soft open-file limit the process `pid` runs with (`/proc/<pid>/limits`).
+fn soft_nofile(pid: u32) -> u64 {
+    let limits = std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("limits"))
         .expect("read /proc/<pid>/limits");
-        let line = limits
-            .lines()
-            .find(|l| l.starts_with("Max open files"))
-            .expect("a Max open files line");
-        line.split_whitespace()
-            .nth(3)
-            .and_then(|v| v.parse().ok())
-            .expect("a numeric soft limit")
-    }
-}
-
-impl Drop for Limited {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("---- writeguard log ----\n{}\n---- end ----", self.logs());
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-#[allow(unsafe_code)]
-fn limit_nofile(cmd: &mut std::process::Command, soft: u64, hard: u64) {
-    use std::os::unix::process::CommandExt;
-    cmd.stdin(Stdio::null());
-    // SAFETY: the closure runs in the child between fork and exec; setrlimit is
-    // async-signal-safe and touches nothing but the child's own limits.
-    unsafe {
-        cmd.pre_exec(move || {
-            let lim = libc::rlimit {
-                rlim_cur: soft as libc::rlim_t,
-                rlim_max: hard as libc::rlim_t,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    line.split_whitespace()
+        .nth(3)
+        .and_then(|v| v.parse().ok())
+        .expect("a numeric soft limit")
 }
 
 /// This process's hard `RLIMIT_NOFILE`.
@@ -505,8 +441,9 @@ fn hard_nofile() -> u64 {
 async fn the_soft_open_file_limit_is_raised_to_the_hard_one() {
     let up = Upstream::start().await;
     let hard = hard_nofile().min(4096);
-    let wg = Limited::start(&Wg::for_upstream(&up), 64, hard).await;
-    assert_eq!(wg.soft_nofile(), hard, "log:\n{}", wg.logs());
+    let dir = nofile_dir();
+    let wg = limited(dir.path(), &Wg::for_upstream(&up), 64, hard).await;
+    assert_eq!(soft_nofile(wg.pid()), hard, "log:\n{}", wg.logs());
     // 10,000 held writes (the default) do not fit in 4096 descriptors: said at start.
     if hard < 10_000 {
         assert!(
@@ -524,7 +461,8 @@ async fn held_writes_leave_file_descriptors_for_reads() {
     let cfg = Wg::for_upstream(&up)
         .hold("60s")
         .guard_line("release_concurrency = 4");
-    let wg = Limited::start(&cfg, 64, 64).await;
+    let dir = nofile_dir();
+    let wg = limited(dir.path(), &cfg, 64, 64).await;
     let res = Req::new("POST", "/guard")
         .bearer(common::TOKEN)
         .json(&json!({"reason": "deploy"}))

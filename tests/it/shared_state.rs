@@ -20,7 +20,7 @@ async fn second_instance(wg: &Instance) -> Process {
         .replace(&wg.admin.to_string(), &admin.to_string())
         .replace("upgrade.sock", "second.upgrade.sock")
         .replace("writeguard.pid", "second.pid");
-    let other = Process::spawn(wg.dir(), "second", &text, &[], &[], (proxy, admin));
+    let mut other = Process::spawn(wg.dir(), "second", &text, &[], &[], (proxy, admin));
     other.ready().await;
     other
 }
@@ -253,7 +253,7 @@ async fn a_wall_clock_step_does_not_end_an_engagement() {
         ("FAKETIME_NO_CACHE", "1"),
         ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
     ];
-    let wg = Process::spawn(dir.path(), "wg", &text, &[], &env, (proxy, admin));
+    let mut wg = Process::spawn(dir.path(), "wg", &text, &[], &env, (proxy, admin));
     wg.ready().await;
     let token = TOKEN;
     let engaged = Req::new("POST", "/guard")

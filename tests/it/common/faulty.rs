@@ -23,8 +23,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+use super::server::{loopback, serve_connections};
 
 /// One request as the faulty upstream saw it.
 #[derive(Debug, Clone)]
@@ -51,30 +53,20 @@ pub struct Faulty {
 
 impl Faulty {
     pub async fn start() -> Faulty {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the faulty upstream");
-        let addr = listener.local_addr().expect("local addr");
+        let (listener, addr) = loopback("faulty upstream").await;
         let state = Arc::new(State::default());
         let shared = state.clone();
-        let task = tokio::spawn(async move {
-            let mut connections = JoinSet::new();
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let state = shared.clone();
-                connections.spawn(async move {
-                    if state.mute.load(Ordering::SeqCst) {
-                        // Hold the connection open, never read: the proxy's bytes sit in
-                        // the socket buffer.
-                        let _keep = stream;
-                        std::future::pending::<()>().await;
-                    } else {
-                        let _ = serve(stream, &state).await;
-                    }
-                });
-                while connections.try_join_next().is_some() {}
+        let task = serve_connections(listener, move |stream| {
+            let state = shared.clone();
+            async move {
+                if state.mute.load(Ordering::SeqCst) {
+                    // Hold the connection open, never read: the proxy's bytes sit in
+                    // the socket buffer.
+                    let _keep = stream;
+                    std::future::pending::<()>().await;
+                } else {
+                    let _ = serve(stream, &state).await;
+                }
             }
         });
         Faulty { addr, state, task }

@@ -5,15 +5,15 @@
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus};
-use std::time::{Duration, Instant};
+use std::process::{Child, ExitStatus};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::Value;
 
 use writeguard::listening::holds;
 
-use super::{free_port, writeguard, Req, Resp, Upstream, Wg, SHARED_KEY};
+use super::{free_port, process, writeguard, Req, Resp, Upstream, Wg, SHARED_KEY};
 
 /// A running writeguard process. Dropping it stops the process (SIGTERM, then SIGKILL).
 pub struct Instance {
@@ -134,27 +134,13 @@ impl Instance {
 
     /// Err(true) when the process exited, Err(false) on timeout.
     async fn wait_ready(&mut self) -> Result<(), bool> {
-        let deadline = Instant::now() + READY_WITHIN;
-        loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return Err(true);
-                }
-            }
-            if let Ok(res) = Req::get("/readyz")
-                .timeout(Duration::from_secs(1))
-                .try_send(self.admin)
-                .await
-            {
-                if res.status == 200 {
-                    return Ok(());
-                }
-            }
-            if Instant::now() >= deadline {
-                return Err(false);
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let child = &mut self.child;
+        super::wait_ready(self.admin, READY_WITHIN, || {
+            child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
+        })
+        .await
     }
 
     /// Sends SIGTERM (graceful stop) without waiting.
@@ -164,49 +150,23 @@ impl Instance {
 
     /// Sends the signal `name` (`HUP`, `QUIT`, `KILL`...) without waiting.
     pub fn signal(&self, name: &str) {
-        let pid = self.pid().to_string();
-        let ok = Command::new("kill")
-            .args([&format!("-{name}"), &pid])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "kill -{name} {pid} failed");
+        process::signal(self.pid(), name);
     }
 
     /// Waits (bounded) for the process to exit; None on timeout.
     pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            let child = self.child.as_mut()?;
-            if let Ok(Some(status)) = child.try_wait() {
-                self.child = None;
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let status = process::exit_within(self.child.as_mut()?, limit).await;
+        if status.is_some() {
+            self.child = None;
         }
+        status
     }
 
     /// Graceful stop (SIGTERM), SIGKILL if it takes more than 5 s. Returns the exit status.
     pub fn stop(&mut self) -> Option<ExitStatus> {
-        let child = self.child.as_mut()?;
-        if let Ok(Some(status)) = child.try_wait() {
-            self.child = None;
-            return Some(status);
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                self.child = None;
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.kill_now()
+        let status = process::stop(self.child.as_mut()?);
+        self.child = None;
+        status
     }
 
     fn kill_now(&mut self) -> Option<ExitStatus> {

@@ -18,10 +18,9 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use super::server::serve_http1;
+use super::server::{loopback, serve_http1};
 
 /// The header carrying each request's unique id.
 pub const ID_HEADER: &str = "x-request-id";
@@ -47,10 +46,7 @@ pub struct Ledger {
 
 impl Ledger {
     pub async fn start() -> Ledger {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the ledger upstream");
-        let addr = listener.local_addr().expect("local addr");
+        let (listener, addr) = loopback("ledger upstream").await;
         let book = Arc::new(Book::default());
         let task = serve_http1(listener, book.clone(), record);
         Ledger { addr, book, task }

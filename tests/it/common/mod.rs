@@ -179,6 +179,33 @@ where
     }
 }
 
+/// Polls `GET /readyz` on `admin` until it answers 200 (`Ok`), `exited()` says the process
+/// is gone (`Err(true)`), or `limit` passes (`Err(false)`): the harness's one readiness wait.
+pub async fn wait_ready(
+    admin: SocketAddr,
+    limit: Duration,
+    mut exited: impl FnMut() -> bool,
+) -> Result<(), bool> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if exited() {
+            return Err(true);
+        }
+        let ready = Req::get("/readyz")
+            .timeout(Duration::from_secs(1))
+            .try_send(admin)
+            .await
+            .is_ok_and(|r| r.status == 200);
+        if ready {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(false);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// `method` as an http::Method (extension methods like `post` included).
 pub fn method(m: &str) -> Method {
     Method::from_bytes(m.as_bytes()).expect("valid method token")

@@ -1,19 +1,51 @@
-//! The accept loop of the in-process upstreams ([`Upstream`](super::Upstream),
-//! [`Ledger`](super::ledger::Ledger)): hyper's HTTP/1.1 server on a loopback listener, each
-//! request answered by a function of the upstream's shared state.
+//! The accept loop of the in-process upstreams: raw connections for
+//! [`Faulty`](super::faulty::Faulty), hyper's HTTP/1.1 server for
+//! [`Upstream`](super::Upstream) and [`Ledger`](super::ledger::Ledger), each request answered
+//! by a function of the upstream's shared state.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
-/// Serves `listener` until the returned task is aborted, which closes every connection too.
+/// A listener on a free loopback port for the upstream `what`, and its address.
+pub async fn loopback(what: &str) -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind the {what}: {e}"));
+    let addr = listener.local_addr().expect("local addr");
+    (listener, addr)
+}
+
+/// Accepts on `listener` until the returned task is aborted, each connection handled by
+/// `handle` on a task of its own; aborting closes every connection too.
+pub fn serve_connections<H, Fut>(listener: TcpListener, handle: H) -> JoinHandle<()>
+where
+    H: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        // Dropping the set (when this task is aborted) aborts every connection too.
+        let mut connections = JoinSet::new();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            connections.spawn(handle(stream));
+            while connections.try_join_next().is_some() {}
+        }
+    })
+}
+
+/// Serves HTTP/1.1 on `listener` until the returned task is aborted, which closes every
+/// connection too.
 pub fn serve_http1<S, F, Fut, B>(listener: TcpListener, state: Arc<S>, answer: F) -> JoinHandle<()>
 where
     S: Send + Sync + 'static,
@@ -23,24 +55,16 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    tokio::spawn(async move {
-        // Dropping the set (when this task is aborted) aborts every connection too.
-        let mut connections = JoinSet::new();
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let state = state.clone();
-            connections.spawn(async move {
-                let service = service_fn(move |req| {
-                    let answer = answer(state.clone(), req);
-                    async move { Ok::<_, Infallible>(answer.await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+    serve_connections(listener, move |stream| {
+        let state = state.clone();
+        async move {
+            let service = service_fn(move |req| {
+                let answer = answer(state.clone(), req);
+                async move { Ok::<_, Infallible>(answer.await) }
             });
-            while connections.try_join_next().is_some() {}
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         }
     })
 }

@@ -30,7 +30,7 @@ use tokio::task::JoinHandle;
 
 use super::client::{Chunks, TestBody};
 use super::pattern;
-use super::server::serve_http1;
+use super::server::{loopback, serve_http1};
 
 /// One request as the upstream saw it.
 #[derive(Debug, Clone)]
@@ -77,10 +77,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 impl Upstream {
     pub async fn start() -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the upstream");
-        let addr = listener.local_addr().expect("local addr");
+        let (listener, addr) = loopback("upstream").await;
         let shared = Arc::new(Shared::default());
         let task = Some(serve_http1(listener, shared.clone(), handle));
         Upstream { addr, shared, task }

@@ -20,6 +20,13 @@ fn public(path: &str) -> String {
     format!("{PREFIX}{path}")
 }
 
+/// A CORS preflight from `origin` for `GET {prefix}/api/p/main`.
+fn preflight(origin: &str) -> Req {
+    Req::new("OPTIONS", &public("/api/p/main"))
+        .header("origin", origin)
+        .header("access-control-request-method", "GET")
+}
+
 #[track_caller]
 fn assert_json_200(res: &Resp) -> Value {
     assert_eq!(res.status, 200, "{}", res.text());

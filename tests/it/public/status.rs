@@ -5,7 +5,7 @@
 use crate::common::sse::Events;
 use crate::common::{Instance, Req, Upstream, Wg, BROWSER_ACCEPT, SAMPLE_PROJECT};
 
-use super::{assert_json_200, public, public_status, PREFIX};
+use super::{assert_json_200, preflight, public, public_status, PREFIX};
 
 /// The status-holder answer for `project`/`environment`.
 async fn available(wg: &Instance, project: &str, environment: &str) -> bool {
@@ -87,13 +87,7 @@ async fn public_routes_never_reach_the_upstream_and_are_never_guarded() {
         let mut events = Events::open(wg.proxy, &public("/events")).await;
         events.next_state().await;
         drop(events);
-        let res = wg
-            .proxy(
-                Req::new("OPTIONS", &public("/api/p/main"))
-                    .header("origin", "https://shop.example")
-                    .header("access-control-request-method", "GET"),
-            )
-            .await;
+        let res = wg.proxy(preflight("https://shop.example")).await;
         assert_eq!(res.status, 204);
         // Unknown routes under the prefix are answered here too, never forwarded.
         for path in [PREFIX.to_string(), public("/"), public("/nope/deeper")] {
