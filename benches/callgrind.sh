@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Instructions per proxied GET and per guarded 503, under callgrind, for one or more
+# writeguard binaries (the method of benches/README.md, "Instructions per proxied GET"):
+#   bash benches/callgrind.sh target/release/writeguard [other/writeguard ...]
+# Needs valgrind, wrk and nginx (Debian packages). Loopback only; ports WG_CG_PORT_BASE..+2
+# (default 24510). Each binary: started under callgrind, warmed up 3 s, counters zeroed,
+# `wrk -t1 -c8 -d10s`, counters dumped; instructions / requests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 1 ] || { echo "usage: $0 BIN [BIN...]" >&2; exit 2; }
+base="${WG_CG_PORT_BASE:-24510}"
+up=$base; wg=$((base + 1)); admin=$((base + 2)); token=bench-token-0123456789
+dir=$(mktemp -d)
+mkdir -p "$dir/tmp" "$dir/www"
+sed -e "s#@DIR@#$dir#g" -e "s#@UPSTREAM_PORT@#$up#g" benches/load/upstream-nginx.conf.in > "$dir/up.conf"
+nginx -c "$dir/up.conf" -p "$dir" &
+nginx_pid=$!
+trap 'kill $nginx_pid 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
+sleep 1
+
+measure() { # BIN MODE
+  local bin=$1 mode=$2 vg out reqs ir
+  sed -e "s#@DIR@#$dir#g" -e "s#@UPSTREAM_PORT@#$up#g" -e "s#@WG_PORT@#$wg#g" \
+      -e "s#@ADMIN_PORT@#$admin#g" -e "s#@TOKEN@#$token#g" -e "s#@HOLD_LINE@#hold = \"0s\"#g" \
+      benches/load/writeguard.toml.in > "$dir/wg.toml"
+  rm -f "$dir"/writeguard.state* "$dir"/cg.out*
+  valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" "$bin" run -c "$dir/wg.toml" \
+      > "$dir/wg.log" 2>&1 &
+  vg=$!
+  for _ in $(seq 1 300); do
+    curl -s -o /dev/null -w '%{http_code}' "127.0.0.1:$admin/readyz" 2>/dev/null | grep -q 200 && break
+    sleep 0.2
+  done
+  if [ "$mode" = post ]; then
+    curl -s -X POST -H "authorization: Bearer $token" -d '{"reason":"bench","ttl":"1h"}' \
+        "127.0.0.1:$admin/guard" > /dev/null
+  fi
+  WRK_MODE=$mode wrk -t1 -c8 -d3s -s benches/load/wrk.lua "http://127.0.0.1:$wg/small" > /dev/null 2>&1
+  callgrind_control -z "$vg" > /dev/null 2>&1
+  out=$(WRK_MODE=$mode wrk -t1 -c8 -d10s -s benches/load/wrk.lua "http://127.0.0.1:$wg/small" 2>&1)
+  callgrind_control -d "$vg" > /dev/null 2>&1
+  sleep 1
+  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  # The newest dump holds what was counted since the zeroing.
+  ir=$(grep -h '^summary:\|^totals:' "$(ls -t "$dir"/cg.out.* | head -1)" | head -1 | awk '{print $2}')
+  echo "$bin $mode: $reqs requests, $ir instructions, $((ir / reqs)) per request"
+  kill "$vg"; wait "$vg" 2>/dev/null || true
+}
+
+for mode in get post; do
+  for bin in "$@"; do
+    measure "$bin" "$mode"
+  done
+done
