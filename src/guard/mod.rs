@@ -14,13 +14,13 @@ mod gate;
 mod policy;
 mod snapshot;
 mod state;
+mod status;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::config::{Config, GuardConfig};
@@ -35,33 +35,7 @@ pub use gate::{Episode, Gate, Place};
 pub use policy::Decision;
 pub use snapshot::{Settings, Snapshot};
 pub use state::{Applied, Deploy, Engagement, GuardState, Scope, Source};
-
-/// What pages may know (the public `/status` and live events).
-#[derive(Debug, Serialize)]
-pub struct PublicStatus {
-    pub guarded: bool,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub since: Option<OffsetDateTime>,
-    pub retry_after: u64,
-}
-
-/// The `/status` document.
-#[derive(Debug, Serialize)]
-pub struct Status {
-    pub guarded: bool,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub since: Option<OffsetDateTime>,
-    pub retry_after: u64,
-    pub engagements: Vec<Engagement>,
-    /// Guarded writes waiting at the proxy for the release, or after it for their turn.
-    pub held: usize,
-    /// Guarded writes (engaged or not) on their way to the upstream or back: from their head
-    /// until their request body is all sent and their answer all read (a tunnel until it
-    /// closes).
-    pub in_flight_writes: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub problem: Option<String>,
-}
+pub use status::{PublicStatus, Status};
 
 pub struct Guard {
     /// Serialises this process's writers (the backend serialises processes).
@@ -206,26 +180,6 @@ impl Guard {
         }
     }
 
-    pub fn status(&self) -> Status {
-        let now = self.clock.now();
-        let state = self.state.load();
-        let engagements: Vec<Engagement> = state
-            .engagements
-            .iter()
-            .filter(|e| e.expires_at > now)
-            .cloned()
-            .collect();
-        Status {
-            guarded: !engagements.is_empty(),
-            since: state.span(now).map(|(since, _)| since),
-            retry_after: self.retry_after_secs(),
-            engagements,
-            held: self.traffic.held(),
-            in_flight_writes: self.traffic.in_flight_writes(),
-            problem: self.problem.load().as_deref().cloned(),
-        }
-    }
-
     /// Whether the last attempt to store a change succeeded (or none failed yet).
     pub fn store_ok(&self) -> bool {
         !self.store_failing.load(Ordering::Acquire)
@@ -359,22 +313,6 @@ impl Guard {
     /// Notified after every published change.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<()> {
         self.changes.subscribe()
-    }
-
-    /// The deploys seen, newest first.
-    pub fn deploys(&self) -> Vec<Deploy> {
-        self.state.load().deploys.iter().rev().cloned().collect()
-    }
-
-    /// The public part of the status: no engagement details.
-    pub fn public_status(&self) -> PublicStatus {
-        let snapshot = self.snapshot();
-        let guarded = snapshot.guarded();
-        PublicStatus {
-            guarded,
-            since: if guarded { snapshot.since } else { None },
-            retry_after: self.retry_after_secs(),
-        }
     }
 
     /// Where held writes queue for the release.

@@ -1,0 +1,222 @@
+//! The transitions, over time, duplicates, order and scope.
+
+use super::*;
+
+const MAX: Duration = Duration::from_secs(1800);
+
+fn t(secs: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(1_700_000_000 + secs).unwrap()
+}
+
+fn act(id: &str, state: &str) -> Activity {
+    Activity {
+        id: id.into(),
+        kind: "environment.push".into(),
+        state: state.into(),
+        result: None,
+        project: Some("p1".into()),
+        environments: vec!["main".into()],
+    }
+}
+
+#[test]
+fn in_progress_engages_and_complete_releases() {
+    let mut s = GuardState::default();
+    let scope = Scope::default();
+    assert_eq!(
+        s.apply_activity(&act("a", "in_progress"), &scope, t(0), MAX),
+        Applied::Accepted
+    );
+    assert_eq!(s.engagements.len(), 1);
+    assert_eq!(s.engagements[0].expires_at, t(1800));
+    // Duplicate: harmless.
+    s.apply_activity(&act("a", "in_progress"), &scope, t(1), MAX);
+    assert_eq!(s.engagements.len(), 1);
+    assert_eq!(s.engagements[0].since, t(0));
+    s.apply_activity(&act("a", "complete"), &scope, t(2), MAX);
+    assert!(s.engagements.is_empty());
+    assert_eq!(s.deploys.len(), 1);
+    assert_eq!(
+        (s.deploys[0].started_at, s.deploys[0].ended_at),
+        (t(0), Some(t(2)))
+    );
+    // Out of order: in_progress after complete is ignored.
+    let late = s.apply_activity(&act("a", "in_progress"), &scope, t(3), MAX);
+    assert!(matches!(late, Applied::Ignored(_)));
+    assert!(s.engagements.is_empty());
+}
+
+#[test]
+fn guard_holds_while_any_activity_runs() {
+    let mut s = GuardState::default();
+    let scope = Scope::default();
+    s.apply_activity(&act("a", "in_progress"), &scope, t(0), MAX);
+    s.apply_activity(&act("b", "in_progress"), &scope, t(5), MAX);
+    s.apply_activity(&act("a", "cancelled"), &scope, t(6), MAX);
+    assert_eq!(s.span(t(7)), Some((t(5), t(1805))));
+}
+
+#[test]
+fn scope_and_states_that_never_guard() {
+    let mut s = GuardState::default();
+    let scope = Scope {
+        project: Some("p1".into()),
+        environments: vec!["main".into()],
+        guard_pending: false,
+    };
+    let mut other = act("x", "in_progress");
+    other.project = Some("p2".into());
+    assert!(matches!(
+        s.apply_activity(&other, &scope, t(0), MAX),
+        Applied::Ignored(_)
+    ));
+    let mut staging = act("y", "in_progress");
+    staging.environments = vec!["staging".into()];
+    assert!(matches!(
+        s.apply_activity(&staging, &scope, t(0), MAX),
+        Applied::Ignored(_)
+    ));
+    for state in ["staged", "scheduled", "pending"] {
+        let r = s.apply_activity(&act("z", state), &scope, t(0), MAX);
+        assert!(matches!(r, Applied::Ignored(_)), "{state}");
+    }
+    let mut cron = act("c", "in_progress");
+    cron.kind = "environment.cron".into();
+    assert!(matches!(
+        s.apply_activity(&cron, &scope, t(0), MAX),
+        Applied::Ignored(_)
+    ));
+    assert!(s.engagements.is_empty());
+    let pending = Scope {
+        guard_pending: true,
+        ..scope
+    };
+    s.apply_activity(&act("q", "pending"), &pending, t(0), MAX);
+    assert_eq!(s.engagements.len(), 1);
+}
+
+#[test]
+fn expiry_ends_the_activity_for_good() {
+    let mut s = GuardState::default();
+    let scope = Scope::default();
+    s.apply_activity(&act("a", "in_progress"), &scope, t(0), MAX);
+    s.engage_manual("ops".into(), Duration::from_secs(60), t(0));
+    assert_eq!(s.expire(t(61)).len(), 1);
+    assert_eq!(s.engagements.len(), 1);
+    assert_eq!(s.expire(t(1800)).len(), 1);
+    assert!(s.span(t(1800)).is_none());
+    s.apply_activity(&act("a", "in_progress"), &scope, t(1801), MAX);
+    assert!(
+        s.engagements.is_empty(),
+        "a replayed in_progress must not re-engage"
+    );
+}
+
+#[test]
+fn release_keeps_upsun_unless_all() {
+    let mut s = GuardState::default();
+    s.apply_activity(&act("a", "in_progress"), &Scope::default(), t(0), MAX);
+    s.engage_manual("ops".into(), MAX, t(0));
+    assert_eq!(s.release(false, t(1)).len(), 1);
+    assert_eq!(s.engagements[0].source, Source::Upsun);
+    assert_eq!(s.release(true, t(2)).len(), 1);
+    assert!(s.engagements.is_empty());
+}
+
+#[test]
+fn remembers_a_bounded_number_of_open_activities() {
+    let mut s = GuardState::default();
+    for i in 0..(REMEMBERED_OPEN + 10) {
+        s.apply_activity(
+            &act(&format!("p{i}"), "pending"),
+            &Scope::default(),
+            t(i as i64),
+            MAX,
+        );
+    }
+    assert_eq!(s.activities.len(), REMEMBERED_OPEN);
+    assert!(!s.activities.iter().any(|a| a.id == "p0"));
+}
+
+#[test]
+fn an_ended_id_never_engages_again_within_a_week() {
+    let mut s = GuardState::default();
+    let scope = Scope::default();
+    s.apply_activity(&act("a", "in_progress"), &scope, t(0), MAX);
+    s.apply_activity(&act("a", "complete"), &scope, t(1), MAX);
+    // Far more ids than were ever remembered, ended and not.
+    for i in 0..(3 * REMEMBERED_OPEN) {
+        let id = format!("x{i}");
+        s.apply_activity(&act(&id, "in_progress"), &scope, t(2), MAX);
+        s.apply_activity(&act(&id, "complete"), &scope, t(2), MAX);
+        s.apply_activity(&act(&format!("p{i}"), "pending"), &scope, t(2), MAX);
+    }
+    let week = ENDED_KEPT.as_secs() as i64;
+    let replay = s.apply_activity(&act("a", "in_progress"), &scope, t(week), MAX);
+    assert!(matches!(replay, Applied::Ignored(_)), "{replay:?}");
+    assert!(s.engagements.is_empty());
+    // A week after its end, it is forgotten, and so are the others that ended then.
+    s.apply_activity(&act("b", "complete"), &scope, t(week + 2), MAX);
+    assert!(!s.activities.iter().any(|a| a.id == "a"));
+    assert!(!s.activities.iter().any(|a| a.id.starts_with('x')));
+    assert_eq!(s.activities.len(), REMEMBERED_OPEN + 1);
+}
+
+#[test]
+fn an_id_that_ended_by_expiry_or_release_is_kept_even_if_it_was_forgotten() {
+    let mut s = GuardState::default();
+    let scope = Scope::default();
+    s.apply_activity(&act("a", "in_progress"), &scope, t(0), MAX);
+    s.activities.clear(); // as if evicted, or from an older file
+    s.release(true, t(1));
+    for i in 0..(2 * REMEMBERED_OPEN) {
+        s.apply_activity(&act(&format!("p{i}"), "pending"), &scope, t(2), MAX);
+    }
+    s.apply_activity(&act("a", "in_progress"), &scope, t(3), MAX);
+    assert!(s.engagements.is_empty());
+}
+
+#[test]
+fn an_end_event_ends_a_tracked_id_whatever_its_scope_fields_say() {
+    let mut s = GuardState::default();
+    let scope = Scope {
+        project: Some("p1".into()),
+        environments: vec!["main".into()],
+        guard_pending: false,
+    };
+    s.apply_activity(&act("a", "in_progress"), &scope, t(0), MAX);
+    let mut done = act("a", "complete");
+    done.project = None;
+    done.environments = vec![];
+    done.kind = "environment.something-new".into();
+    assert_eq!(
+        s.apply_activity(&done, &scope, t(1), MAX),
+        Applied::Accepted
+    );
+    assert!(s.engagements.is_empty());
+    // An id never tracked still needs its scope.
+    let mut other = act("b", "in_progress");
+    other.project = None;
+    assert!(matches!(
+        s.apply_activity(&other, &scope, t(2), MAX),
+        Applied::Ignored(_)
+    ));
+    assert!(s.engagements.is_empty());
+}
+
+#[test]
+fn state_files_without_ended_at_still_load_and_keep_their_ended_ids() {
+    let old = r#"{"engagements":[],"activities":[
+        {"id":"a","phase":"ended","seen_at":"2023-11-14T22:13:20Z"},
+        {"id":"b","phase":"in_progress","seen_at":"2023-11-14T22:13:20Z"}]}"#;
+    let mut s: GuardState = serde_json::from_str(old).unwrap();
+    assert_eq!(s.activities[0].ended_at, None);
+    let later = t(30 * 24 * 3600);
+    s.apply_activity(&act("a", "in_progress"), &Scope::default(), later, MAX);
+    assert!(s.engagements.is_empty());
+    assert_eq!(s.activities[0].ended_at, Some(later));
+    assert_eq!(s.activities[1].ended_at, None);
+    // And the new field round-trips.
+    let back: GuardState = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+    assert_eq!(back, s);
+}

@@ -1,0 +1,73 @@
+//! What the guard tells: the operator's `/status` (engagements, held and in-flight writes,
+//! problems), the dashboard's deploys, and what pages may know. Reads of published state only:
+//! never waits on a writer.
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::{Deploy, Engagement, Guard};
+
+/// What pages may know (the public `/status` and live events).
+#[derive(Debug, Serialize)]
+pub struct PublicStatus {
+    pub guarded: bool,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub since: Option<OffsetDateTime>,
+    pub retry_after: u64,
+}
+
+/// The `/status` document.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub guarded: bool,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub since: Option<OffsetDateTime>,
+    pub retry_after: u64,
+    pub engagements: Vec<Engagement>,
+    /// Guarded writes waiting at the proxy for the release, or after it for their turn.
+    pub held: usize,
+    /// Guarded writes (engaged or not) on their way to the upstream or back: from their head
+    /// until their request body is all sent and their answer all read (a tunnel until it
+    /// closes).
+    pub in_flight_writes: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+impl Guard {
+    pub fn status(&self) -> Status {
+        let now = self.clock.now();
+        let state = self.state.load();
+        let engagements: Vec<Engagement> = state
+            .engagements
+            .iter()
+            .filter(|e| e.expires_at > now)
+            .cloned()
+            .collect();
+        Status {
+            guarded: !engagements.is_empty(),
+            since: state.span(now).map(|(since, _)| since),
+            retry_after: self.retry_after_secs(),
+            engagements,
+            held: self.traffic.held(),
+            in_flight_writes: self.traffic.in_flight_writes(),
+            problem: self.problem.load().as_deref().cloned(),
+        }
+    }
+
+    /// The deploys seen, newest first.
+    pub fn deploys(&self) -> Vec<Deploy> {
+        self.state.load().deploys.iter().rev().cloned().collect()
+    }
+
+    /// The public part of the status: no engagement details.
+    pub fn public_status(&self) -> PublicStatus {
+        let snapshot = self.snapshot();
+        let guarded = snapshot.guarded();
+        PublicStatus {
+            guarded,
+            since: if guarded { snapshot.since } else { None },
+            retry_after: self.retry_after_secs(),
+        }
+    }
+}
