@@ -31,7 +31,7 @@ pub use audit::AuditRecord;
 use audit::{audit_records, Origin};
 pub use backend::{Backend, Commit, StoreError};
 use clock::Clock;
-pub use gate::{Episode, Gate, Place};
+pub use gate::{Gate, Place};
 pub use policy::Decision;
 pub use snapshot::{Settings, Snapshot};
 pub use state::{Applied, Deploy, Engagement, GuardState, Scope, Source};
@@ -139,13 +139,19 @@ impl Guard {
         self.snapshot.load()
     }
 
+    /// What the guard does with such a request while engaged (every request is classified,
+    /// engaged or not: the ones it watches count as in-flight writes).
     #[inline]
-    pub fn decide(&self, method: &http::Method, path: &str, headers: &http::HeaderMap) -> Decision {
-        let snapshot = self.snapshot();
-        snapshot
+    pub fn classify(
+        &self,
+        method: &http::Method,
+        path: &str,
+        headers: &http::HeaderMap,
+    ) -> Decision {
+        self.snapshot()
             .settings
             .policy
-            .decide(snapshot.guarded(), method, path, headers)
+            .classify(method, path, headers)
     }
 
     /// Swaps in new `[guard]` settings (a reload); the state and held requests stay.

@@ -53,20 +53,6 @@ impl Policy {
         }
     }
 
-    /// `guarded`: whether an engagement is active now.
-    pub fn decide(
-        &self,
-        guarded: bool,
-        method: &Method,
-        path: &str,
-        headers: &HeaderMap,
-    ) -> Decision {
-        if !guarded {
-            return Decision::Forward;
-        }
-        self.classify(method, path, headers)
-    }
-
     /// The decision as if the guard were engaged. Anything but `Forward` is a request the
     /// guard watches, engaged or not: `wait: quiesced` counts those in flight.
     pub fn classify(&self, method: &Method, path: &str, headers: &HeaderMap) -> Decision {
@@ -166,8 +152,8 @@ mod tests {
         Method::from_bytes(s.as_bytes()).unwrap()
     }
 
-    fn decide(p: &Policy, guarded: bool, method: &Method, path: &str) -> Decision {
-        p.decide(guarded, method, path, &HeaderMap::new())
+    fn classify(p: &Policy, method: &Method, path: &str) -> Decision {
+        p.classify(method, path, &HeaderMap::new())
     }
 
     fn with(name: &'static str, value: &'static str) -> HeaderMap {
@@ -180,19 +166,15 @@ mod tests {
     fn extension_methods_are_guarded_unless_passed() {
         let p = policy(&[]);
         for name in ["PROPPATCH", "LOCK", "FOO", "patch"] {
-            assert_eq!(decide(&p, true, &m(name), "/x"), Decision::Hold, "{name}");
+            assert_eq!(classify(&p, &m(name), "/x"), Decision::Hold, "{name}");
         }
         for name in ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"] {
-            assert_eq!(
-                decide(&p, true, &m(name), "/x"),
-                Decision::Forward,
-                "{name}"
-            );
+            assert_eq!(classify(&p, &m(name), "/x"), Decision::Forward, "{name}");
         }
         let mut lax = p.clone();
         lax.pass_unknown_methods = true;
-        assert_eq!(decide(&lax, true, &m("LOCK"), "/x"), Decision::Forward);
-        assert_eq!(decide(&lax, true, &m("PATCH"), "/x"), Decision::Hold);
+        assert_eq!(classify(&lax, &m("LOCK"), "/x"), Decision::Forward);
+        assert_eq!(classify(&lax, &m("PATCH"), "/x"), Decision::Hold);
     }
 
     #[test]
@@ -207,20 +189,15 @@ mod tests {
             "x-method_override",
         ] {
             let h = with(name, "patch");
-            assert_eq!(
-                p.decide(true, &Method::GET, "/x", &h),
-                Decision::Hold,
-                "{name}"
-            );
+            assert_eq!(p.classify(&Method::GET, "/x", &h), Decision::Hold, "{name}");
             let h = with(name, "GET");
             assert_eq!(
-                p.decide(true, &Method::GET, "/x", &h),
+                p.classify(&Method::GET, "/x", &h),
                 Decision::Forward,
                 "{name}"
             );
         }
         let h = with("x-http-method-override", "POST");
-        assert_eq!(p.decide(false, &Method::GET, "/x", &h), Decision::Forward);
         // Engaged or not, it is a write the guard watches.
         assert_eq!(p.classify(&Method::GET, "/x", &h), Decision::Hold);
         let h = with("upgrade", "websocket");
@@ -235,42 +212,34 @@ mod tests {
     fn upgrades_are_refused_while_guarded_unless_passed() {
         let p = policy(&[]);
         let h = with("upgrade", "websocket");
-        assert_eq!(p.decide(true, &Method::GET, "/ws", &h), Decision::Refuse);
-        assert_eq!(p.decide(false, &Method::GET, "/ws", &h), Decision::Forward);
-        assert_eq!(decide(&p, true, &Method::CONNECT, "/"), Decision::Refuse);
+        assert_eq!(p.classify(&Method::GET, "/ws", &h), Decision::Refuse);
+        assert_eq!(classify(&p, &Method::CONNECT, "/"), Decision::Refuse);
         let mut pass = p.clone();
         pass.upgrades = Upgrades::Pass;
-        assert_eq!(
-            pass.decide(true, &Method::GET, "/ws", &h),
-            Decision::Forward
-        );
+        assert_eq!(pass.classify(&Method::GET, "/ws", &h), Decision::Forward);
     }
 
     #[test]
     fn only_guarded_methods_while_guarded() {
         let p = policy(&[]);
-        assert_eq!(decide(&p, true, &Method::POST, "/x"), Decision::Hold);
-        assert_eq!(decide(&p, true, &m("post"), "/x"), Decision::Hold);
-        assert_eq!(decide(&p, true, &Method::PATCH, "/x"), Decision::Hold);
-        assert_eq!(decide(&p, true, &Method::GET, "/x"), Decision::Forward);
-        assert_eq!(decide(&p, true, &Method::PUT, "/x"), Decision::Forward);
-        assert_eq!(decide(&p, false, &Method::POST, "/x"), Decision::Forward);
+        assert_eq!(classify(&p, &Method::POST, "/x"), Decision::Hold);
+        assert_eq!(classify(&p, &m("post"), "/x"), Decision::Hold);
+        assert_eq!(classify(&p, &Method::PATCH, "/x"), Decision::Hold);
+        assert_eq!(classify(&p, &Method::GET, "/x"), Decision::Forward);
+        assert_eq!(classify(&p, &Method::PUT, "/x"), Decision::Forward);
     }
 
     #[test]
     fn allow_paths_match_whole_segments() {
         let p = policy(&["/login", "/hooks/stripe"]);
-        assert_eq!(decide(&p, true, &Method::POST, "/login"), Decision::Forward);
+        assert_eq!(classify(&p, &Method::POST, "/login"), Decision::Forward);
+        assert_eq!(classify(&p, &Method::POST, "/login/sso"), Decision::Forward);
         assert_eq!(
-            decide(&p, true, &Method::POST, "/login/sso"),
+            classify(&p, &Method::POST, "/hooks/stripe"),
             Decision::Forward
         );
-        assert_eq!(
-            decide(&p, true, &Method::POST, "/hooks/stripe"),
-            Decision::Forward
-        );
-        assert_eq!(decide(&p, true, &Method::POST, "/loginx"), Decision::Hold);
-        assert_eq!(decide(&p, true, &Method::POST, "/hooks"), Decision::Hold);
+        assert_eq!(classify(&p, &Method::POST, "/loginx"), Decision::Hold);
+        assert_eq!(classify(&p, &Method::POST, "/hooks"), Decision::Hold);
     }
 
     #[test]
@@ -287,11 +256,7 @@ mod tests {
             "/login\\..\\orders",
             "/login/%252e%252e/orders",
         ] {
-            assert_eq!(
-                decide(&p, true, &Method::POST, path),
-                Decision::Hold,
-                "{path}"
-            );
+            assert_eq!(classify(&p, &Method::POST, path), Decision::Hold, "{path}");
         }
     }
 }

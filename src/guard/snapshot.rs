@@ -17,7 +17,6 @@ pub struct Settings {
     pub max_engaged: Duration,
     pub hold: Duration,
     pub hold_max_requests: usize,
-    pub release_concurrency: usize,
     pub page: Option<Arc<str>>,
 }
 
@@ -29,7 +28,6 @@ impl Settings {
             max_engaged: cfg.max_engaged,
             hold: cfg.hold,
             hold_max_requests: cfg.hold_max_requests,
-            release_concurrency: cfg.release_concurrency,
             page: cfg.page.clone(),
         }
     }

@@ -203,11 +203,9 @@ impl Handler for Proxy {
         {
             return Failure::Framing(Violation::FramingHeaderAlias).response();
         }
-        let kind = self.guard.snapshot().settings.policy.classify(
-            req.method(),
-            req.uri().path(),
-            req.headers(),
-        );
+        let kind = self
+            .guard
+            .classify(req.method(), req.uri().path(), req.headers());
         let method = req.method().clone();
         let (decision, res) = match kind {
             Decision::Forward => (kind, Box::pin(self.pass(req, client, None)).await),

@@ -21,7 +21,7 @@ use crate::config::StateConfig;
 use crate::guard::{AuditRecord, Backend, Commit, GuardState, StoreError};
 
 use audit::AuditLog;
-pub use probe::{probe, Problem};
+pub use probe::probe;
 
 #[derive(Debug)]
 pub struct FileStore {
