@@ -90,6 +90,7 @@ impl FileStore {
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = seen;
     }
 
+    /// Only under [`FileStore::lock`], which made sure the directory exists.
     fn save(&self, state: &GuardState) -> Result<(), StoreError> {
         let err = |source| StoreError::Write {
             path: self.path.clone(),
@@ -100,7 +101,6 @@ impl FileStore {
             Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
             _ => PathBuf::from("."),
         };
-        fs::create_dir_all(&dir).map_err(err)?;
         let mut tmp = self.path.clone().into_os_string();
         tmp.push(format!(".tmp{}", std::process::id()));
         let tmp = PathBuf::from(tmp);
