@@ -6,7 +6,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use http::Method;
 use writeguard::config::{Config, ProcessEnv};
-use writeguard::guard::Guard;
+use writeguard::guard::{Guard, Replica};
 use writeguard::store::FileStore;
 use writeguard::upsun::{sign, verify, Activity, SignedPayload};
 
@@ -32,7 +32,11 @@ fn guard_decision(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
     let guard = {
         let cfg = config(dir.path());
-        Guard::open(&cfg, Box::new(FileStore::new(&cfg.state)))
+        Guard::open(
+            &cfg,
+            Box::new(FileStore::new(&cfg.state)),
+            Replica::this_process("bench".into(), String::new()),
+        )
     };
     // What a browser's request usually carries, for the method-override lookups.
     let mut headers = http::HeaderMap::new();

@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::config::{self, Config, ConfigError, ProcessEnv};
+use crate::config::{self, Config, ConfigError, ProcessEnv, StateBackend};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -158,6 +158,15 @@ fn check(path: &std::path::Path) -> ExitCode {
     match load_config(path) {
         Ok(cfg) => {
             println!("config OK: {}", cfg.summary());
+            if let StateBackend::Redis(redis) = &cfg.state.backend {
+                // Not an error: a replica starts while Redis is down (in fail-safe).
+                match crate::store::ping(redis) {
+                    Ok(()) => println!("redis: reachable"),
+                    Err(e) => println!(
+                        "warning: {e}; writeguard would start in fail-safe (state.on_store_loss) until it answers"
+                    ),
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(code) => code,

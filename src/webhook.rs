@@ -25,8 +25,9 @@ use crate::upsun::{Activity, Detached, JwsError, SignedPayload};
 /// bounds what senders whose signature has the right shape can make us buffer (32 MiB).
 pub const MAX_READING: usize = 32;
 
-/// `Retry-After` (seconds) of the 503 past [`MAX_READING`]: reads end within 30 s.
-const BUSY_RETRY_AFTER: HeaderValue = HeaderValue::from_static("5");
+/// `Retry-After` (seconds) of the 503 past [`MAX_READING`] (reads end within 30 s), and
+/// of the 503 when the change could not be stored (the store usually answers again soon).
+const RETRY_AFTER: HeaderValue = HeaderValue::from_static("5");
 
 /// Why a delivery was refused; nothing changed.
 #[derive(Debug, thiserror::Error)]
@@ -58,12 +59,12 @@ impl WebhookError {
         }
     }
 
-    /// `{"error": ...}` with the status; `Busy` also says when to come back.
+    /// `{"error": ...}` with the status; a 503 also says when to come back (the sender
+    /// redelivers).
     pub fn into_response(self) -> Response<Body> {
         let mut res = json_error(self.status(), &self.to_string());
-        if let WebhookError::Busy = self {
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, BUSY_RETRY_AFTER);
+        if let WebhookError::Busy | WebhookError::Store(_) = self {
+            res.headers_mut().insert(header::RETRY_AFTER, RETRY_AFTER);
         }
         res
     }

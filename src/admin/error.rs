@@ -21,7 +21,7 @@ pub enum AdminError {
     #[error("method not allowed here")]
     MethodNotAllowed,
     #[error("{0}")]
-    NotQuiesced(String),
+    WaitTimedOut(String),
     #[error("guard state could not be saved, nothing changed: {0}")]
     Store(#[from] StoreError),
 }
@@ -35,16 +35,24 @@ impl AdminError {
             AdminError::NotFound => StatusCode::NOT_FOUND,
             AdminError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             AdminError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-            AdminError::NotQuiesced(_) => StatusCode::GATEWAY_TIMEOUT,
+            AdminError::WaitTimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
-    /// `{"error": ...}` with the status; a missing token also gets `WWW-Authenticate`.
+    /// `{"error": ...}` with the status; a missing token also gets `WWW-Authenticate`, a
+    /// change that could not be stored `Retry-After` (the store usually answers again soon).
     pub fn into_response(self) -> Response<Body> {
         let mut res = json_error(self.status(), &self.to_string());
-        if let AdminError::Unauthorized = self {
-            res.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        match self {
+            AdminError::Unauthorized => {
+                res.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            AdminError::Store(_) => {
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
         }
         res
     }
@@ -64,7 +72,7 @@ mod tests {
             (AdminError::BadRequest("x".into()), 400),
             (AdminError::NotFound, 404),
             (AdminError::MethodNotAllowed, 405),
-            (AdminError::NotQuiesced("x".into()), 504),
+            (AdminError::WaitTimedOut("x".into()), 504),
             (
                 AdminError::Store(StoreError::Audit {
                     path: "a".into(),

@@ -3,6 +3,7 @@
 //! the webhook needs its JWS signature ([`crate::webhook`]).
 
 mod error;
+mod wait;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use crate::listener::{Connection, Handler};
 use crate::webhook::Webhook;
 
 pub use error::AdminError;
+use wait::Wait;
 
 pub struct Admin {
     guard: Arc<Guard>,
@@ -49,7 +51,8 @@ fn dashboard() -> Response<Body> {
 struct EngageRequest {
     reason: Option<String>,
     ttl: Option<String>,
-    /// `"quiesced"`: answer only once no guarded write is in flight to the upstream.
+    /// `"quiesced"`: answer only once no guarded write is in flight to the upstream;
+    /// `"all"`: once every replica sharing the state applied the engagement.
     wait: Option<String>,
     /// How long `wait` may take (default 30s), then 504.
     timeout: Option<String>,
@@ -98,7 +101,7 @@ impl Admin {
             (&Method::GET, "/healthz") => Ok(text(StatusCode::OK, "ok\n", false)),
             (&Method::GET, "/readyz") => Ok(if !self.ready.load(Ordering::Acquire) {
                 text(StatusCode::SERVICE_UNAVAILABLE, "starting\n", false)
-            } else if !self.guard.store_ok() {
+            } else if !self.guard.store_serviceable() {
                 // The guard could not engage now: take this instance out of rotation.
                 text(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -149,24 +152,33 @@ impl Admin {
                 Some(ttl)
             }
         };
-        let quiesce = match request.wait.as_deref() {
-            None => None,
-            Some("quiesced") => Some(match request.timeout.as_deref() {
-                Some(raw) => duration_field("timeout", raw)?,
-                None => Duration::from_secs(30),
-            }),
-            Some(other) => {
-                return Err(AdminError::BadRequest(format!(
-                    "wait {other:?} is not known; the only value is \"quiesced\""
-                )))
-            }
+        let timeout = match request.timeout.as_deref() {
+            Some(raw) => duration_field("timeout", raw)?,
+            None => Duration::from_secs(30),
         };
+        let wait = Wait::parse(request.wait.as_deref(), timeout)?;
         let reason = request.reason.unwrap_or_else(|| "manual engagement".into());
+        // The members that must apply it: those alive now (one that vanishes meanwhile may
+        // still be serving, cut off from the store).
+        let members = match wait {
+            Some(Wait::All(_)) => {
+                let guard = self.guard.clone();
+                guard::blocking(move || guard.announce()).await?
+            }
+            _ => Vec::new(),
+        };
         let guard = self.guard.clone();
         let engagement = guard::blocking(move || guard.engage(reason, ttl)).await?;
         tracing::info!(id = %engagement.id, reason = %engagement.reason, "guard engaged by operator");
-        if let Some(timeout) = quiesce {
-            self.quiesced(timeout).await?;
+        match wait {
+            None => {}
+            Some(Wait::Quiesced(timeout)) => self.quiesced(timeout).await?,
+            Some(Wait::All(timeout)) => {
+                let replicas = self.all_applied(members, timeout).await?;
+                let mut body = serde_json::to_value(&engagement).expect("engagements serialize");
+                body["replicas"] = serde_json::to_value(replicas).expect("replicas serialize");
+                return Ok(json(StatusCode::CREATED, &body));
+            }
         }
         Ok(json(StatusCode::CREATED, &engagement))
     }
@@ -205,24 +217,6 @@ impl Admin {
                 v
             })
             .collect()
-    }
-
-    /// Waits until no guarded write is on its way to the upstream: from then on, nothing
-    /// writes to the app until the release (deploy scripts run migrations after this).
-    async fn quiesced(&self, timeout: Duration) -> Result<(), AdminError> {
-        let traffic = self.guard.traffic();
-        let wait = async {
-            while !traffic.quiet() {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        };
-        tokio::time::timeout(timeout, wait).await.map_err(|_| {
-            AdminError::NotQuiesced(format!(
-                "engaged, but {} write(s) still in flight after {}",
-                traffic.in_flight_writes(),
-                humantime::format_duration(timeout)
-            ))
-        })
     }
 
     async fn release(&self, req: Request<Incoming>) -> Result<Response<Body>, AdminError> {

@@ -23,11 +23,11 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::Admin;
-use crate::config::Config;
-use crate::guard::Guard;
+use crate::config::{Config, StateBackend};
+use crate::guard::{Backend, Guard, Replica};
 use crate::listener::{Headroom, HttpApp, HttpOptions, OpenConnections};
 use crate::proxy::Proxy;
-use crate::store::FileStore;
+use crate::store::{FileStore, RedisStore};
 use crate::webhook::Webhook;
 use upkeep::Upkeep;
 
@@ -74,7 +74,7 @@ pub fn run(cfg: Config, config_path: &Path, upgrade: bool) -> anyhow::Result<()>
     let owner_only = upgrade.then(|| handoff::OwnerOnly::watch(cfg.server.upgrade_sock.clone()));
     server.bootstrap();
     drop(owner_only);
-    let guard = Arc::new(Guard::open(&cfg, Box::new(FileStore::new(&cfg.state))));
+    let guard = Arc::new(open_guard(&cfg)?);
 
     let http = HttpOptions {
         header_timeout: cfg.proxy.header_timeout,
@@ -132,6 +132,48 @@ pub fn run(cfg: Config, config_path: &Path, upgrade: bool) -> anyhow::Result<()>
     });
     tracing::info!("writeguard stopped");
     std::process::exit(0)
+}
+
+/// The guard on the configured backend, as this member of the processes sharing it.
+fn open_guard(cfg: &Config) -> anyhow::Result<Guard> {
+    let pid = std::process::id();
+    let (backend, id): (Box<dyn Backend>, String) = match &cfg.state.backend {
+        StateBackend::File => (
+            Box::new(FileStore::new(&cfg.state)),
+            format!("{}-{pid}", hostname()),
+        ),
+        StateBackend::Redis(redis) => {
+            let id = redis
+                .replica
+                .clone()
+                .unwrap_or_else(|| format!("{}-{pid}", hostname()));
+            let store = RedisStore::new(&cfg.state, redis, &id)?;
+            (Box::new(store), id)
+        }
+    };
+    let me = Replica {
+        id,
+        address: cfg
+            .proxy
+            .listen
+            .first()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        pid,
+        version: 0,
+        failsafe: false,
+        seen: time::OffsetDateTime::now_utc(),
+    };
+    Ok(Guard::open(cfg, backend, me))
+}
+
+/// This machine's name (a pod's name under Kubernetes).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "writeguard".into())
 }
 
 /// A TCP listener without pingora's own stream buffers: hyper buffers reads and writes

@@ -13,7 +13,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::{Config, ConfigError, ProcessEnv};
+use crate::config::{Config, ConfigError, ProcessEnv, StateBackend};
 use crate::guard::Guard;
 use crate::listener::Headroom;
 use crate::listening;
@@ -24,10 +24,13 @@ use crate::listening;
 const LISTENERS_WITHIN: Duration = Duration::from_secs(5);
 
 /// How often the stored state is checked for changes made by another process (the
-/// hand-over promise: within a second).
+/// hand-over promise: within a second), at most; four times per `state.stale_after` when
+/// that is shorter than a second.
 const REFRESH_EVERY: Duration = Duration::from_millis(250);
-/// Expired engagements are swept every fourth check: once a second.
-const EXPIRE_EVERY_TICKS: u32 = 4;
+/// How often expired engagements are swept.
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+/// How often the last confirmation of the store is compared with `stale_after`.
+const CHECK_STORE_EVERY: Duration = Duration::from_millis(50);
 
 /// Marks the process ready once every listener is OURS and accepts connections, then
 /// expires engagements whose time is up, every second, and reloads `[guard]` on SIGHUP.
@@ -36,6 +39,7 @@ pub(super) struct Upkeep {
     ready: Arc<AtomicBool>,
     headroom: Arc<Headroom>,
     addrs: Vec<SocketAddr>,
+    refresh_every: Duration,
     config_path: PathBuf,
     /// The config in effect (the last one loaded successfully).
     config: std::sync::Mutex<Config>,
@@ -60,6 +64,10 @@ impl Upkeep {
                 .chain(&cfg.admin.listen)
                 .copied()
                 .collect(),
+            refresh_every: match &cfg.state.backend {
+                StateBackend::Redis(r) => REFRESH_EVERY.min(r.stale_after / 4),
+                StateBackend::File => REFRESH_EVERY,
+            },
             config_path: config_path.to_owned(),
             config: std::sync::Mutex::new(cfg.clone()),
         }
@@ -132,6 +140,76 @@ impl Upkeep {
     }
 }
 
+impl Upkeep {
+    /// Adopts changes other processes committed: four times a second, and at once when the
+    /// backend notices one. Each round also announces this process to the others.
+    async fn refresh_loop(&self) {
+        let changes = self.guard.store_changes();
+        let mut tick = tokio::time::interval(self.refresh_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = async {
+                    match &changes {
+                        Some(changes) => changes.notified().await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+            }
+            let guard = self.guard.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                guard.refresh()?;
+                guard.announce().map(drop)
+            })
+            .await;
+            match done {
+                Ok(Err(e)) if !failing => {
+                    failing = true;
+                    tracing::error!(error = %e, "cannot read the stored guard state; changes by other processes are not seen until it can be read");
+                }
+                Ok(Ok(())) if failing => {
+                    failing = false;
+                    tracing::info!("the stored guard state can be read again");
+                }
+                Err(e) => tracing::error!(error = %e, "upkeep task failed"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Sweeps expired engagements and measures the descriptor headroom, once a second.
+    async fn expire_loop(&self) {
+        let mut tick = tokio::time::interval(EXPIRE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.headroom.calibrate();
+            let guard = self.guard.clone();
+            let done = tokio::task::spawn_blocking(move || guard.expire()).await;
+            match done {
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot save expired engagements; will retry")
+                }
+                Err(e) => tracing::error!(error = %e, "upkeep task failed"),
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Enters and leaves the fail-safe as the store's confirmations come and go. Never
+    /// waits on the store, so a frozen one is noticed on time.
+    async fn store_loop(&self) {
+        let mut tick = tokio::time::interval(CHECK_STORE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.guard.check_store();
+        }
+    }
+}
+
 #[async_trait]
 impl BackgroundService for Upkeep {
     async fn start(&self, mut shutdown: ShutdownWatch) {
@@ -149,10 +227,10 @@ impl BackgroundService for Upkeep {
         let listeners = self.wait_for_listeners();
         tokio::pin!(listeners);
         let mut listening = false;
-        let mut tick = tokio::time::interval(REFRESH_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut ticks = 0u32;
-        let mut refresh_failing = false;
+        let background = async {
+            tokio::join!(self.refresh_loop(), self.expire_loop(), self.store_loop());
+        };
+        tokio::pin!(background);
         loop {
             let hup = async {
                 match hangup.as_mut() {
@@ -171,36 +249,7 @@ impl BackgroundService for Upkeep {
                     tracing::info!(path = %self.config_path.display(), "SIGHUP: reloading the [guard] settings");
                     self.reload();
                 }
-                _ = tick.tick() => {
-                    ticks = ticks.wrapping_add(1);
-                    let expire = ticks.is_multiple_of(EXPIRE_EVERY_TICKS);
-                    if expire {
-                        self.headroom.calibrate();
-                    }
-                    let guard = self.guard.clone();
-                    let done = tokio::task::spawn_blocking(move || {
-                        let refreshed = guard.refresh();
-                        if expire {
-                            if let Err(e) = guard.expire() {
-                                tracing::error!(error = %e, "cannot save expired engagements; will retry");
-                            }
-                        }
-                        refreshed
-                    })
-                    .await;
-                    match done {
-                        Ok(Err(e)) if !refresh_failing => {
-                            refresh_failing = true;
-                            tracing::error!(error = %e, "cannot read the stored guard state; changes by other processes are not seen until it can be read");
-                        }
-                        Ok(Ok(())) if refresh_failing => {
-                            refresh_failing = false;
-                            tracing::info!("the stored guard state can be read again");
-                        }
-                        Err(e) => tracing::error!(error = %e, "upkeep task failed"),
-                        _ => {}
-                    }
-                }
+                _ = &mut background => {}
                 _ = shutdown.changed() => {
                     // Held writes get their 503 now, not an EOF at the end of the grace.
                     self.guard.stop();

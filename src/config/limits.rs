@@ -32,3 +32,8 @@ pub(super) const MAX_ENGAGED: RangeInclusive<Duration> =
 pub(super) const HOLD: RangeInclusive<Duration> = Duration::ZERO..=HOUR;
 /// Orchestrators kill a stopping process after seconds to minutes.
 pub(super) const SHUTDOWN_GRACE: RangeInclusive<Duration> = Duration::ZERO..=HOUR;
+/// A replica confirms the shared state at least four times per `stale_after`: shorter than
+/// half a second would flap on a poll that is merely late; past minutes, writes flow into a
+/// deploy unseen.
+pub(super) const STALE_AFTER: RangeInclusive<Duration> =
+    Duration::from_millis(500)..=Duration::from_secs(300);

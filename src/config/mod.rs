@@ -7,6 +7,7 @@ mod limits;
 mod reader;
 mod secret;
 mod sections;
+mod state;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,9 +16,8 @@ use std::time::Duration;
 use http::{Method, Uri};
 
 pub use secret::Secret;
-use sections::{
-    read_admin, read_guard, read_proxy, read_public, read_server, read_state, read_upsun,
-};
+use sections::{read_admin, read_guard, read_proxy, read_public, read_server, read_upsun};
+use state::read_state;
 
 /// Where environment variables come from: the process, or a map in tests.
 pub trait Env {
@@ -188,9 +188,42 @@ pub struct UpsunConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct StateConfig {
+    /// The state file; with Redis, the boot cache (the last state this replica saw).
     pub path: PathBuf,
-    /// JSON lines, one per engagement change (default: `path` + `.audit.jsonl`).
+    /// JSON lines, one per engagement change (default: `path` + `.audit.jsonl`); the file
+    /// backend's (with Redis, the audit trail is a stream in Redis).
     pub audit_log: PathBuf,
+    /// Where the guard state is kept: one file, or Redis shared by every replica.
+    pub backend: StateBackend,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StateBackend {
+    File,
+    Redis(RedisConfig),
+}
+
+/// One guard state for every replica with the same `site`, in Redis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisConfig {
+    /// `redis://`, `rediss://` or `redis+unix://`; may hold a password, so a [`Secret`].
+    pub url: Secret,
+    /// The key namespace: replicas with the same site share one guard.
+    pub site: String,
+    /// With no confirmed read of Redis for this long, a replica acts on `on_store_loss`.
+    pub stale_after: Duration,
+    pub on_store_loss: OnStoreLoss,
+    /// This replica's id in `/status` (default: `<hostname>-<pid>`).
+    pub replica: Option<String>,
+}
+
+/// What a replica does with writes while it cannot read the shared state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStoreLoss {
+    /// Guard them itself (fail closed): a deploy may be starting that it cannot learn of.
+    GuardWrites,
+    /// Keep treating them as the last state it read (fail open while not engaged).
+    LastKnown,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -236,7 +269,7 @@ impl Config {
         let admin = read_admin(&mut root, env, &mut issues);
         let guard = read_guard(&mut root, &mut issues);
         let upsun = read_upsun(&mut root, env, &mut issues);
-        let state = read_state(&mut root, &mut issues);
+        let state = read_state(&mut root, env, upsun.as_ref(), &mut issues);
         let server = read_server(&mut root, &state, &mut issues);
         let public = read_public(&mut root, &mut issues);
         for key in root.keys() {
@@ -358,7 +391,14 @@ impl Config {
                 (None, true) => "UNSIGNED (allow_unsigned = true)",
                 (None, false) => "refused (no upsun.shared_key)",
             },
-            self.state.path.display(),
+            match &self.state.backend {
+                StateBackend::File => self.state.path.display().to_string(),
+                StateBackend::Redis(r) => format!(
+                    "redis (site {}, boot cache {})",
+                    r.site,
+                    self.state.path.display()
+                ),
+            },
         )
     }
 }

@@ -317,32 +317,6 @@ pub(super) fn read_upsun(
     })
 }
 
-pub(super) fn read_state(
-    root: &mut toml::Table,
-    issues: &mut Vec<ConfigIssue>,
-) -> Option<StateConfig> {
-    let mut r = Reader::section(root, "state", issues);
-    let path = r
-        .string("path")
-        .unwrap_or_else(|| "var/writeguard.state".into());
-    if path.is_empty() {
-        r.issue("path", "must not be empty");
-    }
-    let audit_log = r
-        .string("audit_log")
-        .unwrap_or_else(|| format!("{path}.audit.jsonl"));
-    if audit_log.is_empty() {
-        r.issue("audit_log", "must not be empty");
-    } else if audit_log == path {
-        r.issue("audit_log", "must not be the state file itself");
-    }
-    r.finish();
-    Some(StateConfig {
-        path: path.into(),
-        audit_log: audit_log.into(),
-    })
-}
-
 pub(super) fn read_public(root: &mut toml::Table, issues: &mut Vec<ConfigIssue>) -> PublicConfig {
     let mut r = Reader::section(root, "public", issues);
     let prefix = r

@@ -84,7 +84,7 @@ pub(super) fn audit_records(
     let engaged = new.span(now).is_some();
     let activity = |e: &Engagement| match e.source {
         Source::Upsun => Some(e.id.clone()),
-        Source::Manual => origin.activity.clone(),
+        Source::Manual | Source::Store => origin.activity.clone(),
     };
     let record = |e: &Engagement, action: &str, reason: &str| AuditRecord {
         when: now,

@@ -6,8 +6,10 @@
 //! embedded file backend is `store::FileStore`; a replicated one implements the same trait.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::audit::AuditRecord;
+use super::replicas::Replica;
 use super::state::GuardState;
 
 /// Why the guard state could not be read or kept; nothing changed.
@@ -43,6 +45,14 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The shared store did not answer in time, or refused: nothing is known of the change.
+    #[error("the shared state store ({store}) cannot be reached: {reason}")]
+    Unreachable { store: String, reason: String },
+    #[error("the shared state ({key}) is corrupt: {source}")]
+    SharedCorrupt {
+        key: String,
+        source: serde_json::Error,
+    },
 }
 
 /// What a compare-and-set commit did.
@@ -77,4 +87,25 @@ pub trait Backend: Send + Sync {
     /// Moves a stored state that cannot be read out of the way (kept for a human to look
     /// at); says where it went, if anywhere.
     fn set_aside(&self) -> Option<String>;
+
+    /// `"file"` or `"redis"`, for `/status`.
+    fn kind(&self) -> &'static str;
+
+    /// The last state this process saw, kept locally: what it starts from when the store
+    /// cannot be reached ([`StoreError::Unreachable`]).
+    fn cached(&self) -> Option<GuardState> {
+        None
+    }
+
+    /// Says this process is alive and what it applied; returns every live member (this one
+    /// included). One member when the store is not shared between replicas.
+    fn announce(&self, me: &Replica) -> Result<Vec<Replica>, StoreError> {
+        Ok(vec![me.clone()])
+    }
+
+    /// Notified when another member may have committed a change (a hint: polling
+    /// [`Backend::newer_than`] is what makes it certain).
+    fn changes(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
 }

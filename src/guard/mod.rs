@@ -10,8 +10,10 @@
 mod audit;
 mod backend;
 mod clock;
+mod failsafe;
 mod gate;
 mod policy;
+mod replicas;
 mod snapshot;
 mod state;
 mod status;
@@ -31,8 +33,10 @@ pub use audit::AuditRecord;
 use audit::{audit_records, Origin};
 pub use backend::{Backend, Commit, StoreError};
 use clock::Clock;
+use failsafe::{Health, FAILSAFE_RETRY_AFTER};
 pub use gate::{Gate, Place};
 pub use policy::Decision;
+pub use replicas::Replica;
 pub use snapshot::{Settings, Snapshot};
 pub use state::{Applied, Deploy, Engagement, GuardState, Scope, Source};
 pub use status::{PublicStatus, Status};
@@ -40,6 +44,9 @@ pub use status::{PublicStatus, Status};
 pub struct Guard {
     /// Serialises this process's writers (the backend serialises processes).
     writer: Mutex<()>,
+    /// Serialises publishing snapshots; held briefly, never across a store operation, so the
+    /// fail-safe can be published while a writer waits on a frozen store.
+    publishing: Mutex<()>,
     /// The state as last committed or adopted.
     state: ArcSwap<GuardState>,
     snapshot: ArcSwap<Snapshot>,
@@ -57,15 +64,40 @@ pub struct Guard {
     problem: ArcSwapOption<String>,
     /// The last attempt to store a change failed: not ready until one succeeds.
     store_failing: AtomicBool,
+    /// When the store last answered, and the fail-safe.
+    health: Health,
+    /// This process as a member sharing the state (its version and fail-safe filled in
+    /// when announced).
+    me: Replica,
+    /// Every live member, as last announced.
+    replicas: ArcSwap<Vec<Replica>>,
 }
 
 impl Guard {
     /// Restores state from `backend`. An unreadable state fails closed: it is set aside
     /// and the guard starts ENGAGED (until released or `max_engaged`), and that engagement
     /// is saved, so the next start is engaged too.
-    pub fn open(cfg: &Config, backend: Box<dyn Backend>) -> Guard {
+    ///
+    /// A shared store that cannot be reached is not unreadable: the guard starts from the
+    /// state last seen here ([`Backend::cached`]) in fail-safe, until the store answers.
+    pub fn open(cfg: &Config, backend: Box<dyn Backend>, me: Replica) -> Guard {
+        let health = Health::new(cfg);
+        let mut unreachable = false;
         let (loaded, unreadable) = match backend.load() {
-            Ok(state) => (state.unwrap_or_default(), None),
+            Ok(state) => {
+                health.confirm();
+                (state.unwrap_or_default(), None)
+            }
+            Err(e @ StoreError::Unreachable { .. }) => {
+                let cached = backend.cached();
+                tracing::error!(
+                    error = %e,
+                    cached_version = cached.as_ref().map(|s| s.version),
+                    "starting from the last state seen here, in fail-safe until the store answers"
+                );
+                unreachable = true;
+                (cached.unwrap_or_default(), None)
+            }
             Err(e) => {
                 let moved_to = backend.set_aside();
                 tracing::error!(
@@ -78,12 +110,14 @@ impl Guard {
         };
         let guard = Guard {
             writer: Mutex::new(()),
+            publishing: Mutex::new(()),
             state: ArcSwap::from_pointee(GuardState::default()),
             snapshot: ArcSwap::from_pointee(Snapshot {
                 until: None,
                 since: None,
                 reason: None,
                 settings: Arc::new(Settings::new(&cfg.guard)),
+                failsafe: false,
             }),
             backend,
             clock: Clock::start(),
@@ -98,8 +132,16 @@ impl Guard {
             traffic: Arc::default(),
             problem: ArcSwapOption::empty(),
             store_failing: AtomicBool::new(false),
+            health,
+            replicas: ArcSwap::from_pointee(vec![me.clone()]),
+            me,
         };
         guard.install(loaded);
+        guard.check_store();
+        if unreachable {
+            // Expiry waits for the store: every change does.
+            return guard;
+        }
         if let Some(problem) = unreadable {
             guard.fail_closed(&problem, cfg.guard.max_engaged);
             guard.problem.store(Some(Arc::new(problem)));
@@ -156,7 +198,7 @@ impl Guard {
 
     /// Swaps in new `[guard]` settings (a reload); the state and held requests stay.
     pub fn reload(&self, cfg: &GuardConfig) {
-        let _writer = self.write_lock();
+        let _publishing = lock(&self.publishing);
         let current = self.snapshot.load_full();
         self.gate.set_concurrency(cfg.release_concurrency);
         self.snapshot.store(Arc::new(Snapshot {
@@ -164,6 +206,7 @@ impl Guard {
             since: current.since,
             reason: current.reason.clone(),
             settings: Arc::new(Settings::new(cfg)),
+            failsafe: current.failsafe,
         }));
         self.changes.send_replace(());
     }
@@ -177,6 +220,9 @@ impl Guard {
     /// [`Guard::retry_after_secs`] for a snapshot already loaded.
     pub fn retry_after_of(snapshot: &Snapshot) -> u64 {
         let cfg = snapshot.settings.retry_after.as_secs().max(1);
+        if snapshot.failsafe {
+            return cfg.min(FAILSAFE_RETRY_AFTER);
+        }
         match snapshot.until {
             Some(u) => u
                 .checked_duration_since(Instant::now())
@@ -191,9 +237,14 @@ impl Guard {
         !self.store_failing.load(Ordering::Acquire)
     }
 
+    /// Ready again: the store took a change, or came back after an outage.
+    fn store_ok_again(&self) {
+        self.store_failing.store(false, Ordering::Release);
+        self.problem.store(None);
+    }
+
     fn write_lock(&self) -> std::sync::MutexGuard<'_, ()> {
-        // Guards no data: a panicking writer left nothing half-done behind it.
-        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.writer)
     }
 
     /// Applies `change` to a copy of the current state and commits it with its audit lines
@@ -217,16 +268,17 @@ impl Guard {
             next.version = current.version + 1;
             let records = audit_records(origin, &current, &next, now);
             let committed = self.backend.commit(&next, &records);
-            self.store_failing
-                .store(committed.is_err(), Ordering::Release);
             if let Err(e) = &committed {
+                self.store_failing.store(true, Ordering::Release);
                 self.problem.store(Some(Arc::new(format!(
                     "the last change could not be saved: {e}"
                 ))));
+            } else {
+                self.health.confirm();
             }
             match committed? {
                 Commit::Done => {
-                    self.problem.store(None);
+                    self.store_ok_again();
                     self.install(next);
                     return Ok(out);
                 }
@@ -245,7 +297,9 @@ impl Guard {
     /// Adopts a state committed by another process sharing the backend, if there is a newer
     /// one. Called periodically; cheap when nothing changed.
     pub fn refresh(&self) -> Result<(), StoreError> {
-        let Some(newer) = self.backend.newer_than(self.state.load().version)? else {
+        let newer = self.backend.newer_than(self.state.load().version)?;
+        self.health.confirm();
+        let Some(newer) = newer else {
             return Ok(());
         };
         let _writer = self.write_lock();
@@ -261,16 +315,37 @@ impl Guard {
 
     /// Makes `state` the current one and publishes it to the proxy and the event streams.
     fn install(&self, state: GuardState) {
-        let now = self.clock.now();
-        let span = state.span(now);
-        let until = span.map(|(_, until)| self.clock.instant_of(until));
-        let reason = state
-            .engagements
-            .iter()
-            .filter(|e| e.expires_at > now)
-            .min_by_key(|e| e.since)
-            .map(|e| Arc::from(e.reason.as_str()));
         self.state.store(Arc::new(state));
+        self.publish();
+    }
+
+    /// Publishes the current state, and the fail-safe, to the proxy and the event streams.
+    fn publish(&self) {
+        let _publishing = lock(&self.publishing);
+        let state = self.state.load();
+        let now = self.clock.now();
+        let failsafe = self.health.failsafe();
+        let span = state.span(now);
+        let until = if failsafe {
+            Some(crate::deadline::after(Instant::now(), self.max_engaged()))
+        } else {
+            span.map(|(_, until)| self.clock.instant_of(until))
+        };
+        let since = if failsafe {
+            self.health.lost_since()
+        } else {
+            span.map(|(since, _)| since)
+        };
+        let reason = if failsafe {
+            Some(Arc::from("the guard state cannot be read"))
+        } else {
+            state
+                .engagements
+                .iter()
+                .filter(|e| e.expires_at > now)
+                .min_by_key(|e| e.since)
+                .map(|e| Arc::from(e.reason.as_str()))
+        };
         let (settings, releasing) = {
             let before = self.snapshot.load();
             (
@@ -285,14 +360,15 @@ impl Guard {
         }
         self.snapshot.store(Arc::new(Snapshot {
             until,
-            since: span.map(|(since, _)| since),
+            since,
             reason,
             settings,
+            failsafe,
         }));
         self.changes.send_replace(());
         // An engagement that ran out by the clock still has its window in the previous
-        // snapshot until the sweep removes it: that removal is the release too. (Writers hold
-        // the write lock, so the snapshot read above is the one replaced.)
+        // snapshot until the sweep removes it: that removal is the release too. (Publishers
+        // hold the publishing lock, so the snapshot read above is the one replaced.)
         if releasing {
             self.gate.open();
         }
@@ -377,6 +453,11 @@ impl Guard {
     pub fn max_engaged(&self) -> Duration {
         self.snapshot().settings.max_engaged
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Guards no data, or data a panic cannot leave half-done.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Runs a state change (which waits for the backend to make it durable) off the async

@@ -45,6 +45,8 @@ pub struct Snapshot {
     /// Why (the oldest active engagement's reason).
     pub reason: Option<Arc<str>>,
     pub settings: Arc<Settings>,
+    /// Guarded because the shared state cannot be read (`until` is then far away).
+    pub failsafe: bool,
 }
 
 impl Snapshot {

@@ -22,6 +22,8 @@ const REMEMBERED_OPEN: usize = 512;
 pub enum Source {
     Upsun,
     Manual,
+    /// A replica's own fail-safe while it cannot read the shared state (never stored).
+    Store,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,7 +5,7 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::{Deploy, Engagement, Guard};
+use super::{Deploy, Engagement, Guard, Replica};
 
 /// What pages may know (the public `/status` and live events).
 #[derive(Debug, Serialize)]
@@ -32,26 +32,55 @@ pub struct Status {
     pub in_flight_writes: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    pub store: StoreStatus,
+    /// Every live process sharing this guard state (just this one with the file backend).
+    pub replicas: Vec<Replica>,
+}
+
+/// Where the state is kept and whether it answers.
+#[derive(Debug, Serialize)]
+pub struct StoreStatus {
+    /// `file` or `redis`.
+    pub backend: &'static str,
+    /// Confirmed within `stale_after`, and the last change was stored.
+    pub ok: bool,
+    /// The state version this process applied.
+    pub version: u64,
+    /// This process guards writes itself because it cannot read the shared state.
+    pub failsafe: bool,
 }
 
 impl Guard {
     pub fn status(&self) -> Status {
         let now = self.clock.now();
         let state = self.state.load();
+        let failsafe = self.failsafe_engagement();
+        let since = match &failsafe {
+            Some(f) => Some(state.span(now).map_or(f.since, |(s, _)| s.min(f.since))),
+            None => state.span(now).map(|(since, _)| since),
+        };
         let engagements: Vec<Engagement> = state
             .engagements
             .iter()
             .filter(|e| e.expires_at > now)
             .cloned()
+            .chain(failsafe.clone())
             .collect();
         Status {
             guarded: !engagements.is_empty(),
-            since: state.span(now).map(|(since, _)| since),
+            since,
             retry_after: self.retry_after_secs(),
             engagements,
             held: self.traffic.held(),
             in_flight_writes: self.traffic.in_flight_writes(),
             problem: self.problem.load().as_deref().cloned(),
+            store: StoreStatus {
+                backend: self.backend.kind(),
+                ok: self.store_confirmed(),
+                version: state.version,
+                failsafe: failsafe.is_some(),
+            },
+            replicas: self.replicas.load().to_vec(),
         }
     }
 

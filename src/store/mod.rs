@@ -9,6 +9,7 @@
 
 mod audit;
 mod probe;
+mod redis;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -22,6 +23,7 @@ use crate::guard::{AuditRecord, Backend, Commit, GuardState, StoreError};
 
 use audit::AuditLog;
 pub use probe::probe;
+pub use redis::{ping, RedisStore};
 
 #[derive(Debug)]
 pub struct FileStore {
@@ -187,6 +189,10 @@ impl Backend for FileStore {
         self.audit.tail(limit)
     }
 
+    fn kind(&self) -> &'static str {
+        "file"
+    }
+
     /// Renames the file to `<path>.corrupt`.
     fn set_aside(&self) -> Option<String> {
         let mut aside = self.path.as_os_str().to_owned();
@@ -207,6 +213,7 @@ mod tests {
         let store = FileStore::new(&StateConfig {
             path: dir.path().join("sub/state.json"),
             audit_log: dir.path().join("sub/audit.jsonl"),
+            backend: crate::config::StateBackend::File,
         });
         assert!(store.load().unwrap().is_none());
         let mut state = GuardState::default();
@@ -222,6 +229,7 @@ mod tests {
         let other = FileStore::new(&StateConfig {
             path: store.path.clone(),
             audit_log: dir.path().join("sub/audit.jsonl"),
+            backend: crate::config::StateBackend::File,
         });
         assert_eq!(other.newer_than(0).unwrap(), Some(state.clone()));
         assert_eq!(other.newer_than(1).unwrap(), None);

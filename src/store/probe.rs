@@ -72,6 +72,7 @@ mod tests {
         let ok = StateConfig {
             path: dir.path().join("new/dir/state"),
             audit_log: dir.path().join("other/audit.jsonl"),
+            backend: crate::config::StateBackend::File,
         };
         assert_eq!(probe(&ok), []);
         assert!(dir.path().join("new/dir").is_dir() && !ok.path.exists());
@@ -81,6 +82,7 @@ mod tests {
         let bad = StateConfig {
             path: "/proc/nope/x.state".into(),
             audit_log: dir.path().join("audit.jsonl"),
+            backend: crate::config::StateBackend::File,
         };
         let problems = probe(&bad);
         assert_eq!(problems.len(), 1);
