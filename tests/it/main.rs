@@ -17,6 +17,7 @@ mod proxy_holes;
 mod public;
 mod reliability;
 mod reload;
+mod replicas;
 mod shared_state;
 mod webhook;
 mod webhook_holes;

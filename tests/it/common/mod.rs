@@ -7,6 +7,7 @@
 //!   `ledger` counts arrivals per request id (`server` is their accept loop);
 //! - clients: `client` (hyper and raw HTTP/1.1), `h2c`, `sse` (event streams), `load`
 //!   (many clients at once, reconciled against a ledger);
+//! - the shared store: [`Redis`], a real `redis-server` to kill, freeze and restart empty;
 //! - here: the fixtures, free ports, and bounded waiting.
 //!
 //! Every wait is bounded; every instance is stopped (SIGTERM, then SIGKILL) when dropped.
@@ -18,6 +19,7 @@ mod instance;
 pub mod ledger;
 pub mod load;
 pub mod process;
+mod redis;
 pub mod server;
 pub mod sse;
 pub mod upstream;
@@ -35,6 +37,7 @@ use serde_json::Value;
 
 pub use client::{Req, Resp};
 pub use instance::{engaged, released, writes_blocked, Instance};
+pub use redis::Redis;
 pub use upstream::Upstream;
 pub use wg::Wg;
 
@@ -60,6 +63,7 @@ const WRITEGUARD_ENV: &[&str] = &[
     "WRITEGUARD_ADMIN_TOKEN",
     "WRITEGUARD_UPSUN_SHARED_KEY",
     "WRITEGUARD_LOG",
+    "WRITEGUARD_REDIS_URL",
 ];
 
 /// The binary under test, with a clean `WRITEGUARD_*` environment.

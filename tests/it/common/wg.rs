@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::{Instance, Upstream, SHARED_KEY, TOKEN};
+use super::{Instance, Redis, Upstream, SHARED_KEY, TOKEN};
 
 /// How to configure a writeguard instance; `start` renders it to TOML in a fresh temp dir.
 #[derive(Debug, Clone)]
@@ -31,6 +31,9 @@ pub struct Wg {
     pub proxy_extra: String,
     /// TOML lines for `[public]` (the section is left out when empty: the defaults).
     pub public_extra: String,
+    /// Extra TOML lines for `[state]` (its `path` is always set: the state file, or with
+    /// Redis the boot cache).
+    pub state_extra: String,
 }
 
 impl Wg {
@@ -52,6 +55,7 @@ impl Wg {
             guard_extra: String::new(),
             proxy_extra: String::new(),
             public_extra: String::new(),
+            state_extra: String::new(),
         }
     }
 
@@ -79,6 +83,23 @@ impl Wg {
         self.public_extra += line;
         self.public_extra += "\n";
         self
+    }
+
+    /// Adds `line` (TOML) to the `[state]` section.
+    pub fn state_line(mut self, line: &str) -> Self {
+        self.state_extra += line;
+        self.state_extra += "\n";
+        self
+    }
+
+    /// The guard state in `redis` under `site` (replicas with the same site share one
+    /// guard), fail-safe after 1 s without a confirmed read of it.
+    pub fn redis(self, redis: &Redis, site: &str) -> Self {
+        let q = |s: &str| Value::from(s).to_string();
+        self.state_line("backend = \"redis\"")
+            .state_line(&format!("redis_url = {}", q(&redis.url())))
+            .state_line(&format!("site = {}", q(site)))
+            .state_line("stale_after = \"1s\"")
     }
 
     /// In front of a recording upstream.
@@ -186,8 +207,9 @@ impl Wg {
             t += &format!("[public]\n{}\n", self.public_extra);
         }
         t += &format!(
-            "[state]\npath = {}\n\n",
-            q(&dir.join("state").join("writeguard.state").to_string_lossy())
+            "[state]\npath = {}\n{}\n",
+            q(&dir.join("state").join("writeguard.state").to_string_lossy()),
+            self.state_extra
         );
         t += &format!(
             "[server]\nthreads = 1\nshutdown_grace = {}\nupgrade_sock = {}\npid_file = {}\n",
