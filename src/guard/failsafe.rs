@@ -45,8 +45,13 @@ impl Health {
         *lock(&self.confirmed) = Some(Instant::now());
     }
 
+    /// Whether the state is shared with other replicas (which may change it at any time).
+    pub(super) fn shared(&self) -> bool {
+        self.stale_after.is_some()
+    }
+
     /// Whether the store was confirmed within `stale_after` (always, without one).
-    fn fresh(&self) -> bool {
+    pub(super) fn fresh(&self) -> bool {
         match self.stale_after {
             None => true,
             Some(limit) => lock(&self.confirmed).is_some_and(|at| at.elapsed() <= limit),
@@ -112,7 +117,7 @@ impl Guard {
     /// a shared store, every replica has the same store, and a replica that cannot read it
     /// guards writes itself (or, with `last-known`, was told to carry on).
     pub fn store_serviceable(&self) -> bool {
-        self.health.stale_after.is_some() || self.store_ok()
+        self.health.shared() || self.store_ok()
     }
 
     /// Whether the store answered within `stale_after` and the last change was stored.

@@ -257,6 +257,16 @@ impl Guard {
         change: impl Fn(&mut GuardState, OffsetDateTime) -> T,
     ) -> Result<T, StoreError> {
         let _writer = self.write_lock();
+        if self.health.shared() {
+            // Decided on what the store holds now, not on what this replica saw last: even a
+            // change that turns out to change nothing is acknowledged only on a confirmed
+            // state.
+            let newer = self.backend.newer_than(self.state.load().version)?;
+            self.health.confirm();
+            if let Some(newer) = newer {
+                self.adopt(newer);
+            }
+        }
         loop {
             let now = self.clock.now();
             let current = self.state.load_full();
@@ -299,10 +309,15 @@ impl Guard {
     pub fn refresh(&self) -> Result<(), StoreError> {
         let newer = self.backend.newer_than(self.state.load().version)?;
         self.health.confirm();
-        let Some(newer) = newer else {
-            return Ok(());
-        };
-        let _writer = self.write_lock();
+        if let Some(newer) = newer {
+            let _writer = self.write_lock();
+            self.adopt(newer);
+        }
+        Ok(())
+    }
+
+    /// Installs a state another process committed, if still newer. Under the write lock.
+    fn adopt(&self, newer: GuardState) {
         if newer.version > self.state.load().version {
             tracing::info!(
                 version = newer.version,
@@ -310,7 +325,6 @@ impl Guard {
             );
             self.install(newer);
         }
-        Ok(())
     }
 
     /// Makes `state` the current one and publishes it to the proxy and the event streams.
@@ -436,6 +450,11 @@ impl Guard {
 
     /// Drops engagements whose time is up, loudly.
     pub fn expire(&self) -> Result<Vec<Engagement>, StoreError> {
+        if !self.health.fresh() {
+            // It could not be stored; the proxy already lets expired windows lapse by the
+            // clock, and the sweep resumes with the store.
+            return Ok(Vec::new());
+        }
         let origin = Origin::writeguard("expiry", "expired (ttl or guard.max_engaged)");
         let gone = self.mutate(&origin, |s, now| s.expire(now))?;
         for e in &gone {
