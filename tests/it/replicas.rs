@@ -491,12 +491,17 @@ async fn with_redis_frozen_every_replica_refuses_writes_until_it_thaws() {
     for wg in all {
         assert_fail_safe(wg, &up).await;
     }
-    // A change cannot be stored: refused, in bounded time. (A release of nothing: should
-    // the command still reach the frozen server and run once it thaws, it changes nothing.)
+    // A change cannot be stored: refused, in bounded time, and it stays refused: nothing
+    // queued for the frozen server engages the guard once it thaws.
     let release = Req::new("DELETE", "/guard?all=true")
         .bearer(&ws[1].cfg.token)
         .timeout(Duration::from_secs(10));
     assert_unavailable(&ws[1].admin(release).await, "DELETE /guard");
+    let engage = Req::new("POST", "/guard")
+        .bearer(&ws[2].cfg.token)
+        .json(&serde_json::json!({"reason": "refused while frozen"}))
+        .timeout(Duration::from_secs(10));
+    assert_unavailable(&ws[2].admin(engage).await, "POST /guard");
 
     redis.thaw();
     assert!(
@@ -505,6 +510,11 @@ async fn with_redis_frozen_every_replica_refuses_writes_until_it_thaws() {
         })
         .await,
         "not every replica forwards writes {RECOVER:?} after Redis thawed:\n{}",
+        statuses(&all).await
+    );
+    assert!(
+        stays(Duration::from_millis(1500), || all_pass(&all, &up)).await,
+        "an engagement refused with 503 while Redis was frozen took effect after it thawed:\n{}",
         statuses(&all).await
     );
 }
@@ -904,4 +914,43 @@ async fn the_redis_url_from_the_environment_overrides_the_config() {
         "{}",
         redis.cli(&["HGETALL", &state])
     );
+}
+
+/// The commit script refuses a change that reaches Redis after its deadline (what a frozen
+/// Redis runs when it thaws, after the caller was answered 503): nothing stored, no audit
+/// record, no notice; the same change before its deadline is stored. Run against a real
+/// server with `redis-cli --no-raw`, the script as shipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_commit_script_refuses_a_change_past_its_deadline() {
+    let redis = Redis::start().await;
+    let script = include_str!("../../src/store/redis/commit.lua");
+    let (state, audit) = (key("late", "state"), key("late", "audit"));
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let commit = |deadline: i64| {
+        redis.cli(&[
+            "--no-raw",
+            "EVAL",
+            script,
+            "2",
+            &state,
+            &audit,
+            "1",
+            r#"{"version":1,"engagements":[]}"#,
+            &key("late", "changes"),
+            "100",
+            &deadline.to_string(),
+            r#"{"record":"x"}"#,
+        ])
+    };
+    let late = commit(now_ms - 1_000);
+    assert!(late.starts_with("1) (integer) 2"), "{late}");
+    assert_eq!(redis.cli(&["HGET", &state, "version"]).trim(), "");
+    assert_eq!(redis.cli(&["XLEN", &audit]).trim(), "0");
+    let on_time = commit(now_ms + 60_000);
+    assert!(on_time.starts_with("1) (integer) 1"), "{on_time}");
+    assert_eq!(redis.cli(&["HGET", &state, "version"]).trim(), "1");
+    assert_eq!(redis.cli(&["XLEN", &audit]).trim(), "1");
 }
