@@ -140,3 +140,103 @@ fn default_site(upsun: Option<&UpsunConfig>) -> String {
         None => "default".into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::MINIMAL;
+    use super::*;
+
+    fn parse(state: &str, env: &dyn Env) -> Result<Config, Vec<String>> {
+        Config::parse(&format!("{MINIMAL}[state]\n{state}"), env).map_err(|e| match e {
+            ParseError::Invalid(i) => i.into_iter().map(|i| i.to_string()).collect(),
+            other => vec![format!("{other:?}")],
+        })
+    }
+
+    fn redis(c: &Config) -> &RedisConfig {
+        match &c.state.backend {
+            StateBackend::Redis(r) => r,
+            StateBackend::File => panic!("file backend"),
+        }
+    }
+
+    #[test]
+    fn the_file_backend_is_the_default_and_refuses_redis_keys() {
+        let c = parse("", &[]).unwrap();
+        assert_eq!(c.state.backend, StateBackend::File);
+        let issues = parse("site = \"shop\"\nstale_after = \"1s\"\n", &[]).unwrap_err();
+        assert_eq!(issues.len(), 2, "{issues:?}");
+        assert!(issues[0].starts_with("state.site: is for backend = \"redis\""));
+    }
+
+    #[test]
+    fn redis_gets_its_defaults_and_the_site_from_upsun() {
+        let c = parse(
+            "backend = \"redis\"\nredis_url = \"redis://127.0.0.1:6379/0\"\n",
+            &[],
+        )
+        .unwrap();
+        let r = redis(&c);
+        assert_eq!(r.url.expose(), "redis://127.0.0.1:6379/0");
+        assert_eq!(r.site, "default");
+        assert_eq!(r.stale_after, Duration::from_secs(1));
+        assert_eq!(r.on_store_loss, OnStoreLoss::GuardWrites);
+        assert_eq!(r.replica, None);
+        let with_upsun = format!(
+            "{MINIMAL}[upsun]\nproject = \"abc\"\nenvironments = [\"main\", \"staging\"]\n\
+             [state]\nbackend = \"redis\"\nredis_url = \"redis://h/0\"\n"
+        );
+        let c = Config::parse(&with_upsun, &[]).unwrap();
+        assert_eq!(redis(&c).site, "abc-main");
+    }
+
+    #[test]
+    fn the_environment_overrides_the_url_and_the_replica() {
+        let env = [
+            (
+                "WRITEGUARD_REDIS_URL",
+                "rediss://:secret@redis.internal:6380/1",
+            ),
+            ("WRITEGUARD_REPLICA", "pod-7"),
+        ];
+        let c = parse("backend = \"redis\"\nreplica = \"web-1\"\n", &env).unwrap();
+        assert_eq!(
+            redis(&c).url.expose(),
+            "rediss://:secret@redis.internal:6380/1"
+        );
+        assert_eq!(redis(&c).replica.as_deref(), Some("pod-7"));
+    }
+
+    #[test]
+    fn every_redis_mistake_is_named_and_the_url_never_repeated() {
+        let issues = parse("backend = \"redis\"\n", &[]).unwrap_err();
+        assert_eq!(issues, ["state.redis_url: is required with backend = \"redis\" (or set WRITEGUARD_REDIS_URL)"]);
+        let issues = parse(
+            "backend = \"redis\"\nredis_url = \"http://user:hunter2@x\"\nsite = \"a{b}\"\n\
+             stale_after = \"10ms\"\non_store_loss = \"panic\"\nreplica = \"a b\"\n",
+            &[],
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = issues
+            .iter()
+            .map(|i| i.split(':').next().unwrap())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "state.redis_url",
+                "state.site",
+                "state.stale_after",
+                "state.on_store_loss",
+                "state.replica"
+            ],
+            "{issues:?}"
+        );
+        assert!(!issues.concat().contains("hunter2"), "{issues:?}");
+        let issues = parse("backend = \"etcd\"\n", &[]).unwrap_err();
+        assert_eq!(
+            issues,
+            ["state.backend: \"etcd\" is not a backend: \"file\" or \"redis\""]
+        );
+    }
+}
