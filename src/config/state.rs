@@ -112,9 +112,8 @@ fn read_redis(
             OnStoreLoss::GuardWrites
         }
     };
-    let replica = env
-        .var("WRITEGUARD_REPLICA")
-        .or_else(|| r.string("replica"));
+    let replica = r.string("replica");
+    let replica = env.var("WRITEGUARD_REPLICA").or(replica);
     if replica.as_ref().is_some_and(|id| {
         id.is_empty() || id.len() > MAX_SITE || !id.bytes().all(|b| b.is_ascii_graphic())
     }) {
