@@ -75,6 +75,13 @@ pub enum Command {
         /// How long, e.g. 10m (default: guard.max_engaged)
         #[arg(long)]
         ttl: Option<String>,
+        /// Answer only once no guarded write is in flight here (`quiesced`), or once every
+        /// replica sharing the state applied the engagement (`all`)
+        #[arg(long, value_parser = ["quiesced", "all"])]
+        wait: Option<String>,
+        /// How long `--wait` may take, e.g. 30s (then it fails; the engagement stays)
+        #[arg(long, requires = "wait")]
+        timeout: Option<String>,
     },
     /// Release manual engagements
     Release {
@@ -92,8 +99,16 @@ pub fn dispatch(command: Command) -> ExitCode {
         Command::Check { config } => return check(&config.path),
         Command::Run { config, upgrade } => return run(&config.path, upgrade),
         Command::Status { admin } => (admin, Method::GET, "/status", None),
-        Command::Engage { admin, reason, ttl } => {
-            let body = serde_json::json!({ "reason": reason, "ttl": ttl });
+        Command::Engage {
+            admin,
+            reason,
+            ttl,
+            wait,
+            timeout,
+        } => {
+            let body = serde_json::json!({
+                "reason": reason, "ttl": ttl, "wait": wait, "timeout": timeout
+            });
             (admin, Method::POST, "/guard", Some(body))
         }
         Command::Release { admin, all } => {

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
-use crate::config::StateConfig;
+use crate::config::{StateBackend, StateConfig};
 
 /// One problem, with the config key it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,13 +18,18 @@ pub struct Problem {
 }
 
 /// Every problem found; empty when the state can be kept. Creates missing directories;
-/// never changes an existing file.
+/// never changes an existing file. With Redis, only the boot cache is a file (the audit
+/// trail is in Redis).
 pub fn probe(cfg: &StateConfig) -> Vec<Problem> {
     let mut problems = Vec::new();
-    for (key, path) in [
-        ("state.path", &cfg.path),
-        ("state.audit_log", &cfg.audit_log),
-    ] {
+    let files: &[_] = match cfg.backend {
+        StateBackend::File => &[
+            ("state.path", &cfg.path),
+            ("state.audit_log", &cfg.audit_log),
+        ],
+        StateBackend::Redis(_) => &[("state.path", &cfg.path)],
+    };
+    for &(key, path) in files {
         if let Err(message) = writable(path) {
             problems.push(Problem { key, message });
         }

@@ -954,3 +954,42 @@ async fn the_commit_script_refuses_a_change_past_its_deadline() {
     assert_eq!(redis.cli(&["HGET", &state, "version"]).trim(), "1");
     assert_eq!(redis.cli(&["XLEN", &audit]).trim(), "1");
 }
+
+/// The deploy-script step as a command: `writeguard engage --wait all` through one of two
+/// replicas exits 0 once both applied it, and prints both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_engages_and_waits_for_every_replica() {
+    let up = Upstream::start().await;
+    let redis = Redis::start().await;
+    let ws = replicas(2, &up, &redis, "shop-cli", |w| w).await;
+    let admin = ws[0].admin_url();
+    let args = [
+        "engage",
+        "--reason",
+        "migrations",
+        "--wait",
+        "all",
+        "--timeout",
+        "5s",
+    ];
+    let out = crate::common::run(
+        ws[0].dir(),
+        &[&args[..], &["--admin", &admin, "--token", TOKEN]].concat(),
+        &[],
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: Value = serde_json::from_str(&stdout).expect("JSON on stdout");
+    assert_eq!(created["reason"], "migrations");
+    let ids: Vec<&str> = created["replicas"]
+        .as_array()
+        .map(|rs| rs.iter().filter_map(|r| r["id"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(ids, ["wg-0", "wg-1"], "{created}");
+    assert!(refuses(&ws[1], &up).await, "{}", ws[1].status().await);
+}
