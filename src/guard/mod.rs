@@ -351,7 +351,10 @@ impl Guard {
             span.map(|(since, _)| since)
         };
         let reason = if failsafe {
-            Some(Arc::from("the guard state cannot be read"))
+            // Shown to visitors whose write is refused.
+            Some(Arc::from(
+                "saving is paused for a moment while the site checks its deploy status",
+            ))
         } else {
             state
                 .engagements
