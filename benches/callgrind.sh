@@ -4,7 +4,9 @@
 #   bash benches/callgrind.sh target/release/writeguard [other/writeguard ...]
 # Needs valgrind, wrk and nginx (Debian packages). Loopback only; ports WG_CG_PORT_BASE..+2
 # (default 24510). Each binary: started under callgrind, warmed up 3 s, counters zeroed,
-# `wrk -t1 -c8 -d10s`, counters dumped; instructions / requests.
+# `wrk -t1 -c8 -d10s`, counters dumped; instructions / requests. WG_CG_OUT=<dir> keeps each
+# dump there as <n>-<mode>.callgrind (n: the binary's place in the arguments, from 1), for
+# `callgrind_annotate`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 1 ] || { echo "usage: $0 BIN [BIN...]" >&2; exit 2; }
@@ -18,8 +20,8 @@ nginx_pid=$!
 trap 'kill $nginx_pid 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
 sleep 1
 
-measure() { # BIN MODE
-  local bin=$1 mode=$2 vg out reqs ir
+measure() { # BIN MODE N
+  local bin=$1 mode=$2 n=$3 vg out reqs ir dump
   sed -e "s#@DIR@#$dir#g" -e "s#@UPSTREAM_PORT@#$up#g" -e "s#@WG_PORT@#$wg#g" \
       -e "s#@ADMIN_PORT@#$admin#g" -e "s#@TOKEN@#$token#g" -e "s#@HOLD_LINE@#hold = \"0s\"#g" \
       benches/load/writeguard.toml.in > "$dir/wg.toml"
@@ -42,13 +44,17 @@ measure() { # BIN MODE
   sleep 1
   reqs=$(echo "$out" | awk '/requests in/ {print $1}')
   # The newest dump holds what was counted since the zeroing.
-  ir=$(grep -h '^summary:\|^totals:' "$(ls -t "$dir"/cg.out.* | head -1)" | head -1 | awk '{print $2}')
+  dump=$(ls -t "$dir"/cg.out.* | head -1)
+  ir=$(grep -h '^summary:\|^totals:' "$dump" | head -1 | awk '{print $2}')
+  if [ -n "${WG_CG_OUT:-}" ]; then mkdir -p "$WG_CG_OUT"; cp "$dump" "$WG_CG_OUT/$n-$mode.callgrind"; fi
   echo "$bin $mode: $reqs requests, $ir instructions, $((ir / reqs)) per request"
   kill "$vg"; wait "$vg" 2>/dev/null || true
 }
 
 for mode in get post; do
+  n=0
   for bin in "$@"; do
-    measure "$bin" "$mode"
+    n=$((n + 1))
+    measure "$bin" "$mode" "$n"
   done
 done
