@@ -161,7 +161,10 @@ impl Upkeep {
             let guard = self.guard.clone();
             let done = tokio::task::spawn_blocking(move || {
                 guard.refresh()?;
-                guard.announce().map(drop)
+                if guard.shared() {
+                    guard.announce()?;
+                }
+                Ok::<(), crate::guard::StoreError>(())
             })
             .await;
             match done {
@@ -228,7 +231,11 @@ impl BackgroundService for Upkeep {
         tokio::pin!(listeners);
         let mut listening = false;
         let background = async {
-            tokio::join!(self.refresh_loop(), self.expire_loop(), self.store_loop());
+            if self.guard.shared() {
+                tokio::join!(self.refresh_loop(), self.expire_loop(), self.store_loop());
+            } else {
+                tokio::join!(self.refresh_loop(), self.expire_loop());
+            }
         };
         tokio::pin!(background);
         loop {

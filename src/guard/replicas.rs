@@ -45,21 +45,35 @@ impl Guard {
     /// Tells the other members that this process is alive and which version it applied, and
     /// learns who they are. Waits for the store: run it off the async workers.
     pub fn announce(&self) -> Result<Vec<Replica>, StoreError> {
-        let me = Replica {
-            version: self.state.load().version,
-            failsafe: self.health.failsafe(),
-            seen: self.clock.now(),
-            ..self.me.clone()
-        };
-        let mut all = self.backend.announce(&me)?;
+        let mut all = self.backend.announce(&self.me_now())?;
         all.sort_by(|a, b| a.id.cmp(&b.id));
         self.replicas.store(std::sync::Arc::new(all.clone()));
         Ok(all)
     }
 
-    /// The members as last announced.
+    /// This process as it is now.
+    fn me_now(&self) -> Replica {
+        Replica {
+            version: self.state.load().version,
+            failsafe: self.health.failsafe(),
+            seen: self.clock.now(),
+            ..self.me.clone()
+        }
+    }
+
+    /// The members as last announced; with a store that is not shared, this process.
     pub fn replicas(&self) -> Vec<Replica> {
-        self.replicas.load().to_vec()
+        if self.health.shared() {
+            self.replicas.load().to_vec()
+        } else {
+            vec![self.me_now()]
+        }
+    }
+
+    /// Whether the state is shared with other replicas (then the upkeep announces this one
+    /// and watches the store's answers for the fail-safe).
+    pub fn shared(&self) -> bool {
+        self.health.shared()
     }
 
     /// The version of the state this process applied.

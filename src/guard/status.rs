@@ -80,7 +80,7 @@ impl Guard {
                 version: state.version,
                 failsafe: failsafe.is_some(),
             },
-            replicas: self.replicas.load().to_vec(),
+            replicas: self.replicas(),
         }
     }
 
