@@ -27,7 +27,8 @@ impl Clock {
         self.at(Instant::now())
     }
 
-    fn at(&self, instant: Instant) -> OffsetDateTime {
+    /// The wall-clock time this clock reads at `instant`.
+    pub fn at(&self, instant: Instant) -> OffsetDateTime {
         let elapsed = instant.saturating_duration_since(self.mono);
         self.wall
             .checked_add(time::Duration::try_from(elapsed).unwrap_or(time::Duration::MAX))

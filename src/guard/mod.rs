@@ -10,8 +10,11 @@
 mod audit;
 mod backend;
 mod clock;
+mod estimate;
 mod failsafe;
 mod gate;
+mod history;
+mod outlook;
 mod policy;
 mod replicas;
 mod snapshot;
@@ -35,9 +38,10 @@ pub use backend::{Backend, Commit, StoreError};
 use clock::Clock;
 use failsafe::{Health, FAILSAFE_RETRY_AFTER};
 pub use gate::{Gate, Place};
+use outlook::Outlook;
 pub use policy::Decision;
 pub use replicas::Replica;
-pub use snapshot::{Settings, Snapshot};
+pub use snapshot::{Retry, Settings, Snapshot};
 pub use state::{Applied, Deploy, Engagement, GuardState, Scope, Source};
 pub use status::{PublicStatus, Status};
 
@@ -118,6 +122,7 @@ impl Guard {
                 reason: None,
                 settings: Arc::new(Settings::new(&cfg.guard)),
                 failsafe: false,
+                outlook: None,
             }),
             backend,
             clock: Clock::start(),
@@ -207,29 +212,64 @@ impl Guard {
             reason: current.reason.clone(),
             settings: Arc::new(Settings::new(cfg)),
             failsafe: current.failsafe,
+            outlook: current.outlook.clone(),
         }));
         self.changes.send_replace(());
     }
 
-    /// Seconds a client should wait: the configured value, or less when every engagement
-    /// ends sooner.
+    /// Seconds a client should wait: until writes are expected back when every running
+    /// engagement has a history to go by; otherwise the configured value, or less when every
+    /// engagement ends sooner.
     pub fn retry_after_secs(&self) -> u64 {
         Self::retry_after_of(&self.snapshot())
     }
 
     /// [`Guard::retry_after_secs`] for a snapshot already loaded.
     pub fn retry_after_of(snapshot: &Snapshot) -> u64 {
+        Self::retry_of(snapshot, Instant::now(), || 0.0).after
+    }
+
+    /// What a refused request is told: as [`Guard::retry_after_of`], but a Retry-After
+    /// estimated from history is moved by up to ±15 % at random, so that the clients refused
+    /// together do not all retry at once.
+    pub fn refused_retry_of(snapshot: &Snapshot) -> Retry {
+        Self::retry_of(snapshot, Instant::now(), || {
+            rand::random::<f64>() * 2.0 - 1.0
+        })
+    }
+
+    fn retry_of(snapshot: &Snapshot, now: Instant, jitter: impl FnOnce() -> f64) -> Retry {
         let cfg = snapshot.settings.retry_after.as_secs().max(1);
         if snapshot.failsafe {
-            return cfg.min(FAILSAFE_RETRY_AFTER);
+            return Retry {
+                after: cfg.min(FAILSAFE_RETRY_AFTER),
+                back_in: None,
+            };
         }
-        match snapshot.until {
+        if let Some((left, cap)) = snapshot.outlook.as_ref().and_then(|o| o.left(now)) {
+            return Retry {
+                after: estimate::retry_after(left, cap, jitter()),
+                back_in: Some(estimate::retry_after(left, cap, 0.0)),
+            };
+        }
+        let after = match snapshot.until {
             Some(u) => u
-                .checked_duration_since(Instant::now())
+                .checked_duration_since(now)
                 .map(|left| left.as_secs().clamp(1, cfg))
                 .unwrap_or(cfg),
             None => cfg,
+        };
+        Retry {
+            after,
+            back_in: None,
         }
+    }
+
+    /// When writes are expected back, if every running engagement has a history to go by.
+    pub fn eta(&self) -> Option<OffsetDateTime> {
+        let snapshot = self.snapshot();
+        let eta = snapshot.outlook.as_ref()?.eta(Instant::now())?;
+        Some(self.clock.at(eta))
     }
 
     /// Whether the last attempt to store a change succeeded (or none failed yet).
@@ -375,12 +415,18 @@ impl Guard {
         if releasing {
             self.gate.releasing();
         }
+        let outlook = if failsafe {
+            None
+        } else {
+            Outlook::of(&state, now, &self.clock)
+        };
         self.snapshot.store(Arc::new(Snapshot {
             until,
             since,
             reason,
             settings,
             failsafe,
+            outlook,
         }));
         self.changes.send_replace(());
         // An engagement that ran out by the clock still has its window in the previous

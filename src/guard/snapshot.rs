@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
+use super::outlook::Outlook;
 use super::policy::Policy;
 use crate::config::GuardConfig;
 
@@ -47,6 +48,17 @@ pub struct Snapshot {
     pub settings: Arc<Settings>,
     /// Guarded because the shared state cannot be read (`until` is then far away).
     pub failsafe: bool,
+    /// When the running engagements are expected to end, if every one has a history.
+    pub(super) outlook: Option<Outlook>,
+}
+
+/// When to retry, as told to a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// `Retry-After`, in seconds.
+    pub after: u64,
+    /// Seconds until writes are expected back, when there is an estimate.
+    pub back_in: Option<u64>,
 }
 
 impl Snapshot {

@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::history::{self, DeployKey, History};
 use crate::deadline;
 use crate::upsun::{Activity, Phase};
 
@@ -65,6 +66,9 @@ pub struct Deploy {
     pub started_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
     pub ended_at: Option<OffsetDateTime>,
+    /// Which history its duration goes to (absent in state files written before histories).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<DeployKey>,
 }
 
 /// How many deploys the dashboard remembers.
@@ -86,6 +90,10 @@ pub struct GuardState {
     /// Newest last.
     #[serde(default)]
     pub deploys: Vec<Deploy>,
+    /// How long the deploys that completed took, per kind of deploy (for the Retry-After
+    /// estimate).
+    #[serde(default)]
+    pub histories: Vec<History>,
 }
 
 /// Which activities concern us (from `[upsun]`).
@@ -162,6 +170,7 @@ impl GuardState {
                         result: None,
                         started_at: now,
                         ended_at: None,
+                        key: Some(key_of(activity)),
                     });
                 }
                 if !self.engagements.iter().any(|e| e.id == activity.id) {
@@ -177,14 +186,30 @@ impl GuardState {
             Phase::Ended => {
                 self.engagements.retain(|e| e.id != activity.id);
                 if let Some(d) = self.deploys.iter_mut().find(|d| d.id == activity.id) {
+                    let first_end = d.ended_at.is_none();
                     d.state = activity.state.clone();
                     d.result = activity.result.clone();
                     d.ended_at = Some(now);
+                    if first_end && activity.state == "complete" {
+                        Self::record_duration(&mut self.histories, d);
+                    }
                 }
             }
             Phase::Other => unreachable!("returned above"),
         }
         Applied::Accepted
+    }
+
+    /// Adds how long `deploy` took, from its start to its end as seen here, to its history.
+    /// A cancelled deploy says nothing about how long one takes, and one from a state file
+    /// without keys has no history to go to.
+    fn record_duration(histories: &mut Vec<History>, deploy: &Deploy) {
+        let (Some(key), Some(ended_at)) = (&deploy.key, deploy.ended_at) else {
+            return;
+        };
+        if let Ok(took) = Duration::try_from(ended_at - deploy.started_at) {
+            history::record(histories, key, took);
+        }
     }
 
     /// Remembers a new id; past [`REMEMBERED_OPEN`] ids that have not ended, the oldest of
@@ -285,6 +310,16 @@ impl GuardState {
             None => Some((e.since, e.expires_at)),
             Some((s, u)) => Some((s.min(e.since), u.max(e.expires_at))),
         })
+    }
+}
+
+/// The history an activity's duration goes to.
+fn key_of(activity: &Activity) -> DeployKey {
+    DeployKey {
+        source: "upsun".into(),
+        project: activity.project.clone().unwrap_or_default(),
+        environment: activity.environments.join(","),
+        kind: activity.kind.clone(),
     }
 }
 

@@ -14,6 +14,9 @@ pub struct PublicStatus {
     #[serde(with = "time::serde::rfc3339::option")]
     pub since: Option<OffsetDateTime>,
     pub retry_after: u64,
+    /// When writes are expected back, from how long past deploys of the same kind took.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub eta: Option<OffsetDateTime>,
 }
 
 /// The `/status` document.
@@ -23,6 +26,10 @@ pub struct Status {
     #[serde(with = "time::serde::rfc3339::option")]
     pub since: Option<OffsetDateTime>,
     pub retry_after: u64,
+    /// When writes are expected back, if every running engagement is a deploy of a kind
+    /// with enough history (RFC 3339).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub eta: Option<OffsetDateTime>,
     pub engagements: Vec<Engagement>,
     /// Guarded writes waiting at the proxy for the release, or after it for their turn.
     pub held: usize,
@@ -70,6 +77,7 @@ impl Guard {
             guarded: !engagements.is_empty(),
             since,
             retry_after: self.retry_after_secs(),
+            eta: self.eta(),
             engagements,
             held: self.traffic.held(),
             in_flight_writes: self.traffic.in_flight_writes(),
@@ -97,6 +105,7 @@ impl Guard {
             guarded,
             since: if guarded { snapshot.since } else { None },
             retry_after: self.retry_after_secs(),
+            eta: if guarded { self.eta() } else { None },
         }
     }
 }

@@ -164,8 +164,10 @@ impl Proxy {
         let html = refusal::prefers_html(req.headers());
         let keep_alive = drain(req.into_body(), self.drain_limit).await;
         let snapshot = self.guard.snapshot();
+        let retry = Guard::refused_retry_of(&snapshot);
         let why = refusal::Why {
-            retry_after: Guard::retry_after_of(&snapshot),
+            retry_after: retry.after,
+            back_in: retry.back_in,
             reason: snapshot.reason.as_deref(),
             since: snapshot.since,
             page: snapshot.settings.page.as_deref(),

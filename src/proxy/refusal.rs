@@ -43,6 +43,8 @@ pub(super) fn prefers_html(headers: &HeaderMap) -> bool {
 /// What the answer says: when to retry, and why, if known.
 pub struct Why<'a> {
     pub retry_after: u64,
+    /// Seconds until writes are expected back, when estimated from past deploys.
+    pub back_in: Option<u64>,
     pub reason: Option<&'a str>,
     pub since: Option<time::OffsetDateTime>,
     /// A custom page with `{{retry_after}}`, `{{reason}}` and `{{since}}` placeholders.
@@ -84,18 +86,25 @@ struct Problem {
 thread_local! {
     /// The last problem document this thread wrote, with what it says: during a deploy every
     /// refused API request gets the same one until `retry_after` ticks down.
-    static LAST_PROBLEM: RefCell<Option<(u64, Option<String>, Bytes)>> = const { RefCell::new(None) };
+    static LAST_PROBLEM: RefCell<Option<(Said, Bytes)>> = const { RefCell::new(None) };
 }
+
+/// What a problem document says: `retry_after`, `back_in` and the reason.
+type Said = (u64, Option<u64>, Option<String>);
 
 fn problem_cached(why: &Why<'_>) -> Bytes {
     LAST_PROBLEM.with_borrow_mut(|last| {
-        if let Some((retry_after, reason, body)) = last {
-            if *retry_after == why.retry_after && reason.as_deref() == why.reason {
+        if let Some(((retry_after, back_in, reason), body)) = last {
+            if *retry_after == why.retry_after
+                && *back_in == why.back_in
+                && reason.as_deref() == why.reason
+            {
                 return body.clone();
             }
         }
         let body = Bytes::from(problem(why));
-        *last = Some((why.retry_after, why.reason.map(str::to_owned), body.clone()));
+        let said = (why.retry_after, why.back_in, why.reason.map(str::to_owned));
+        *last = Some((said, body.clone()));
         body
     })
 }
@@ -105,11 +114,19 @@ fn problem(why: &Why<'_>) -> Vec<u8> {
         kind: "about:blank",
         title: "Deploy in progress",
         status: 503,
-        detail: format!(
-            "The application is being deployed ({}); this request was not applied. Retry in {} s.",
-            why.reason.unwrap_or(DEFAULT_REASON),
-            why.retry_after
-        ),
+        detail: match why.back_in {
+            Some(secs) => format!(
+                "The application is being deployed ({}); this request was not applied. Back in about {}; retry in {} s.",
+                why.reason.unwrap_or(DEFAULT_REASON),
+                about(secs),
+                why.retry_after
+            ),
+            None => format!(
+                "The application is being deployed ({}); this request was not applied. Retry in {} s.",
+                why.reason.unwrap_or(DEFAULT_REASON),
+                why.retry_after
+            ),
+        },
         retry_after: why.retry_after,
     };
     serde_json::to_vec(&problem).expect("a problem document serializes")
@@ -132,7 +149,16 @@ fn page(why: &Why<'_>) -> String {
             .replace("{{reason}}", &reason)
             .replace("{{since}}", &escape(&since_text(why)));
     }
-    let retry_after = why.retry_after;
+    let when = match why.back_in {
+        Some(secs) => format!(
+            "It should be back in about <strong>{}</strong>: then go back, and submit the form again.",
+            about(secs)
+        ),
+        None => format!(
+            "Please try again in about <strong>{} seconds</strong>: go back, and submit the form again.",
+            why.retry_after
+        ),
+    };
     format!(
         r#"<!doctype html>
 <html lang="en">
@@ -151,13 +177,22 @@ h1{{font-size:1.5rem}} a{{color:#0b57d0}} .why{{color:#444}}
 <p>The site is being updated right now, so it is not accepting changes for a moment.
 Nothing you sent was applied.</p>
 <p class="why">Why: {reason}.</p>
-<p>Please try again in about <strong>{retry_after} seconds</strong>: go back, and submit the form again.</p>
+<p>{when}</p>
 <p><a href="javascript:history.back()">Go back</a></p>
 </main>
 </body>
 </html>
 "#
     )
+}
+
+/// A wait for people: `45 s` below two minutes, `3 min` (rounded) from there.
+fn about(secs: u64) -> String {
+    if secs < 120 {
+        format!("{secs} s")
+    } else {
+        format!("{} min", secs.saturating_add(30) / 60)
+    }
 }
 
 /// Escapes text for HTML element content and attribute values.
@@ -201,6 +236,7 @@ mod tests {
     fn why(page: Option<&str>) -> Why<'_> {
         Why {
             retry_after: 12,
+            back_in: None,
             reason: Some("Upsun <push> in progress"),
             since: None,
             page,
@@ -239,5 +275,46 @@ mod tests {
         let other: serde_json::Value = serde_json::from_slice(&problem_cached(&w)).unwrap();
         assert!(other["detail"].as_str().unwrap().contains("another reason"));
         assert_eq!(problem_cached(&w), problem(&w));
+    }
+
+    #[test]
+    fn with_an_estimate_page_and_problem_say_when_writes_are_back() {
+        let mut w = why(None);
+        w.back_in = Some(14);
+        let html = page(&w);
+        assert!(
+            html.contains("back in about <strong>14 s</strong>"),
+            "{html}"
+        );
+        assert!(!html.contains("12 seconds"), "{html}");
+        let v: serde_json::Value = serde_json::from_slice(&problem_cached(&w)).unwrap();
+        let detail = v["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("Back in about 14 s; retry in 12 s."),
+            "{detail}"
+        );
+        assert_eq!(v["retry_after"], 12);
+        // Minutes when larger.
+        w.back_in = Some(290);
+        assert!(page(&w).contains("back in about <strong>5 min</strong>"));
+        let v: serde_json::Value = serde_json::from_slice(&problem_cached(&w)).unwrap();
+        assert!(v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Back in about 5 min;"));
+        // Without one, as before.
+        w.back_in = None;
+        let v: serde_json::Value = serde_json::from_slice(&problem_cached(&w)).unwrap();
+        assert!(v["detail"].as_str().unwrap().ends_with("Retry in 12 s."));
+    }
+
+    #[test]
+    fn waits_read_in_seconds_then_minutes() {
+        assert_eq!(about(1), "1 s");
+        assert_eq!(about(119), "119 s");
+        assert_eq!(about(120), "2 min");
+        assert_eq!(about(149), "2 min");
+        assert_eq!(about(150), "3 min");
+        assert_eq!(about(u64::MAX), format!("{} min", u64::MAX / 60));
     }
 }

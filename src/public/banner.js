@@ -37,11 +37,16 @@
     return el;
   }
 
+  // With an estimate (eta): seconds below two minutes, then minutes, as the 503 page says.
+  function about(s) { return s < 120 ? s + ' s' : Math.floor((s + 30) / 60) + ' min'; }
+
   // Released: the live region stays, empty and zero-sized, so the next change is announced.
   // Shown: the page is pushed down by the bar's height rather than covered.
   function show(st) {
     var b = bar(), s = b.style, r = d.documentElement.style;
-    b.textContent = st ? 'Deploy in progress: saving is paused for about ' + st.retry_after + ' s' : '';
+    b.textContent = !st ? '' : st.eta
+      ? 'Deploy in progress: saving is paused, back in about ' + about(st.retry_after)
+      : 'Deploy in progress: saving is paused for about ' + st.retry_after + ' s';
     s.padding = st ? css('padding', '8px 16px') : '0';
     s.boxShadow = st ? css('shadow', '0 2px 6px rgba(0,0,0,.3)') : 'none';
     if (st) {
@@ -67,7 +72,7 @@
 
   function apply(st) {
     if (!st || typeof st.guarded !== 'boolean') return;
-    var key = st.guarded ? 'g' + st.retry_after : 'r';
+    var key = st.guarded ? 'g' + st.retry_after + (st.eta ? 'e' : '') : 'r';
     if (st.guarded) lock(true);
     if (key === last) return;
     last = key;

@@ -18,6 +18,7 @@ mod public;
 mod reliability;
 mod reload;
 mod replicas;
+mod retry_eta;
 mod shared_state;
 mod webhook;
 mod webhook_holes;

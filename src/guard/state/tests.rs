@@ -220,3 +220,56 @@ fn state_files_without_ended_at_still_load_and_keep_their_ended_ids() {
     let back: GuardState = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
     assert_eq!(back, s);
 }
+
+fn took(s: &GuardState, kind: &str) -> Vec<u64> {
+    let key = key_of(&Activity {
+        kind: kind.into(),
+        ..act("any", "complete")
+    });
+    history::durations(&s.histories, &key)
+        .map(|d| d.as_secs())
+        .collect()
+}
+
+#[test]
+fn completed_deploys_keep_their_durations_per_kind() {
+    let mut s = GuardState::default();
+    let scope = Scope::default();
+    let redeploy = |id: &str, state: &str| Activity {
+        kind: "environment.redeploy".into(),
+        ..act(id, state)
+    };
+    s.apply_activity(&act("a", "in_progress"), &scope, t(0), MAX);
+    s.apply_activity(&redeploy("b", "in_progress"), &scope, t(1), MAX);
+    s.apply_activity(&act("a", "complete"), &scope, t(30), MAX);
+    // A duplicate `complete` does not count it twice, nor later.
+    s.apply_activity(&act("a", "complete"), &scope, t(45), MAX);
+    s.apply_activity(&redeploy("b", "complete"), &scope, t(11), MAX);
+    // A cancelled deploy tells nothing about how long one takes.
+    s.apply_activity(&act("c", "in_progress"), &scope, t(50), MAX);
+    s.apply_activity(&act("c", "cancelled"), &scope, t(51), MAX);
+    // Nor does one that expired.
+    s.apply_activity(&act("d", "in_progress"), &scope, t(60), MAX);
+    s.expire(t(60 + 1800));
+    assert_eq!(took(&s, "environment.push"), vec![30]);
+    assert_eq!(took(&s, "environment.redeploy"), vec![10]);
+    let other_env = DeployKey {
+        environment: "staging".into(),
+        ..key_of(&act("a", "complete"))
+    };
+    assert_eq!(history::durations(&s.histories, &other_env).count(), 0);
+    // The histories are stored with the state.
+    let back: GuardState = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+    assert_eq!(back, s);
+}
+
+#[test]
+fn state_files_without_histories_still_load() {
+    let old = r#"{"engagements":[],"deploys":[{"id":"a","type":"environment.push",
+        "state":"in_progress","result":null,"started_at":"2023-11-14T22:13:20Z","ended_at":null}]}"#;
+    let mut s: GuardState = serde_json::from_str(old).unwrap();
+    assert!(s.histories.is_empty() && s.deploys[0].key.is_none());
+    // Its deploy has no key: it ends, but has no history to go to.
+    s.apply_activity(&act("a", "complete"), &Scope::default(), t(10), MAX);
+    assert!(s.histories.is_empty());
+}

@@ -40,7 +40,7 @@ fn assert_json_200(res: &Resp) -> Value {
 }
 
 /// `GET {prefix}/status` through the proxy, checked for its shape: exactly `guarded`,
-/// `since` and `retry_after`, uncached.
+/// `since`, `retry_after` and `eta`, uncached.
 async fn public_status(wg: &Instance) -> Value {
     let res = wg.proxy(Req::get(&public("/status"))).await;
     let doc = assert_json_200(&res);
@@ -52,8 +52,9 @@ async fn public_status(wg: &Instance) -> Value {
         .map(String::as_str)
         .collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["guarded", "retry_after", "since"], "{doc}");
+    assert_eq!(keys, ["eta", "guarded", "retry_after", "since"], "{doc}");
     assert!(doc["guarded"].is_boolean(), "{doc}");
     assert!(doc["retry_after"].is_u64(), "{doc}");
+    assert!(doc["eta"].is_null() || doc["eta"].is_string(), "{doc}");
     doc
 }
