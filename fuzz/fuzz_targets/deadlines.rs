@@ -14,7 +14,7 @@ use libfuzzer_sys::fuzz_target;
 use time::OffsetDateTime;
 use writeguard::config::Config;
 use writeguard::deadline;
-use writeguard::guard::{AuditRecord, Backend, Commit, Guard, GuardState, StoreError};
+use writeguard::guard::{AuditRecord, Backend, Commit, Guard, GuardState, Replica, StoreError};
 use writeguard::upsun::Activity;
 
 /// Named by the seeds' `token_env` / `shared_key_env`, as in the `config` target.
@@ -49,6 +49,10 @@ impl Backend for Memory {
 
     fn set_aside(&self) -> Option<String> {
         None
+    }
+
+    fn kind(&self) -> &'static str {
+        "memory"
     }
 }
 
@@ -94,7 +98,8 @@ fuzz_target!(|data: &[u8]| {
 
     // The guard's: a manual engagement for max_engaged (POST /guard without a ttl), one with
     // the longest ttl allowed, and an Upsun deploy in progress (the webhook handler).
-    let guard = Guard::open(&cfg, Box::new(Memory::default()));
+    let me = Replica::this_process("fuzz".into(), String::new());
+    let guard = Guard::open(&cfg, Box::new(Memory::default()), me);
     guard.engage("fuzz".into(), None).expect("in-memory commit");
     guard
         .engage("fuzz".into(), Some(cfg.guard.max_engaged))

@@ -91,8 +91,9 @@ pub struct GuardState {
     #[serde(default)]
     pub deploys: Vec<Deploy>,
     /// How long the deploys that completed took, per kind of deploy (for the Retry-After
-    /// estimate).
-    #[serde(default)]
+    /// estimate). Left out while empty, so that a version without it still reads the state
+    /// until a deploy completes (replicas of two versions share it during a rolling upgrade).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub histories: Vec<History>,
 }
 
