@@ -144,6 +144,7 @@ impl Done {
             peer = %self.peer.map_or_else(|| "-".to_string(), |p| p.to_string()),
             bytes_in = self.seen.bytes_in,
             bytes_out = self.bytes_out,
+            "request",
         );
     }
 }
