@@ -42,7 +42,11 @@ pub fn init(log: &LogConfig) {
 pub fn from_env() -> LogConfig {
     let json = std::env::var("WRITEGUARD_LOG_FORMAT").is_ok_and(|v| v == "json");
     LogConfig {
-        format: if json { LogFormat::Json } else { LogFormat::Text },
+        format: if json {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        },
         access: false,
     }
 }

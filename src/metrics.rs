@@ -198,7 +198,8 @@ impl Metrics {
     pub fn new() -> Arc<Self> {
         let mut registry = Registry::with_prefix("writeguard");
         let requests_family = Family::<Labels, Counter>::default();
-        let requests = Outcome::PROXY.map(|o| requests_family.get_or_create_owned(&[("outcome", o.as_str())]));
+        let requests =
+            Outcome::PROXY.map(|o| requests_family.get_or_create_owned(&[("outcome", o.as_str())]));
         registry.register(
             "requests",
             "Requests on the proxy port, by what writeguard did with them",
@@ -249,7 +250,11 @@ impl Metrics {
         };
         let guarded = gauge(&mut registry, "guarded", "1 while writes are guarded");
         let engagements = gauge(&mut registry, "engagements", "Active engagements");
-        let held = gauge(&mut registry, "held_requests", "Writes held, waiting for the release");
+        let held = gauge(
+            &mut registry,
+            "held_requests",
+            "Writes held, waiting for the release",
+        );
         let in_flight_writes = gauge(
             &mut registry,
             "in_flight_writes",

@@ -15,7 +15,6 @@ use hyper::body::Incoming;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-
 use crate::config::{Secret, UpsunConfig};
 use crate::guard::{self, Applied, Guard, StoreError};
 use crate::http::read::{read_body, BodyError};
@@ -215,7 +214,8 @@ impl Webhook {
             }
             Applied::Ignored(why) => {
                 tracing::info!(guarded, ignored = %why, "webhook acknowledged, ignored");
-                let doc = serde_json::json!({ "accepted": true, "guarded": guarded, "ignored": why });
+                let doc =
+                    serde_json::json!({ "accepted": true, "guarded": guarded, "ignored": why });
                 (WebhookResult::Ignored, json(StatusCode::OK, &doc))
             }
         })

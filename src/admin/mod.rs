@@ -146,7 +146,9 @@ impl Admin {
             (&Method::GET, "/") => Ok(dashboard()),
             (&Method::POST, "/guard") => self.engage(req).await,
             (&Method::DELETE, "/guard") => self.release(req).await,
-            (&Method::POST, "/webhooks/upsun") => Ok(self.webhook.handle(&self.guard, req, "admin").await),
+            (&Method::POST, "/webhooks/upsun") => {
+                Ok(self.webhook.handle(&self.guard, req, "admin").await)
+            }
             (
                 _,
                 "/" | "/healthz" | "/readyz" | "/status" | "/metrics" | "/deploys" | "/history"

@@ -253,10 +253,18 @@ fn log_mistakes_are_named() {
 fn metrics_token_is_a_secret_with_an_env_override() {
     let text = MINIMAL.replace("[admin]", "[admin]\nmetrics_token = \"scrape-me-please\"");
     let c = Config::parse(&text, &[]).expect("valid");
-    assert!(c.admin.metrics_token.as_ref().unwrap().matches(b"scrape-me-please"));
+    assert!(c
+        .admin
+        .metrics_token
+        .as_ref()
+        .unwrap()
+        .matches(b"scrape-me-please"));
     let c = Config::parse(&text, &[("WRITEGUARD_METRICS_TOKEN", "from-the-env")]).expect("valid");
     assert!(c.admin.metrics_token.unwrap().matches(b"from-the-env"));
     let short = MINIMAL.replace("[admin]", "[admin]\nmetrics_token = \"short\"");
     let got = issues(&short);
-    assert!(got.iter().any(|i| i.starts_with("admin.metrics_token")), "{got:?}");
+    assert!(
+        got.iter().any(|i| i.starts_with("admin.metrics_token")),
+        "{got:?}"
+    );
 }

@@ -21,6 +21,9 @@ use crate::metrics::{Metrics, Outcome};
 /// Framing refusals logged per second at most (a client can send them as fast as it likes).
 const FRAMING_LINES_PER_SECOND: u64 = 10;
 
+/// Longest path written in an access line (a URI may be 8 KiB or more).
+const MAX_PATH: usize = 1024;
+
 /// What a listener records about its requests.
 pub struct Observer {
     metrics: Arc<Metrics>,
@@ -61,7 +64,10 @@ impl Seen {
         Seen {
             start: Instant::now(),
             method: req.method().clone(),
-            path: observer.access.then(|| req.uri().path().into()),
+            path: observer.access.then(|| {
+                let path = req.uri().path();
+                path.get(..MAX_PATH).unwrap_or(path).into()
+            }),
             bytes_in: req
                 .headers()
                 .get(http::header::CONTENT_LENGTH)

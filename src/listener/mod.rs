@@ -33,8 +33,8 @@ mod access;
 mod connection;
 mod headroom;
 
-use access::{Metered, Seen};
 pub use access::Observer;
+use access::{Metered, Seen};
 use connection::{Busy, Open};
 pub use connection::{Connection, OpenConnections};
 pub use headroom::Headroom;
@@ -286,7 +286,16 @@ impl<H: Handler> ServerApp for HttpApp<H> {
                 // The body owns the accounting (and the busy guard): both last until hyper
                 // is done with the answer.
                 Ok(res.map(|body| {
-                    Metered::new(body, &observer, seen, outcome, status, client.addr, framing, busy)
+                    Metered::new(
+                        body,
+                        &observer,
+                        seen,
+                        outcome,
+                        status,
+                        client.addr,
+                        framing,
+                        busy,
+                    )
                 }))
             }
         });

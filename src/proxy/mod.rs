@@ -77,7 +77,10 @@ impl Proxy {
                 drop(write);
                 return self.hold_or_refuse(req, client).await;
             }
-            return (Outcome::Forwarded, self.pass(req, client, Some(write)).await);
+            return (
+                Outcome::Forwarded,
+                self.pass(req, client, Some(write)).await,
+            );
         }
         drop((snapshot, write));
         match kind {

@@ -42,7 +42,9 @@ fn parse_exposition(text: &str) -> HashMap<String, f64> {
             continue;
         }
         let (series, value) = line.rsplit_once(' ').expect("name and value");
-        let value: f64 = value.parse().unwrap_or_else(|_| panic!("value of {line:?}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("value of {line:?}"));
         let name = series.split('{').next().unwrap();
         assert!(
             name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
@@ -57,7 +59,10 @@ fn parse_exposition(text: &str) -> HashMap<String, f64> {
                 for pair in inner.split(',') {
                     let (k, v) = pair.split_once('=').expect("label=value");
                     assert!(k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
-                    assert!(v.len() >= 2 && v.starts_with('"') && v.ends_with('"'), "{line}");
+                    assert!(
+                        v.len() >= 2 && v.starts_with('"') && v.ends_with('"'),
+                        "{line}"
+                    );
                 }
             }
         }
@@ -73,7 +78,10 @@ fn parse_exposition(text: &str) -> HashMap<String, f64> {
                     .any(|s| name == format!("{family}{s}")),
             "{name} is not of family {family}"
         );
-        assert!(samples.insert(series.to_string(), value).is_none(), "{line}");
+        assert!(
+            samples.insert(series.to_string(), value).is_none(),
+            "{line}"
+        );
     }
     assert!(eof, "no # EOF");
     samples
@@ -93,7 +101,10 @@ fn requests(m: &HashMap<String, f64>, outcome: &str) -> f64 {
 }
 
 /// Polls `/metrics` until `check` holds (the counters move when an answer's body ends).
-async fn scrape_until(wg: &Instance, check: impl Fn(&HashMap<String, f64>) -> bool) -> HashMap<String, f64> {
+async fn scrape_until(
+    wg: &Instance,
+    check: impl Fn(&HashMap<String, f64>) -> bool,
+) -> HashMap<String, f64> {
     let until = Instant::now() + Duration::from_secs(5);
     loop {
         let m = scrape(wg).await;
@@ -124,13 +135,28 @@ async fn metrics_parse_and_move_with_requests_holds_and_webhooks() {
     }
     assert_eq!(m["writeguard_guarded"], 0.0);
     assert_eq!(m["writeguard_store_ok"], 1.0);
-    assert!(m.keys().any(|k| k.starts_with("writeguard_build_info{version=")));
-    for outcome in ["forwarded", "refused", "held_forwarded", "held_refused", "public", "invalid", "upstream_error"] {
+    assert!(m
+        .keys()
+        .any(|k| k.starts_with("writeguard_build_info{version=")));
+    for outcome in [
+        "forwarded",
+        "refused",
+        "held_forwarded",
+        "held_refused",
+        "public",
+        "invalid",
+        "upstream_error",
+    ] {
         assert_eq!(requests(&m, outcome), 0.0, "{outcome}");
     }
 
     assert_eq!(wg.proxy(Req::get("/page")).await.status, 200);
-    assert_eq!(wg.proxy(Req::get("/.well-known/writeguard/status")).await.status, 200);
+    assert_eq!(
+        wg.proxy(Req::get("/.well-known/writeguard/status"))
+            .await
+            .status,
+        200
+    );
     let m = scrape_until(&wg, |m| requests(m, "public") == 1.0).await;
     assert_eq!(requests(&m, "forwarded"), 1.0);
     assert_eq!(requests(&m, "public"), 1.0);
@@ -139,13 +165,23 @@ async fn metrics_parse_and_move_with_requests_holds_and_webhooks() {
     assert!(m["writeguard_connections"] >= 1.0);
 
     // A webhook with a bad signature, then one that engages.
-    let bad = wg.webhook(sample("environment.push_in_progress"), Some("x.y.z")).await;
+    let bad = wg
+        .webhook(sample("environment.push_in_progress"), Some("x.y.z"))
+        .await;
     assert_eq!(bad.status, 401);
-    let res = wg.webhook_signed(activity("act-1", "environment.push", "in_progress")).await;
+    let res = wg
+        .webhook_signed(activity("act-1", "environment.push", "in_progress"))
+        .await;
     assert_eq!(res.status, 200, "{}", res.text());
     let m = scrape(&wg).await;
-    assert_eq!(m["writeguard_webhooks_total{source=\"upsun\",result=\"bad_signature\"}"], 1.0);
-    assert_eq!(m["writeguard_webhooks_total{source=\"upsun\",result=\"accepted\"}"], 1.0);
+    assert_eq!(
+        m["writeguard_webhooks_total{source=\"upsun\",result=\"bad_signature\"}"],
+        1.0
+    );
+    assert_eq!(
+        m["writeguard_webhooks_total{source=\"upsun\",result=\"accepted\"}"],
+        1.0
+    );
     assert_eq!(m["writeguard_guarded"], 1.0);
     assert_eq!(m["writeguard_engagements"], 1.0);
 
@@ -174,7 +210,10 @@ async fn metrics_parse_and_move_with_requests_holds_and_webhooks() {
     assert_eq!(requests(&m, "held_forwarded"), 1.0);
     assert_eq!(m["writeguard_guarded"], 0.0);
     assert_eq!(m["writeguard_held_requests"], 0.0);
-    assert_eq!(m["writeguard_deploys_total{source=\"upsun\",result=\"success\"}"], 1.0);
+    assert_eq!(
+        m["writeguard_deploys_total{source=\"upsun\",result=\"success\"}"],
+        1.0
+    );
     assert!(m["writeguard_engaged_seconds_total"] >= 1.5, "{m:?}");
 }
 
@@ -187,8 +226,15 @@ async fn the_metrics_token_is_asked_for_once_set() {
         .await;
     assert_eq!(wg.admin(Req::get("/metrics")).await.status, 401);
     let admin_token = wg.cfg.token.clone();
-    assert_eq!(wg.admin(Req::get("/metrics").bearer(&admin_token)).await.status, 401);
-    let res = wg.admin(Req::get("/metrics").bearer("scrape-token-1234")).await;
+    assert_eq!(
+        wg.admin(Req::get("/metrics").bearer(&admin_token))
+            .await
+            .status,
+        401
+    );
+    let res = wg
+        .admin(Req::get("/metrics").bearer("scrape-token-1234"))
+        .await;
     assert_eq!(res.status, 200);
     parse_exposition(&res.text());
     assert_eq!(wg.admin(Req::new("POST", "/metrics")).await.status, 405);
@@ -237,13 +283,25 @@ fn with_json_access(wg: Wg) -> Wg {
 #[tokio::test]
 async fn json_logs_and_one_access_line_for_every_kind_of_request() {
     let up = Upstream::start().await;
-    let wg = with_json_access(Wg::for_upstream(&up).hold("2s")).start().await;
+    let wg = with_json_access(
+        Wg::for_upstream(&up)
+            .hold("2s")
+            .proxy_line("max_header_size = 16384"),
+    )
+    .start()
+    .await;
     let path_is = |p: &'static str| move |v: &Value| v["path"] == p;
 
     // Forwarded, the query string left out.
-    assert_eq!(wg.proxy(Req::get("/k-forwarded?secret=1")).await.status, 200);
+    assert_eq!(
+        wg.proxy(Req::get("/k-forwarded?secret=1")).await.status,
+        200
+    );
     assert_eq!(access_count(&wg, 1, path_is("/k-forwarded")).await, 1);
-    let line = access_lines(&wg).into_iter().find(|v| v["path"] == "/k-forwarded").unwrap();
+    let line = access_lines(&wg)
+        .into_iter()
+        .find(|v| v["path"] == "/k-forwarded")
+        .unwrap();
     assert_eq!(line["method"], "GET");
     assert_eq!(line["status"], 200);
     assert_eq!(line["outcome"], "forwarded");
@@ -255,30 +313,44 @@ async fn json_logs_and_one_access_line_for_every_kind_of_request() {
     assert!(!wg.logs().contains("secret=1"));
 
     // A public route.
-    assert_eq!(wg.proxy(Req::get("/.well-known/writeguard/status")).await.status, 200);
-    let public = |v: &Value| v["path"] == "/.well-known/writeguard/status" && v["outcome"] == "public";
+    assert_eq!(
+        wg.proxy(Req::get("/.well-known/writeguard/status"))
+            .await
+            .status,
+        200
+    );
+    let public =
+        |v: &Value| v["path"] == "/.well-known/writeguard/status" && v["outcome"] == "public";
     assert_eq!(access_count(&wg, 1, public).await, 1);
 
     // 414, 405.
     let long = format!("/k-long-{}", "a".repeat(9000));
     assert_eq!(wg.proxy(Req::get(&long)).await.status, 414);
-    let too_long = |v: &Value| v["status"] == 414 && v["outcome"] == "invalid";
+    let too_long = |v: &Value| {
+        v["status"] == 414 && v["outcome"] == "invalid" && v["path"].as_str().unwrap().len() == 1024
+    };
     assert_eq!(access_count(&wg, 1, too_long).await, 1);
     let mut conn = RawConn::connect(wg.proxy).await;
-    conn.write(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n").await;
+    conn.write(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+        .await;
     assert_eq!(conn.read_response(true).await.status, 405);
     let connect = |v: &Value| v["status"] == 405 && v["method"] == "CONNECT";
     assert_eq!(access_count(&wg, 1, connect).await, 1);
 
     // Framing refusals: 400 (two Content-Length), 431 (a head too large).
     let mut conn = RawConn::connect(wg.proxy).await;
-    conn.write(b"POST /k-smuggle HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx")
-        .await;
+    conn.write(
+        b"POST /k-smuggle HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+    )
+    .await;
     assert_eq!(conn.read_response(false).await.status, 400);
     let framing = |v: &Value| v["status"] == 400 && v["outcome"] == "invalid";
     assert_eq!(access_count(&wg, 1, framing).await, 1);
     let mut conn = RawConn::connect(wg.proxy).await;
-    let big = format!("GET /k-big HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n", "b".repeat(20_000));
+    let big = format!(
+        "GET /k-big HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(20_000)
+    );
     conn.write(big.as_bytes()).await;
     assert_eq!(conn.read_response(false).await.status, 431);
     let head = |v: &Value| v["status"] == 431 && v["outcome"] == "invalid";
@@ -302,7 +374,10 @@ async fn json_logs_and_one_access_line_for_every_kind_of_request() {
     assert_eq!(post.await.unwrap().status, 200);
     let held_in = |v: &Value| v["path"] == "/k-held-in" && v["outcome"] == "held_forwarded";
     assert_eq!(access_count(&wg, 1, held_in).await, 1);
-    let line = access_lines(&wg).into_iter().find(|v| v["path"] == "/k-held-in").unwrap();
+    let line = access_lines(&wg)
+        .into_iter()
+        .find(|v| v["path"] == "/k-held-in")
+        .unwrap();
     assert_eq!(line["bytes_in"], 4);
 
     // Admin requests get their line too, with their port.
@@ -310,19 +385,31 @@ async fn json_logs_and_one_access_line_for_every_kind_of_request() {
     assert!(access_count(&wg, 1, admin).await >= 1);
 
     // The webhook's span: a bad signature is logged inside it, with the port.
-    assert_eq!(wg.webhook(sample("environment.push_in_progress"), Some("x.y.z")).await.status, 401);
+    assert_eq!(
+        wg.webhook(sample("environment.push_in_progress"), Some("x.y.z"))
+            .await
+            .status,
+        401
+    );
     let until = Instant::now() + Duration::from_secs(5);
     loop {
         let found = json_lines(&wg).into_iter().any(|v| {
             v["target"] != "writeguard::access"
                 && v["span"]["name"] == "webhook"
                 && v["span"]["port"] == "admin"
-                && v["message"].as_str().unwrap_or("").contains("bad signature")
+                && v["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("bad signature")
         });
         if found {
             break;
         }
-        assert!(Instant::now() < until, "no webhook span line:\n{}", wg.logs());
+        assert!(
+            Instant::now() < until,
+            "no webhook span line:\n{}",
+            wg.logs()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
