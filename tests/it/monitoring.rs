@@ -441,3 +441,35 @@ async fn access_lines_are_off_by_default() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!wg.logs().contains("/k-quiet"), "{}", wg.logs());
 }
+
+#[tokio::test]
+async fn the_dashboard_and_alerts_use_only_exposed_names() {
+    let up = Upstream::start().await;
+    let wg = Wg::for_upstream(&up).start().await;
+    let exposed = wg.admin(Req::get("/metrics")).await.text();
+    for doc in ["docs/grafana-dashboard.json", "docs/alerts.yaml"] {
+        let text =
+            std::fs::read_to_string(format!("{}/{doc}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        if doc.ends_with(".json") {
+            serde_json::from_str::<Value>(&text).expect("the dashboard is JSON");
+        }
+        let mut rest = text.as_str();
+        let mut seen = 0;
+        while let Some(at) = rest.find("writeguard_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            if name.ends_with('_') {
+                continue;
+            }
+            assert!(
+                exposed.contains(&name),
+                "{doc} uses {name}, which /metrics does not expose"
+            );
+            seen += 1;
+        }
+        assert!(seen > 3, "{doc}");
+    }
+}
