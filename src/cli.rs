@@ -95,6 +95,9 @@ pub enum Command {
 
 /// Runs one command to its exit code.
 pub fn dispatch(command: Command) -> ExitCode {
+    if !matches!(command, Command::Run { .. }) {
+        crate::logging::init(&crate::logging::from_env());
+    }
     let (admin, method, path, body) = match command {
         Command::Check { config } => return check(&config.path),
         Command::Run { config, upgrade } => return run(&config.path, upgrade),
@@ -123,9 +126,16 @@ pub fn dispatch(command: Command) -> ExitCode {
     runtime.block_on(operator(admin, method, path, body))
 }
 
-/// `writeguard run`: until stopped; exit 1 when it cannot start, 2 on a bad config.
+/// `writeguard run`: until stopped; exit 1 when it cannot start, 2 on a bad config. The log
+/// starts once the config says how it looks.
 fn run(path: &std::path::Path, upgrade: bool) -> ExitCode {
-    let cfg = match load_config(path) {
+    let loaded = Config::load(path, &ProcessEnv);
+    let log = match &loaded {
+        Ok(cfg) => cfg.log.clone(),
+        Err(_) => crate::logging::from_env(),
+    };
+    crate::logging::init(&log);
+    let cfg = match checked(path, loaded) {
         Ok(cfg) => cfg,
         Err(code) => return code,
     };
@@ -147,7 +157,15 @@ fn run(path: &std::path::Path, upgrade: bool) -> ExitCode {
 /// Loads the config and proves the state can be kept where it says, printing every
 /// problem; exit code 2 when it is not usable.
 fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
-    let cfg = Config::load(path, &ProcessEnv).map_err(|e| {
+    checked(path, Config::load(path, &ProcessEnv))
+}
+
+/// [`load_config`] of a config already loaded.
+fn checked(
+    path: &std::path::Path,
+    loaded: Result<Config, ConfigError>,
+) -> Result<Config, ExitCode> {
+    let cfg = loaded.map_err(|e| {
         eprintln!("writeguard: {e}");
         if let ConfigError::Read { .. } = e {
             eprintln!("(pass -c FILE or set WRITEGUARD_CONFIG)");

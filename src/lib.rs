@@ -1,7 +1,7 @@
 //! writeguard: a reverse proxy that keeps users from losing work while their app deploys.
 //!
-//! Modules read bottom-up: `config`, `deadline`, `upsun`, `traffic`, `upstream`, `framing`,
-//! `listening` at the bottom (`upstream` carries `traffic`'s in-flight counts); `http`
+//! Modules read bottom-up: `config`, `deadline`, `metrics`, `upsun`, `traffic`, `upstream`,
+//! `framing`, `listening` at the bottom (`upstream` carries `traffic`'s in-flight counts); `http`
 //! (bodies, response builders, the data path's failure map) and `guard` (state, policy, the
 //! backend seam) above them; `store` (the file backend), `listener` and `webhook`; then
 //! `admin` and `public`; then `proxy`; `app` wires them; `cli` is the command line. A module
@@ -19,6 +19,8 @@ pub mod guard;
 mod http;
 mod listener;
 pub mod listening;
+mod logging;
+mod metrics;
 mod proxy;
 mod public;
 pub mod store;

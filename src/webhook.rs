@@ -3,7 +3,9 @@
 //! alone (a missing or malformed signature, 401; an unsigned body that is not JSON, 415),
 //! read the body (413 past the cap; at most [`MAX_READING`] at once across both routes, 503
 //! beyond), verify its signature (401), parse the activity (400), apply it to the guard (503
-//! when the change cannot be stored), and acknowledge (200) only once it is stored.
+//! when the change cannot be stored), and acknowledge (200) only once it is stored. Each
+//! delivery is one `webhook` span from its first byte (with the port it came in on), and one
+//! count in `writeguard_webhooks_total{result}`.
 
 use std::sync::Arc;
 
@@ -18,7 +20,8 @@ use crate::guard::{self, Applied, Guard, StoreError};
 use crate::http::read::{read_body, BodyError};
 use crate::http::respond::{json, json_error};
 use crate::http::Body;
-use crate::upsun::{Activity, Detached, JwsError, SignedPayload};
+use crate::metrics::{DeployResult, DeploySource, Metrics, WebhookResult};
+use crate::upsun::{Activity, Detached, JwsError, Phase, SignedPayload};
 
 /// Webhook bodies being read at once, both routes together. Upsun sends one delivery per
 /// activity state change, a few at a time; each body may take up to 30 s and 1 MiB, so this
@@ -48,6 +51,18 @@ pub enum WebhookError {
 
 impl WebhookError {
     /// The one map from a refused delivery to its status.
+    /// How the delivery ended, for the metric.
+    pub fn result(&self) -> WebhookResult {
+        match self {
+            WebhookError::Unauthorized(_) => WebhookResult::BadSignature,
+            WebhookError::Busy | WebhookError::Store(_) => WebhookResult::Unavailable,
+            WebhookError::Body(BodyError::TooLarge) => WebhookResult::TooLarge,
+            WebhookError::UnsupportedMediaType
+            | WebhookError::Body(_)
+            | WebhookError::Malformed(_) => WebhookResult::Malformed,
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             WebhookError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -76,6 +91,7 @@ pub struct Webhook {
     key: Option<Secret>,
     allow_unsigned: bool,
     reading: Semaphore,
+    metrics: Arc<Metrics>,
 }
 
 /// A refused signature, logged (the reason only: never the header or the key).
@@ -94,25 +110,49 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 impl Webhook {
-    pub fn new(cfg: &UpsunConfig) -> Arc<Self> {
+    pub fn new(cfg: &UpsunConfig, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Webhook {
             key: cfg.shared_key.clone(),
             allow_unsigned: cfg.allow_unsigned,
             reading: Semaphore::new(MAX_READING),
+            metrics,
         })
     }
 
-    pub async fn handle(&self, guard: &Arc<Guard>, req: Request<Incoming>) -> Response<Body> {
-        self.receive(guard, req)
-            .await
-            .unwrap_or_else(WebhookError::into_response)
+    /// One delivery, on `port` (`admin` or `public`).
+    pub async fn handle(
+        &self,
+        guard: &Arc<Guard>,
+        req: Request<Incoming>,
+        port: &'static str,
+    ) -> Response<Body> {
+        let span = tracing::info_span!(
+            "webhook",
+            port,
+            activity = tracing::field::Empty,
+            kind = tracing::field::Empty,
+            state = tracing::field::Empty,
+        );
+        async {
+            let (result, res) = match self.receive(guard, req).await {
+                Ok(done) => done,
+                Err(e) => {
+                    tracing::info!(status = e.status().as_u16(), error = %e, "webhook refused");
+                    (e.result(), e.into_response())
+                }
+            };
+            self.metrics.webhook(result);
+            res
+        }
+        .instrument(span)
+        .await
     }
 
     async fn receive(
         &self,
         guard: &Arc<Guard>,
         req: Request<Incoming>,
-    ) -> Result<Response<Body>, WebhookError> {
+    ) -> Result<(WebhookResult, Response<Body>), WebhookError> {
         let signature = req.headers().get("x-jws-signature").cloned();
         // Everything the head can decide is decided before the body is read: a sender
         // without a well-formed signature must not make us buffer a mebibyte.
@@ -154,26 +194,31 @@ impl Webhook {
         }
         let activity =
             Activity::parse(&body).map_err(|e| WebhookError::Malformed(e.to_string()))?;
-        let span = tracing::info_span!("webhook", activity = %activity.id, kind = %activity.kind, state = %activity.state);
-        async {
-            let g = guard.clone();
-            let act = activity.clone();
-            let applied = guard::blocking(move || g.apply_activity(&act)).await?;
-            let guarded = guard.snapshot().guarded();
-            let doc = match applied {
-                Applied::Accepted => {
-                    tracing::info!(guarded, "webhook applied");
-                    serde_json::json!({ "accepted": true, "guarded": guarded })
+        let span = tracing::Span::current();
+        span.record("activity", activity.id.as_str());
+        span.record("kind", activity.kind.as_str());
+        span.record("state", activity.state.as_str());
+        let g = guard.clone();
+        let act = activity.clone();
+        let applied = guard::blocking(move || g.apply_activity(&act)).await?;
+        let guarded = guard.snapshot().guarded();
+        Ok(match applied {
+            Applied::Accepted => {
+                tracing::info!(guarded, "webhook applied");
+                if activity.phase() == Phase::Ended {
+                    let result = DeployResult::of_upsun(activity.result.as_deref());
+                    self.metrics.deploy(DeploySource::Upsun, result);
                 }
-                Applied::Ignored(why) => {
-                    tracing::info!(guarded, ignored = %why, "webhook acknowledged, ignored");
-                    serde_json::json!({ "accepted": true, "guarded": guarded, "ignored": why })
-                }
-            };
-            Ok(json(StatusCode::OK, &doc))
-        }
-        .instrument(span)
-        .await
+                let doc = serde_json::json!({ "accepted": true, "guarded": guarded });
+                (WebhookResult::Accepted, json(StatusCode::OK, &doc))
+            }
+            Applied::Ignored(why) => {
+                tracing::info!(guarded, ignored = %why, "webhook acknowledged, ignored");
+                let doc =
+                    serde_json::json!({ "accepted": true, "guarded": guarded, "ignored": why });
+                (WebhookResult::Ignored, json(StatusCode::OK, &doc))
+            }
+        })
     }
 }
 

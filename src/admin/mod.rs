@@ -1,6 +1,7 @@
 //! The admin API: health, readiness, status, the operator's engage/release, the audit log
-//! (`/history`), the dashboard, and the Upsun webhook. Operator routes need the bearer token;
-//! the webhook needs its JWS signature ([`crate::webhook`]).
+//! (`/history`), the dashboard, the Prometheus metrics (`/metrics`: open, or with its own
+//! bearer token `admin.metrics_token`), and the Upsun webhook. Operator routes need the
+//! bearer token; the webhook needs its JWS signature ([`crate::webhook`]).
 
 mod error;
 mod wait;
@@ -15,11 +16,12 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 
 use crate::config::{Config, Secret};
-use crate::guard::{self, Guard};
+use crate::guard::{self, Guard, Source};
 use crate::http::read::read_body;
 use crate::http::respond::{asset, json, text};
 use crate::http::Body;
-use crate::listener::{Connection, Handler};
+use crate::listener::{Connection, Handler, OpenConnections};
+use crate::metrics::{self, DeployResult, DeploySource, Live, Metrics, Outcome};
 use crate::webhook::Webhook;
 
 pub use error::AdminError;
@@ -30,6 +32,15 @@ pub struct Admin {
     token: Secret,
     ready: Arc<AtomicBool>,
     webhook: Arc<Webhook>,
+    metrics: Arc<Metrics>,
+    metrics_token: Option<Secret>,
+    connections: Arc<OpenConnections>,
+}
+
+/// What `/metrics` needs besides the guard.
+pub struct Monitoring {
+    pub metrics: Arc<Metrics>,
+    pub connections: Arc<OpenConnections>,
 }
 
 /// The operator dashboard: one self-contained page that talks to this API.
@@ -73,26 +84,43 @@ impl Admin {
         guard: Arc<Guard>,
         ready: Arc<AtomicBool>,
         webhook: Arc<Webhook>,
+        monitoring: Monitoring,
     ) -> Self {
         Admin {
             guard,
             token: cfg.admin.token.clone(),
             ready,
             webhook,
+            metrics: monitoring.metrics,
+            metrics_token: cfg.admin.metrics_token.clone(),
+            connections: monitoring.connections,
         }
     }
 
     fn authorize(&self, req: &Request<Incoming>) -> Result<(), AdminError> {
-        let presented = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-            .ok_or(AdminError::Unauthorized)?;
-        if self.token.matches(presented) {
-            Ok(())
-        } else {
-            Err(AdminError::Unauthorized)
+        bearer(req, &self.token)
+    }
+
+    /// `GET /metrics`: the exposition, the state gauges read now.
+    fn metrics(&self, req: &Request<Incoming>) -> Result<Response<Body>, AdminError> {
+        if let Some(token) = &self.metrics_token {
+            bearer(req, token)?;
         }
+        let status = self.guard.status();
+        let live = Live {
+            guarded: status.guarded,
+            engagements: status.engagements.len(),
+            held: status.held,
+            in_flight_writes: status.in_flight_writes,
+            connections: self.connections.open(),
+            store_ok: status.store.ok && !status.store.failsafe,
+        };
+        let mut res = text(StatusCode::OK, self.metrics.encode(&live), false);
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(metrics::CONTENT_TYPE),
+        );
+        Ok(res)
     }
 
     async fn route(&self, req: Request<Incoming>) -> Result<Response<Body>, AdminError> {
@@ -112,16 +140,19 @@ impl Admin {
                 text(StatusCode::OK, "ready\n", false)
             }),
             (&Method::GET, "/status") => Ok(json(StatusCode::OK, &self.guard.status())),
+            (&Method::GET, "/metrics") => self.metrics(&req),
             (&Method::GET, "/deploys") => Ok(json(StatusCode::OK, &self.deploys())),
             (&Method::GET, "/history") => self.history(&req).await,
             (&Method::GET, "/") => Ok(dashboard()),
             (&Method::POST, "/guard") => self.engage(req).await,
             (&Method::DELETE, "/guard") => self.release(req).await,
-            (&Method::POST, "/webhooks/upsun") => Ok(self.webhook.handle(&self.guard, req).await),
+            (&Method::POST, "/webhooks/upsun") => {
+                Ok(self.webhook.handle(&self.guard, req, "admin").await)
+            }
             (
                 _,
-                "/" | "/healthz" | "/readyz" | "/status" | "/deploys" | "/history" | "/guard"
-                | "/webhooks/upsun",
+                "/" | "/healthz" | "/readyz" | "/status" | "/metrics" | "/deploys" | "/history"
+                | "/guard" | "/webhooks/upsun",
             ) => Err(AdminError::MethodNotAllowed),
             _ => Err(AdminError::NotFound),
         }
@@ -228,6 +259,13 @@ impl Admin {
         let guard = self.guard.clone();
         let gone = guard::blocking(move || guard.release(all)).await?;
         tracing::info!(released = gone.len(), all, "guard released by operator");
+        for e in &gone {
+            let source = match e.source {
+                Source::Upsun => DeploySource::Upsun,
+                Source::Manual | Source::Store => DeploySource::Manual,
+            };
+            self.metrics.deploy(source, DeployResult::Released);
+        }
         Ok(json(StatusCode::OK, &self.guard.status()))
     }
 }
@@ -240,9 +278,25 @@ impl Handler for Admin {
         self: &Arc<Self>,
         req: Request<Incoming>,
         _conn: &Arc<Connection>,
-    ) -> Response<Body> {
-        self.route(req)
+    ) -> (Outcome, Response<Body>) {
+        let res = self
+            .route(req)
             .await
-            .unwrap_or_else(AdminError::into_response)
+            .unwrap_or_else(AdminError::into_response);
+        (Outcome::Admin, res)
+    }
+}
+
+/// Whether `req` carries `Authorization: Bearer <token>` (compared in constant time).
+fn bearer(req: &Request<Incoming>, token: &Secret) -> Result<(), AdminError> {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .ok_or(AdminError::Unauthorized)?;
+    if token.matches(presented) {
+        Ok(())
+    } else {
+        Err(AdminError::Unauthorized)
     }
 }

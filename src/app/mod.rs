@@ -22,10 +22,11 @@ use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
-use crate::admin::Admin;
+use crate::admin::{Admin, Monitoring};
 use crate::config::{Config, StateBackend};
 use crate::guard::{Backend, Guard, Replica};
-use crate::listener::{Headroom, HttpApp, HttpOptions, OpenConnections};
+use crate::listener::{Headroom, HttpApp, HttpOptions, Observer, OpenConnections};
+use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::store::{FileStore, RedisStore};
 use crate::webhook::Webhook;
@@ -83,27 +84,41 @@ pub fn run(cfg: Config, config_path: &Path, upgrade: bool) -> anyhow::Result<()>
         linger: cfg.server.shutdown_grace.min(Duration::from_secs(1)),
     };
     // One webhook endpoint for both routes: the bound on bodies being read is global.
-    let webhook = Webhook::new(&cfg.upsun);
+    // The metrics' handles, created once for the process.
+    let metrics = Metrics::new();
+    let webhook = Webhook::new(&cfg.upsun, metrics.clone());
     let proxy = Arc::new(Proxy::new(
         &cfg,
         guard.clone(),
         webhook.clone(),
         headroom.clone(),
+        metrics.clone(),
     ));
+    let observe = |port| Observer::new(metrics.clone(), cfg.log.access, port);
     let mut proxy_service = Service::new(
         "proxy".into(),
-        HttpApp::new(proxy, &http, connections.clone()),
+        HttpApp::new(proxy, &http, connections.clone(), observe("proxy")),
     );
     proxy_service.threads = Some(cfg.server.threads);
     for addr in &cfg.proxy.listen {
         proxy_service.add_listener(listener(addr));
     }
-    let admin = Arc::new(Admin::new(&cfg, guard.clone(), ready.clone(), webhook));
+    let monitoring = Monitoring {
+        metrics: metrics.clone(),
+        connections: connections.clone(),
+    };
+    let admin = Arc::new(Admin::new(
+        &cfg,
+        guard.clone(),
+        ready.clone(),
+        webhook,
+        monitoring,
+    ));
     // `proxy.h2c` is the proxy port's: the admin port speaks HTTP/1.1 only.
     let admin_http = HttpOptions { h2c: false, ..http };
     let mut admin_service = Service::new(
         "admin".into(),
-        HttpApp::new(admin, &admin_http, connections.clone()),
+        HttpApp::new(admin, &admin_http, connections.clone(), observe("admin")),
     );
     admin_service.threads = Some(1);
     for addr in &cfg.admin.listen {
@@ -113,7 +128,7 @@ pub fn run(cfg: Config, config_path: &Path, upgrade: bool) -> anyhow::Result<()>
     let admin_id = server.add_service(admin_service);
     let upkeep = background_service(
         "upkeep",
-        Upkeep::new(guard, ready, headroom, &cfg, config_path),
+        Upkeep::new(guard, ready, headroom, metrics, &cfg, config_path),
     );
     let upkeep_id = server.add_service(upkeep);
     upkeep_id.add_dependency(&proxy_id);

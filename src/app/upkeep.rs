@@ -14,9 +14,10 @@ use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{Config, ConfigError, ProcessEnv, StateBackend};
-use crate::guard::Guard;
+use crate::guard::{Guard, Source};
 use crate::listener::Headroom;
 use crate::listening;
+use crate::metrics::{DeployResult, DeploySource, Metrics};
 
 /// How long our listeners may take to come up before start-up fails. A bind takes
 /// microseconds; pingora itself retries a taken address for 30 s before it panics in a task
@@ -38,6 +39,7 @@ pub(super) struct Upkeep {
     guard: Arc<Guard>,
     ready: Arc<AtomicBool>,
     headroom: Arc<Headroom>,
+    metrics: Arc<Metrics>,
     addrs: Vec<SocketAddr>,
     refresh_every: Duration,
     config_path: PathBuf,
@@ -50,6 +52,7 @@ impl Upkeep {
         guard: Arc<Guard>,
         ready: Arc<AtomicBool>,
         headroom: Arc<Headroom>,
+        metrics: Arc<Metrics>,
         cfg: &Config,
         config_path: &std::path::Path,
     ) -> Self {
@@ -57,6 +60,7 @@ impl Upkeep {
             guard,
             ready,
             headroom,
+            metrics,
             addrs: cfg
                 .proxy
                 .listen
@@ -182,15 +186,27 @@ impl Upkeep {
         }
     }
 
-    /// Sweeps expired engagements and measures the descriptor headroom, once a second.
+    /// Sweeps expired engagements (counted as deploys that expired), measures the
+    /// descriptor headroom and adds up the engaged time, once a second.
     async fn expire_loop(&self) {
         let mut tick = tokio::time::interval(EXPIRE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             self.headroom.calibrate();
+            self.metrics
+                .observe_guarded(self.guard.snapshot().guarded());
             let guard = self.guard.clone();
             let done = tokio::task::spawn_blocking(move || guard.expire()).await;
+            if let Ok(Ok(gone)) = &done {
+                for e in gone {
+                    let source = match e.source {
+                        Source::Upsun => DeploySource::Upsun,
+                        Source::Manual | Source::Store => DeploySource::Manual,
+                    };
+                    self.metrics.deploy(source, DeployResult::Expired);
+                }
+            }
             match done {
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "cannot save expired engagements; will retry")

@@ -13,6 +13,7 @@ impl Config {
             ("state", self.state == new.state),
             ("server", self.server == new.server),
             ("public", self.public == new.public),
+            ("log", self.log == new.log),
         ];
         sections
             .into_iter()

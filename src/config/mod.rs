@@ -16,7 +16,9 @@ use std::time::Duration;
 use http::{Method, Uri};
 
 pub use secret::Secret;
-use sections::{read_admin, read_guard, read_proxy, read_public, read_server, read_upsun};
+use sections::{
+    read_admin, read_guard, read_log, read_proxy, read_public, read_server, read_upsun,
+};
 use state::read_state;
 
 /// Where environment variables come from: the process, or a map in tests.
@@ -88,6 +90,32 @@ pub struct Config {
     pub state: StateConfig,
     pub server: ServerConfig,
     pub public: PublicConfig,
+    pub log: LogConfig,
+}
+
+/// What the log looks like (`[log]`): read once at start (a reload cannot change it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// One access line per request (target `writeguard::access`).
+    pub access: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            access: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One flat JSON object per line.
+    Json,
 }
 
 /// The public status surface on the proxy port.
@@ -145,6 +173,8 @@ pub enum UnderscoreHeaders {
 pub struct AdminConfig {
     pub listen: Vec<SocketAddr>,
     pub token: Secret,
+    /// Bearer token `GET /metrics` asks for; none: open (like `/healthz`).
+    pub metrics_token: Option<Secret>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -272,6 +302,7 @@ impl Config {
         let state = read_state(&mut root, env, upsun.as_ref(), &mut issues);
         let server = read_server(&mut root, &state, &mut issues);
         let public = read_public(&mut root, &mut issues);
+        let log = read_log(&mut root, env, &mut issues);
         for key in root.keys() {
             issues.push(ConfigIssue::new(key.as_str(), "unknown section or key"));
         }
@@ -289,6 +320,10 @@ impl Config {
             ],
             &[
                 ("admin.token", admin.as_ref().map(|a| &a.token)),
+                (
+                    "admin.metrics_token",
+                    admin.as_ref().and_then(|a| a.metrics_token.as_ref()),
+                ),
                 (
                     "upsun.shared_key",
                     upsun.as_ref().and_then(|u| u.shared_key.as_ref()),
@@ -309,6 +344,7 @@ impl Config {
                     state,
                     server,
                     public,
+                    log,
                 })
             }
             _ => Err(ParseError::Invalid(issues)),

@@ -204,10 +204,15 @@ pub(super) fn read_admin(
             None
         }
     };
+    let metrics_token = read_secret(&mut r, env, "metrics_token", "WRITEGUARD_METRICS_TOKEN");
+    if metrics_token.as_ref().is_some_and(|t| t.expose().len() < 8) {
+        r.issue("metrics_token", "must be at least 8 characters");
+    }
     r.finish();
     Some(AdminConfig {
         listen,
         token: token?,
+        metrics_token,
     })
 }
 
@@ -338,6 +343,35 @@ pub(super) fn read_public(root: &mut toml::Table, issues: &mut Vec<ConfigIssue>)
         cors_origins,
         inject_banner,
     }
+}
+
+/// `[log]`: `format` ("text" or "json"; env `WRITEGUARD_LOG_FORMAT` wins) and `access`
+/// (env `WRITEGUARD_LOG_ACCESS`: true or false).
+pub(super) fn read_log(
+    root: &mut toml::Table,
+    env: &dyn Env,
+    issues: &mut Vec<ConfigIssue>,
+) -> LogConfig {
+    let mut r = Reader::section(root, "log", issues);
+    let mut log = LogConfig::default();
+    let format = r.string("format");
+    match env.var("WRITEGUARD_LOG_FORMAT").or(format).as_deref() {
+        None | Some("text") => {}
+        Some("json") => log.format = LogFormat::Json,
+        Some(other) => r.issue("format", format!("{other:?} must be \"text\" or \"json\"")),
+    }
+    let access = r.bool("access");
+    match env.var("WRITEGUARD_LOG_ACCESS").as_deref() {
+        None => log.access = access.unwrap_or(false),
+        Some("true" | "1") => log.access = true,
+        Some("false" | "0") => log.access = false,
+        Some(other) => r.issue(
+            "access",
+            format!("WRITEGUARD_LOG_ACCESS={other:?} must be true or false"),
+        ),
+    }
+    r.finish();
+    log
 }
 
 /// Longest path a Unix socket address holds (`sun_path` is 108 bytes with its NUL); pingora

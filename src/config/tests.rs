@@ -208,3 +208,63 @@ fn upstream_with_a_path_is_refused() {
     assert!(parse_upstream("http://a/").is_ok());
     assert!(parse_upstream("https://a:8443").is_ok());
 }
+
+#[test]
+fn log_is_text_without_access_lines_by_default() {
+    let c = Config::parse(MINIMAL, &[]).expect("valid");
+    assert_eq!(c.log, LogConfig::default());
+    assert_eq!(c.log.format, LogFormat::Text);
+    assert!(!c.log.access);
+    assert!(c.admin.metrics_token.is_none());
+}
+
+#[test]
+fn log_format_and_access_are_read_and_env_wins() {
+    let text = format!("{MINIMAL}[log]\nformat = \"json\"\naccess = true\n");
+    let c = Config::parse(&text, &[]).expect("valid");
+    assert_eq!(c.log.format, LogFormat::Json);
+    assert!(c.log.access);
+    let env = [
+        ("WRITEGUARD_LOG_FORMAT", "text"),
+        ("WRITEGUARD_LOG_ACCESS", "false"),
+    ];
+    let c = Config::parse(&text, &env).expect("valid");
+    assert_eq!(c.log, LogConfig::default());
+    let c = Config::parse(MINIMAL, &[("WRITEGUARD_LOG_FORMAT", "json")]).expect("valid");
+    assert_eq!(c.log.format, LogFormat::Json);
+}
+
+#[test]
+fn log_mistakes_are_named() {
+    let got = issues(&format!(
+        "{MINIMAL}[log]\nformat = \"xml\"\naccess = \"yes\"\ncolour = 1\n"
+    ));
+    for key in ["log.format", "log.access", "log.colour"] {
+        assert!(got.iter().any(|i| i.starts_with(key)), "{key}: {got:?}");
+    }
+    let got = match Config::parse(MINIMAL, &[("WRITEGUARD_LOG_ACCESS", "maybe")]) {
+        Err(ParseError::Invalid(i)) => i,
+        other => panic!("expected invalid, got {other:?}"),
+    };
+    assert!(got.iter().any(|i| i.key == "log.access"), "{got:?}");
+}
+
+#[test]
+fn metrics_token_is_a_secret_with_an_env_override() {
+    let text = MINIMAL.replace("[admin]", "[admin]\nmetrics_token = \"scrape-me-please\"");
+    let c = Config::parse(&text, &[]).expect("valid");
+    assert!(c
+        .admin
+        .metrics_token
+        .as_ref()
+        .unwrap()
+        .matches(b"scrape-me-please"));
+    let c = Config::parse(&text, &[("WRITEGUARD_METRICS_TOKEN", "from-the-env")]).expect("valid");
+    assert!(c.admin.metrics_token.unwrap().matches(b"from-the-env"));
+    let short = MINIMAL.replace("[admin]", "[admin]\nmetrics_token = \"short\"");
+    let got = issues(&short);
+    assert!(
+        got.iter().any(|i| i.starts_with("admin.metrics_token")),
+        "{got:?}"
+    );
+}

@@ -1,6 +1,8 @@
 //! The one listener type: a pingora [`ServerApp`] that serves each accepted stream with
 //! hyper (HTTP/1.1 and h2c), for both the proxy and the admin API. Every connection's reads
 //! go through the request framing check ([`crate::framing`]) before hyper parses them.
+//! Every request, the ones refused for their framing too, is accounted for here once its
+//! answer is done ([`access`]: the metrics and the access line).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -11,7 +13,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use http::header::CONNECTION;
 use http::{HeaderValue, Version};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -26,27 +27,33 @@ use crate::deadline;
 use crate::framing::io::{is_connect, After, Framed};
 use crate::framing::{Checker, Violation};
 use crate::http::{Body, Failure};
+use crate::metrics::Outcome;
 
+mod access;
 mod connection;
 mod headroom;
 
+pub use access::Observer;
+use access::{Metered, Seen};
 use connection::{Busy, Open};
 pub use connection::{Connection, OpenConnections};
 pub use headroom::Headroom;
 
-/// What a listener serves: one request in, one response out.
+/// What a listener serves: one request in, one response out, with what was done with it
+/// (the handler that decides says so; the listener records it).
 pub trait Handler: Send + Sync + 'static {
     fn handle(
         self: &Arc<Self>,
         req: Request<Incoming>,
         conn: &Arc<Connection>,
-    ) -> impl Future<Output = Response<Body>> + Send;
+    ) -> impl Future<Output = (Outcome, Response<Body>)> + Send;
 }
 
 pub struct HttpApp<H> {
     handler: Arc<H>,
     protocol: Protocol,
     connections: Arc<OpenConnections>,
+    observer: Arc<Observer>,
     /// Largest request head, and whether h2c is on: for the framing check.
     max_head: usize,
     h2c: bool,
@@ -62,7 +69,12 @@ enum Protocol {
 }
 
 impl<H: Handler> HttpApp<H> {
-    pub fn new(handler: Arc<H>, opts: &HttpOptions, connections: Arc<OpenConnections>) -> Self {
+    pub fn new(
+        handler: Arc<H>,
+        opts: &HttpOptions,
+        connections: Arc<OpenConnections>,
+        observer: Arc<Observer>,
+    ) -> Self {
         let protocol = if opts.h2c {
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder
@@ -88,6 +100,7 @@ impl<H: Handler> HttpApp<H> {
             handler,
             protocol,
             connections,
+            observer,
             max_head: opts.max_header_size,
             h2c: opts.h2c,
             header_timeout: opts.header_timeout,
@@ -228,26 +241,39 @@ impl<H: Handler> ServerApp for HttpApp<H> {
             Some(stream.id()),
         ));
         let handler = self.handler.clone();
+        let observer = self.observer.clone();
         let conn_client = client.clone();
         let track = self.h2c;
         let service = service_fn(move |req| {
             let handler = handler.clone();
+            let observer = observer.clone();
             let client = conn_client.clone();
             async move {
                 let busy = track.then(|| Busy::new(&client));
+                let seen = Seen::of(&req, &observer);
                 if let Some(violation) = client.framing.before(&req) {
-                    return Ok::<_, Infallible>(refuse(violation));
+                    let res = refuse(violation, &observer);
+                    let status = res.status();
+                    return Ok::<_, Infallible>(res.map(|body| {
+                        let (outcome, peer) = (Outcome::Invalid, client.addr);
+                        Metered::new(body, &observer, seen, outcome, status, peer, true, busy)
+                    }));
                 }
                 let connect = is_connect(req.method());
                 let http1 = req.version() <= Version::HTTP_11;
-                let mut res = handler.handle(req, &client).await;
+                let (mut outcome, mut res) = handler.handle(req, &client).await;
+                let mut framing = false;
                 match client.framing.after(connect, res.status()) {
                     After::Send => {}
                     After::SendAndClose => {
                         res.headers_mut()
                             .insert(CONNECTION, HeaderValue::from_static("close"));
                     }
-                    After::Refuse(violation) => res = refuse(violation),
+                    After::Refuse(violation) => {
+                        res = refuse(violation, &observer);
+                        outcome = Outcome::Invalid;
+                        framing = true;
+                    }
                 }
                 if http1
                     && client.closing.load(Ordering::Acquire)
@@ -256,16 +282,21 @@ impl<H: Handler> ServerApp for HttpApp<H> {
                     res.headers_mut()
                         .insert(CONNECTION, HeaderValue::from_static("close"));
                 }
-                Ok(match busy {
-                    // The body owns the guard: the request stays busy until hyper drops it.
-                    Some(busy) => res.map(|body| {
-                        Body::boxed(body.map_frame(move |frame| {
-                            let _ = &busy;
-                            frame
-                        }))
-                    }),
-                    None => res,
-                })
+                let status = res.status();
+                // The body owns the accounting (and the busy guard): both last until hyper
+                // is done with the answer.
+                Ok(res.map(|body| {
+                    Metered::new(
+                        body,
+                        &observer,
+                        seen,
+                        outcome,
+                        status,
+                        client.addr,
+                        framing,
+                        busy,
+                    )
+                }))
             }
         });
         let checker = Checker::new(self.max_head, self.h2c);
@@ -295,8 +326,10 @@ impl<H: Handler> ServerApp for HttpApp<H> {
     }
 }
 
-/// The answer to a request whose framing was refused.
-fn refuse(violation: Violation) -> Response<Body> {
-    tracing::info!(reason = violation.detail(), "request framing refused");
+/// The answer to a request whose framing was refused (logged at a bounded rate).
+fn refuse(violation: Violation, observer: &Observer) -> Response<Body> {
+    if observer.log_framing() {
+        tracing::info!(reason = violation.detail(), "request framing refused");
+    }
     Failure::Framing(violation).response()
 }

@@ -3,6 +3,7 @@
 
 use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Method, Request, Response, StatusCode, Version};
@@ -15,6 +16,7 @@ use crate::config::{ProxyConfig, UnderscoreHeaders};
 use crate::deadline;
 use crate::http::{Body, Failure};
 use crate::listener::Connection;
+use crate::metrics::Metrics;
 use crate::traffic::InFlight;
 use crate::upstream::{Pool, PooledBody, SendError, TimedBody, UpBody, UpstreamError};
 
@@ -26,6 +28,7 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 
 pub struct Upstream {
     pool: Pool,
+    metrics: Arc<Metrics>,
     body_idle_timeout: Duration,
     body_timeout: Duration,
     timeout: Duration,
@@ -34,9 +37,10 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(cfg: &ProxyConfig) -> Self {
+    pub fn new(cfg: &ProxyConfig, metrics: Arc<Metrics>) -> Self {
         Upstream {
             pool: Pool::new(&cfg.upstream, cfg.connect_timeout),
+            metrics,
             body_idle_timeout: cfg.body_idle_timeout,
             body_timeout: cfg.body_timeout,
             timeout: cfg.upstream_timeout,
@@ -162,8 +166,10 @@ impl Upstream {
         let mut backoff = Duration::from_millis(25);
         let mut attempts = 1u32;
         loop {
+            let sent = Instant::now();
             let err = match self.send(req).await {
                 Ok(mut res) => {
+                    self.metrics.upstream(sent.elapsed());
                     strip_hop_by_hop(res.headers_mut());
                     res.body_mut().keep(progress);
                     return res.map(Body::Upstream);

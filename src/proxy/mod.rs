@@ -19,6 +19,7 @@ use crate::framing::{self, Violation};
 use crate::guard::{Decision, Guard};
 use crate::http::{Body, Failure};
 use crate::listener::{Connection, Handler, Headroom};
+use crate::metrics::{Metrics, Outcome};
 use crate::public::{self, Public};
 use crate::traffic::InFlight;
 use crate::webhook::Webhook;
@@ -41,11 +42,12 @@ impl Proxy {
         guard: Arc<Guard>,
         webhook: Arc<Webhook>,
         headroom: Arc<Headroom>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Proxy {
             public: Public::new(cfg, guard.clone(), webhook),
             guard,
-            upstream: Upstream::new(&cfg.proxy),
+            upstream: Upstream::new(&cfg.proxy, metrics),
             headroom,
             drain_limit: cfg.proxy.drain_limit,
             upstream_retry: cfg.proxy.upstream_retry,
@@ -61,7 +63,7 @@ impl Proxy {
         kind: Decision,
         req: Request<Incoming>,
         client: &Connection,
-    ) -> (Decision, Response<Body>) {
+    ) -> (Outcome, Response<Body>) {
         // Counted before the guard is read: `wait: quiesced` cannot miss a write that saw
         // the guard released.
         let write = self.guard.traffic().write_in_flight();
@@ -73,40 +75,49 @@ impl Proxy {
             drop(snapshot);
             if queued {
                 drop(write);
-                return (Decision::Forward, self.hold_or_refuse(req, client).await);
+                return self.hold_or_refuse(req, client).await;
             }
-            return (Decision::Forward, self.pass(req, client, Some(write)).await);
+            return (
+                Outcome::Forwarded,
+                self.pass(req, client, Some(write)).await,
+            );
         }
         drop((snapshot, write));
         match kind {
-            Decision::Hold => (kind, self.hold_or_refuse(req, client).await),
-            _ => (Decision::Refuse, self.refuse(req, false).await),
+            Decision::Hold => self.hold_or_refuse(req, client).await,
+            _ => (Outcome::Refused, self.refuse(req, false).await),
         }
     }
 
     /// A guarded write: held until the release and its turn (then forwarded once), or
     /// answered 503 when holding is off, full, short of file descriptors, outlasted by the
     /// deploy, or the server stops.
-    async fn hold_or_refuse(&self, req: Request<Incoming>, client: &Connection) -> Response<Body> {
+    async fn hold_or_refuse(
+        &self,
+        req: Request<Incoming>,
+        client: &Connection,
+    ) -> (Outcome, Response<Body>) {
+        let refused = |res| (Outcome::Refused, res);
+        let held_refused = |res| (Outcome::HeldRefused, res);
         // Read per request: a reload (SIGHUP) may change them.
         let (hold_for, max_held) = {
             let settings = &self.guard.snapshot().settings;
             (settings.hold, settings.hold_max_requests)
         };
         if hold_for.is_zero() {
-            return self.refuse(req, false).await;
+            return refused(self.refuse(req, false).await);
         }
         if self.guard.stopping() {
-            return self.refuse(req, true).await;
+            return refused(self.refuse(req, true).await);
         }
         if self.headroom.tight() {
             // Each held write keeps its connection's descriptor: keep enough for reads.
-            return self.refuse(req, true).await;
+            return refused(self.refuse(req, true).await);
         }
         let traffic = self.guard.traffic();
         let Some(held) = traffic.count_held(max_held) else {
             tracing::warn!(max = max_held, "hold is full: answering 503 at once");
-            return self.refuse(req, false).await;
+            return refused(self.refuse(req, false).await);
         };
         let deadline = deadline::after_tokio(tokio::time::Instant::now(), hold_for);
         let outcome = hold::until_turn(&self.guard, client.fd, deadline).await;
@@ -116,12 +127,12 @@ impl Proxy {
                 // The guarantee: a client that gave up is never forwarded behind its back.
                 if client.fd.is_some_and(hold::client_gone) {
                     drop(write);
-                    return self.refuse(req, false).await;
+                    return held_refused(self.refuse(req, false).await);
                 }
                 // Shutting down: answered now, or it might be cut off half-sent.
                 if self.guard.stopping() {
                     drop(write);
-                    return self.refuse(req, true).await;
+                    return held_refused(self.refuse(req, true).await);
                 }
                 // Boxed only once released: a held request's future stays small.
                 let res = Box::pin(self.upstream.forward(
@@ -132,10 +143,12 @@ impl Proxy {
                 ))
                 .await;
                 drop(turn);
-                res
+                (Outcome::HeldForwarded, res)
             }
-            hold::Held::Stopping => self.refuse(req, true).await,
-            hold::Held::TimedOut | hold::Held::ClientGone => self.refuse(req, false).await,
+            hold::Held::Stopping => held_refused(self.refuse(req, true).await),
+            hold::Held::TimedOut | hold::Held::ClientGone => {
+                held_refused(self.refuse(req, false).await)
+            }
         }
     }
 
@@ -181,19 +194,18 @@ impl Handler for Proxy {
         self: &Arc<Self>,
         req: Request<Incoming>,
         client: &Arc<Connection>,
-    ) -> Response<Body> {
-        let start = Instant::now();
+    ) -> (Outcome, Response<Body>) {
         if self.public.owns(req.uri().path()) {
             // Cold paths are boxed: hyper keeps room for this handler's future in every
             // connection, idle or not, so the inline future stays small.
-            return Box::pin(self.public.handle(req)).await;
+            return (Outcome::Public, Box::pin(self.public.handle(req)).await);
         }
         let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
         if target_len > self.max_uri_length {
-            return Failure::UriTooLong.response();
+            return (Outcome::Invalid, Failure::UriTooLong.response());
         }
         if req.method() == http::Method::CONNECT {
-            return Failure::ConnectNotProxied.response();
+            return (Outcome::Invalid, Failure::ConnectNotProxied.response());
         }
         // HTTP/1 heads were checked by the framing firewall; HTTP/2 ones are checked here,
         // since they go upstream as HTTP/1.1.
@@ -203,24 +215,31 @@ impl Handler for Proxy {
                 .keys()
                 .any(|name| framing::is_framing_alias(name.as_str().as_bytes()))
         {
-            return Failure::Framing(Violation::FramingHeaderAlias).response();
+            let refused = Failure::Framing(Violation::FramingHeaderAlias);
+            return (Outcome::Invalid, refused.response());
         }
         let kind = self
             .guard
             .classify(req.method(), req.uri().path(), req.headers());
-        let method = req.method().clone();
-        let (decision, res) = match kind {
-            Decision::Forward => (kind, Box::pin(self.pass(req, client, None)).await),
+        let (outcome, res) = match kind {
+            Decision::Forward => (
+                Outcome::Forwarded,
+                Box::pin(self.pass(req, client, None)).await,
+            ),
             _ => Box::pin(self.watched(kind, req, client)).await,
         };
-        tracing::info!(
-            target: "writeguard::access",
-            ?decision,
-            %method,
-            status = res.status().as_u16(),
-            elapsed_us = start.elapsed().as_micros() as u64,
-        );
-        res
+        (answered_by(outcome, &res), res)
+    }
+}
+
+/// The outcome of an answer meant to come from the upstream: one writeguard wrote itself
+/// instead (a [`Failure`]: its body is ours) is an upstream error or the client's fault.
+fn answered_by(outcome: Outcome, res: &Response<Body>) -> Outcome {
+    match (outcome, res.body()) {
+        (Outcome::Forwarded | Outcome::HeldForwarded, Body::Full(_)) => {
+            Outcome::of_failure(res.status())
+        }
+        _ => outcome,
     }
 }
 

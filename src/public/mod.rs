@@ -91,7 +91,7 @@ impl Public {
                 "max-age=300",
             ),
             (&Method::POST, "/api" | "/api/") => match &self.webhook {
-                Some(webhook) => webhook.handle(&self.guard, req).await,
+                Some(webhook) => webhook.handle(&self.guard, req, "public").await,
                 None => json_error(
                     StatusCode::NOT_FOUND,
                     "webhooks are taken on the public port only when upsun.shared_key is set",

@@ -12,6 +12,7 @@ mod desync;
 mod hardening;
 mod hold;
 mod lifecycle;
+mod monitoring;
 mod proxy;
 mod proxy_holes;
 mod public;

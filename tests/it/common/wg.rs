@@ -34,6 +34,9 @@ pub struct Wg {
     /// Extra TOML lines for `[state]` (its `path` is always set: the state file, or with
     /// Redis the boot cache).
     pub state_extra: String,
+    /// Lines of `[admin]` and of `[log]`.
+    pub admin_extra: String,
+    pub log_extra: String,
 }
 
 impl Wg {
@@ -56,6 +59,8 @@ impl Wg {
             proxy_extra: String::new(),
             public_extra: String::new(),
             state_extra: String::new(),
+            admin_extra: String::new(),
+            log_extra: String::new(),
         }
     }
 
@@ -86,6 +91,20 @@ impl Wg {
     }
 
     /// Adds `line` (TOML) to the `[state]` section.
+    /// One more line in `[admin]`.
+    pub fn admin_line(mut self, line: &str) -> Self {
+        self.admin_extra += line;
+        self.admin_extra += "\n";
+        self
+    }
+
+    /// One more line in `[log]`.
+    pub fn log_line(mut self, line: &str) -> Self {
+        self.log_extra += line;
+        self.log_extra += "\n";
+        self
+    }
+
     pub fn state_line(mut self, line: &str) -> Self {
         self.state_extra += line;
         self.state_extra += "\n";
@@ -175,10 +194,14 @@ impl Wg {
             self.proxy_extra
         );
         t += &format!(
-            "[admin]\nlisten = {}\ntoken = {}\n\n",
+            "[admin]\nlisten = {}\ntoken = {}\n{}\n",
             q(&admin.to_string()),
-            q(&self.token)
+            q(&self.token),
+            self.admin_extra
         );
+        if !self.log_extra.is_empty() {
+            t += &format!("[log]\n{}\n", self.log_extra);
+        }
         t += "[guard]\n";
         if let Some(m) = &self.methods {
             t += &format!("methods = {}\n", list(m));

@@ -64,7 +64,10 @@ async fn upstream_faults_give_one_clean_502_or_504_each_logged_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_leaving_mid_upload_is_not_logged_as_an_upstream_failure() {
     let up = Upstream::start().await;
-    let wg = Wg::for_upstream(&up).start().await;
+    let wg = Wg::for_upstream(&up)
+        .log_line("access = true")
+        .start()
+        .await;
     let mut conn = RawConn::connect(wg.proxy).await;
     conn.write(b"POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: 100\r\n\r\n0123456789")
         .await;
@@ -76,7 +79,7 @@ async fn a_client_leaving_mid_upload_is_not_logged_as_an_upstream_failure() {
     // The proxy notices when it next reads the body; then it answers (nobody) and logs.
     assert!(
         eventually(Duration::from_secs(5), || async {
-            wg.logs().contains("decision=Forward method=POST")
+            wg.logs().contains("method=POST path=\"/upload\"")
         })
         .await,
         "no access line for the abandoned upload"
