@@ -1,5 +1,5 @@
-//! The admin API: health, readiness, status, the operator's engage/release, the audit log
-//! (`/history`), the dashboard, and the Upsun webhook. Operator routes need the bearer token;
+//! The admin API: health, readiness, status, the operator's engage/release, the config
+//! reload, the audit log (`/history`), the dashboard, and the Upsun webhook. Operator routes need the bearer token;
 //! the webhook needs its JWS signature ([`crate::webhook`]).
 
 mod error;
@@ -20,6 +20,7 @@ use crate::http::read::read_body;
 use crate::http::respond::{asset, json, text};
 use crate::http::Body;
 use crate::listener::{Connection, Handler};
+use crate::reload::Reloader;
 use crate::webhook::Webhook;
 
 pub use error::AdminError;
@@ -30,6 +31,7 @@ pub struct Admin {
     token: Secret,
     ready: Arc<AtomicBool>,
     webhook: Arc<Webhook>,
+    reloader: Arc<Reloader>,
 }
 
 /// The operator dashboard: one self-contained page that talks to this API.
@@ -59,11 +61,7 @@ struct EngageRequest {
 }
 
 fn duration_field(name: &str, raw: &str) -> Result<Duration, AdminError> {
-    humantime::parse_duration(raw).map_err(|e| {
-        AdminError::BadRequest(format!(
-            "{name} {raw:?} is not a duration like \"10m\": {e}"
-        ))
-    })
+    crate::duration::parse(raw).map_err(|e| AdminError::BadRequest(format!("{name} {e}")))
 }
 
 impl Admin {
@@ -73,12 +71,14 @@ impl Admin {
         guard: Arc<Guard>,
         ready: Arc<AtomicBool>,
         webhook: Arc<Webhook>,
+        reloader: Arc<Reloader>,
     ) -> Self {
         Admin {
             guard,
             token: cfg.admin.token.clone(),
             ready,
             webhook,
+            reloader,
         }
     }
 
@@ -117,11 +117,12 @@ impl Admin {
             (&Method::GET, "/") => Ok(dashboard()),
             (&Method::POST, "/guard") => self.engage(req).await,
             (&Method::DELETE, "/guard") => self.release(req).await,
+            (&Method::POST, "/reload") => self.reload(&req).await,
             (&Method::POST, "/webhooks/upsun") => Ok(self.webhook.handle(&self.guard, req).await),
             (
                 _,
                 "/" | "/healthz" | "/readyz" | "/status" | "/deploys" | "/history" | "/guard"
-                | "/webhooks/upsun",
+                | "/reload" | "/webhooks/upsun",
             ) => Err(AdminError::MethodNotAllowed),
             _ => Err(AdminError::NotFound),
         }
@@ -217,6 +218,22 @@ impl Admin {
                 v
             })
             .collect()
+    }
+
+    /// `POST /reload`: what SIGHUP does, with its outcome: 200 when the file was applied,
+    /// 422 when it was refused (the previous config stays in effect).
+    async fn reload(&self, req: &Request<Incoming>) -> Result<Response<Body>, AdminError> {
+        self.authorize(req)?;
+        let reloader = self.reloader.clone();
+        let outcome = tokio::task::spawn_blocking(move || reloader.reload("POST /reload"))
+            .await
+            .expect("a reload does not panic");
+        let status = if outcome.reloaded {
+            StatusCode::OK
+        } else {
+            StatusCode::UNPROCESSABLE_ENTITY
+        };
+        Ok(json(status, &outcome))
     }
 
     async fn release(&self, req: Request<Incoming>) -> Result<Response<Body>, AdminError> {

@@ -1,5 +1,6 @@
 //! The one place that wires everything into pingora's `Server`: both listeners, the guard's
-//! maintenance task, signals (SIGHUP reloads `[guard]`), readiness, graceful shutdown and
+//! maintenance task, signals (SIGHUP reloads `[guard]`, as does the admin API's
+//! `POST /reload`), readiness, graceful shutdown and
 //! zero-downtime upgrades.
 
 mod drain;
@@ -27,6 +28,7 @@ use crate::config::{Config, StateBackend};
 use crate::guard::{Backend, Guard, Replica};
 use crate::listener::{Headroom, HttpApp, HttpOptions, OpenConnections};
 use crate::proxy::Proxy;
+use crate::reload::Reloader;
 use crate::store::{FileStore, RedisStore};
 use crate::webhook::Webhook;
 use upkeep::Upkeep;
@@ -98,7 +100,14 @@ pub fn run(cfg: Config, config_path: &Path, upgrade: bool) -> anyhow::Result<()>
     for addr in &cfg.proxy.listen {
         proxy_service.add_listener(listener(addr));
     }
-    let admin = Arc::new(Admin::new(&cfg, guard.clone(), ready.clone(), webhook));
+    let reloader = Arc::new(Reloader::new(&cfg, config_path, guard.clone()));
+    let admin = Arc::new(Admin::new(
+        &cfg,
+        guard.clone(),
+        ready.clone(),
+        webhook,
+        reloader.clone(),
+    ));
     // `proxy.h2c` is the proxy port's: the admin port speaks HTTP/1.1 only.
     let admin_http = HttpOptions { h2c: false, ..http };
     let mut admin_service = Service::new(
@@ -113,7 +122,7 @@ pub fn run(cfg: Config, config_path: &Path, upgrade: bool) -> anyhow::Result<()>
     let admin_id = server.add_service(admin_service);
     let upkeep = background_service(
         "upkeep",
-        Upkeep::new(guard, ready, headroom, &cfg, config_path),
+        Upkeep::new(guard, ready, headroom, &cfg, reloader),
     );
     let upkeep_id = server.add_service(upkeep);
     upkeep_id.add_dependency(&proxy_id);
