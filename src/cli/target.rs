@@ -1,6 +1,7 @@
 //! Which admin API an operator command talks to and with which token: the flags first
-//! (`--admin`, `--token` or `WRITEGUARD_ADMIN_TOKEN`), then the config file for what they
-//! leave out. Every way this can go wrong says which flag, variable or key to fix.
+//! (`--admin`, `--token` or `WRITEGUARD_ADMIN_TOKEN`), then the config file's `[admin]`
+//! section for what they leave out (the rest of the file may be wrong: a `reload` after a
+//! bad edit still finds the instance). Every way this can go wrong says which flag, variable or key to fix.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -47,12 +48,12 @@ impl Target {
         let given = connect.admin.as_deref().map(admin_url).transpose()?;
         // Read only for what the flags leave out, and at most once.
         let mut config = None;
-        let load = || Config::load(&connect.config.path, &ProcessEnv);
+        let load = || Config::load_admin(&connect.config.path, &ProcessEnv);
         let (base, authority) = match given {
             Some(url) => url,
             None => match config.get_or_insert_with(load) {
-                Ok(cfg) => {
-                    let addr = reachable(cfg.admin.listen[0]);
+                Ok(admin) => {
+                    let addr = reachable(admin.listen[0]);
                     (format!("http://{addr}"), addr.to_string())
                 }
                 Err(e) => {
@@ -66,7 +67,7 @@ impl Target {
         let token = match token {
             Some(token) => Some(token),
             None if needs_token => match config.get_or_insert_with(load) {
-                Ok(cfg) => Some(cfg.admin.token.expose().to_owned()),
+                Ok(admin) => Some(admin.token.expose().to_owned()),
                 Err(e) => {
                     return Err(Failure::Usage(format!(
                         "no admin token: pass --token or set {TOKEN_ENV} (the config could not be read: {})",
