@@ -222,13 +222,13 @@ fn clock(t: OffsetDateTime) -> String {
     format!("{:02}:{:02}:{:02} UTC", t.hour(), t.minute(), t.second())
 }
 
-/// `in 4m 10s` or `4m 10s ago`.
+/// `in 4m 10s`, `4m 10s ago`, or `just now`.
 fn relative(t: OffsetDateTime, now: OffsetDateTime) -> String {
     let secs = (t - now).whole_seconds();
-    if secs >= 0 {
-        format!("in {}", span(secs))
-    } else {
-        format!("{} ago", span(-secs))
+    match secs {
+        1.. => format!("in {}", span(secs)),
+        0 => "just now".to_owned(),
+        _ => format!("{} ago", span(-secs)),
     }
 }
 
