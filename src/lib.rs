@@ -1,10 +1,11 @@
 //! writeguard: a reverse proxy that keeps users from losing work while their app deploys.
 //!
-//! Modules read bottom-up: `config`, `deadline`, `metrics`, `upsun`, `traffic`, `upstream`,
-//! `framing`, `listening` at the bottom (`upstream` carries `traffic`'s in-flight counts); `http`
-//! (bodies, response builders, the data path's failure map) and `guard` (state, policy, the
-//! backend seam) above them; `store` (the file backend), `listener` and `webhook`; then
-//! `admin` and `public`; then `proxy`; `app` wires them; `cli` is the command line. A module
+//! Modules read bottom-up: `config`, `deadline`, `duration`, `metrics`, `upsun`, `traffic`,
+//! `upstream`, `framing`, `listening` at the bottom (`upstream` carries `traffic`'s in-flight
+//! counts); `http` (bodies, response builders, the data path's failure map) and `guard`
+//! (state, policy, the backend seam) above them; `store` (the file and Redis backends),
+//! `listener`, `webhook` and `reload` (the config in effect); then `admin` and `public`; then
+//! `proxy`; `app` wires them; `cli` is the command line. A module
 //! never imports one above it.
 //!
 //! Public: what the binary, the benches, the fuzz targets and the tests use.
@@ -14,6 +15,7 @@ mod app;
 pub mod cli;
 pub mod config;
 pub mod deadline;
+pub mod duration;
 mod framing;
 pub mod guard;
 mod http;
@@ -23,6 +25,7 @@ mod logging;
 mod metrics;
 mod proxy;
 mod public;
+mod reload;
 pub mod store;
 mod traffic;
 mod upstream;

@@ -1,7 +1,7 @@
-//! The admin API: health, readiness, status, the operator's engage/release, the audit log
-//! (`/history`), the dashboard, the Prometheus metrics (`/metrics`: open, or with its own
-//! bearer token `admin.metrics_token`), and the Upsun webhook. Operator routes need the
-//! bearer token; the webhook needs its JWS signature ([`crate::webhook`]).
+//! The admin API: health, readiness, status, the operator's engage/release, the config
+//! reload, the audit log (`/history`), the dashboard, the Prometheus metrics (`/metrics`: open,
+//! or with its own bearer token `admin.metrics_token`), and the Upsun webhook. Operator routes
+//! need the bearer token; the webhook needs its JWS signature ([`crate::webhook`]).
 
 mod error;
 mod wait;
@@ -22,6 +22,7 @@ use crate::http::respond::{asset, json, text};
 use crate::http::Body;
 use crate::listener::{Connection, Handler, OpenConnections};
 use crate::metrics::{self, DeployResult, DeploySource, Live, Metrics, Outcome};
+use crate::reload::Reloader;
 use crate::webhook::Webhook;
 
 pub use error::AdminError;
@@ -32,6 +33,7 @@ pub struct Admin {
     token: Secret,
     ready: Arc<AtomicBool>,
     webhook: Arc<Webhook>,
+    reloader: Arc<Reloader>,
     metrics: Arc<Metrics>,
     metrics_token: Option<Secret>,
     connections: Arc<OpenConnections>,
@@ -70,11 +72,7 @@ struct EngageRequest {
 }
 
 fn duration_field(name: &str, raw: &str) -> Result<Duration, AdminError> {
-    humantime::parse_duration(raw).map_err(|e| {
-        AdminError::BadRequest(format!(
-            "{name} {raw:?} is not a duration like \"10m\": {e}"
-        ))
-    })
+    crate::duration::parse(raw).map_err(|e| AdminError::BadRequest(format!("{name} {e}")))
 }
 
 impl Admin {
@@ -85,12 +83,14 @@ impl Admin {
         ready: Arc<AtomicBool>,
         webhook: Arc<Webhook>,
         monitoring: Monitoring,
+        reloader: Arc<Reloader>,
     ) -> Self {
         Admin {
             guard,
             token: cfg.admin.token.clone(),
             ready,
             webhook,
+            reloader,
             metrics: monitoring.metrics,
             metrics_token: cfg.admin.metrics_token.clone(),
             connections: monitoring.connections,
@@ -146,13 +146,14 @@ impl Admin {
             (&Method::GET, "/") => Ok(dashboard()),
             (&Method::POST, "/guard") => self.engage(req).await,
             (&Method::DELETE, "/guard") => self.release(req).await,
+            (&Method::POST, "/reload") => self.reload(&req).await,
             (&Method::POST, "/webhooks/upsun") => {
                 Ok(self.webhook.handle(&self.guard, req, "admin").await)
             }
             (
                 _,
                 "/" | "/healthz" | "/readyz" | "/status" | "/metrics" | "/deploys" | "/history"
-                | "/guard" | "/webhooks/upsun",
+                | "/guard" | "/reload" | "/webhooks/upsun",
             ) => Err(AdminError::MethodNotAllowed),
             _ => Err(AdminError::NotFound),
         }
@@ -248,6 +249,22 @@ impl Admin {
                 v
             })
             .collect()
+    }
+
+    /// `POST /reload`: what SIGHUP does, with its outcome: 200 when the file was applied,
+    /// 422 when it was refused (the previous config stays in effect).
+    async fn reload(&self, req: &Request<Incoming>) -> Result<Response<Body>, AdminError> {
+        self.authorize(req)?;
+        let reloader = self.reloader.clone();
+        let outcome = tokio::task::spawn_blocking(move || reloader.reload("POST /reload"))
+            .await
+            .expect("a reload does not panic");
+        let status = if outcome.reloaded {
+            StatusCode::OK
+        } else {
+            StatusCode::UNPROCESSABLE_ENTITY
+        };
+        Ok(json(status, &outcome))
     }
 
     async fn release(&self, req: Request<Incoming>) -> Result<Response<Body>, AdminError> {

@@ -1,5 +1,6 @@
 //! The one place that wires everything into pingora's `Server`: both listeners, the guard's
-//! maintenance task, signals (SIGHUP reloads `[guard]`), readiness, graceful shutdown and
+//! maintenance task, signals (SIGHUP reloads `[guard]`, as does the admin API's
+//! `POST /reload`), readiness, graceful shutdown and
 //! zero-downtime upgrades.
 
 mod drain;
@@ -28,6 +29,7 @@ use crate::guard::{Backend, Guard, Replica};
 use crate::listener::{Headroom, HttpApp, HttpOptions, Observer, OpenConnections};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
+use crate::reload::Reloader;
 use crate::store::{FileStore, RedisStore};
 use crate::webhook::Webhook;
 use upkeep::Upkeep;
@@ -107,12 +109,14 @@ pub fn run(cfg: Config, config_path: &Path, upgrade: bool) -> anyhow::Result<()>
         metrics: metrics.clone(),
         connections: connections.clone(),
     };
+    let reloader = Arc::new(Reloader::new(&cfg, config_path, guard.clone()));
     let admin = Arc::new(Admin::new(
         &cfg,
         guard.clone(),
         ready.clone(),
         webhook,
         monitoring,
+        reloader.clone(),
     ));
     // `proxy.h2c` is the proxy port's: the admin port speaks HTTP/1.1 only.
     let admin_http = HttpOptions { h2c: false, ..http };
@@ -128,7 +132,7 @@ pub fn run(cfg: Config, config_path: &Path, upgrade: bool) -> anyhow::Result<()>
     let admin_id = server.add_service(admin_service);
     let upkeep = background_service(
         "upkeep",
-        Upkeep::new(guard, ready, headroom, metrics, &cfg, config_path),
+        Upkeep::new(guard, ready, headroom, metrics, &cfg, reloader),
     );
     let upkeep_id = server.add_service(upkeep);
     upkeep_id.add_dependency(&proxy_id);

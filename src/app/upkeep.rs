@@ -3,7 +3,6 @@
 //! `[guard]`, and the guard's stop at shutdown (held writes are answered then).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,11 +12,12 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::{Config, ConfigError, ProcessEnv, StateBackend};
+use crate::config::{Config, StateBackend};
 use crate::guard::{Guard, Source};
 use crate::listener::Headroom;
 use crate::listening;
 use crate::metrics::{DeployResult, DeploySource, Metrics};
+use crate::reload::Reloader;
 
 /// How long our listeners may take to come up before start-up fails. A bind takes
 /// microseconds; pingora itself retries a taken address for 30 s before it panics in a task
@@ -42,9 +42,8 @@ pub(super) struct Upkeep {
     metrics: Arc<Metrics>,
     addrs: Vec<SocketAddr>,
     refresh_every: Duration,
-    config_path: PathBuf,
-    /// The config in effect (the last one loaded successfully).
-    config: std::sync::Mutex<Config>,
+    /// SIGHUP's reload (the admin API's `POST /reload` shares it).
+    reloader: Arc<Reloader>,
 }
 
 impl Upkeep {
@@ -54,7 +53,7 @@ impl Upkeep {
         headroom: Arc<Headroom>,
         metrics: Arc<Metrics>,
         cfg: &Config,
-        config_path: &std::path::Path,
+        reloader: Arc<Reloader>,
     ) -> Self {
         Upkeep {
             guard,
@@ -72,8 +71,7 @@ impl Upkeep {
                 StateBackend::Redis(r) => REFRESH_EVERY.min(r.stale_after / 4),
                 StateBackend::File => REFRESH_EVERY,
             },
-            config_path: config_path.to_owned(),
-            config: std::sync::Mutex::new(cfg.clone()),
+            reloader,
         }
     }
 
@@ -104,43 +102,6 @@ impl Upkeep {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
-    }
-
-    /// Re-reads the config file and applies its `[guard]` section; anything else that
-    /// changed needs a restart, and then nothing is applied.
-    fn reload(&self) {
-        let path = &self.config_path;
-        let next = match Config::load(path, &ProcessEnv) {
-            Ok(next) => next,
-            Err(ConfigError::Invalid { issues, .. }) => {
-                for issue in &issues {
-                    tracing::error!(key = %issue.key, "reload refused: {issue}");
-                }
-                tracing::error!(path = %path.display(), errors = issues.len(), "SIGHUP: config is invalid; the previous config stays in effect");
-                return;
-            }
-            Err(e) => {
-                tracing::error!(path = %path.display(), "SIGHUP: {e}; the previous config stays in effect");
-                return;
-            }
-        };
-        let mut current = self.config.lock().unwrap_or_else(|p| p.into_inner());
-        let restart = current.restart_needed_for(&next);
-        if !restart.is_empty() {
-            for section in &restart {
-                tracing::error!(key = %section, "reload refused: [{section}] changed; only [guard] is reloaded, this change needs a restart");
-            }
-            tracing::error!(path = %path.display(), "SIGHUP: the previous config stays in effect");
-            return;
-        }
-        let changed = current.guard.changes_to(&next.guard);
-        self.guard.reload(&next.guard);
-        if changed.is_empty() {
-            tracing::info!(path = %path.display(), "SIGHUP: config reloaded, nothing changed");
-        } else {
-            tracing::info!(path = %path.display(), changed = %changed.join(", "), "SIGHUP: config reloaded");
-        }
-        *current = next;
     }
 }
 
@@ -269,8 +230,11 @@ impl BackgroundService for Upkeep {
                     tracing::info!(addrs = ?self.addrs, "ready: listening");
                 }
                 _ = hup => {
-                    tracing::info!(path = %self.config_path.display(), "SIGHUP: reloading the [guard] settings");
-                    self.reload();
+                    tracing::info!(path = %self.reloader.path().display(), "SIGHUP: reloading the [guard] settings");
+                    let reloader = self.reloader.clone();
+                    if let Err(e) = tokio::task::spawn_blocking(move || reloader.reload("SIGHUP")).await {
+                        tracing::error!(error = %e, "reload task failed");
+                    }
                 }
                 _ = &mut background => {}
                 _ = shutdown.changed() => {

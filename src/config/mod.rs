@@ -290,6 +290,28 @@ impl Config {
         })
     }
 
+    /// Only the `[admin]` section of the file at `path`, with its `WRITEGUARD_*` overrides:
+    /// what the operator commands need to reach a running instance, even while another
+    /// section is wrong (`writeguard reload` after a bad edit must still find the instance).
+    pub fn load_admin(path: &Path, env: &dyn Env) -> Result<AdminConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut root: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.message().to_string(),
+        })?;
+        let mut issues = Vec::new();
+        match read_admin(&mut root, env, &mut issues) {
+            Some(admin) if issues.is_empty() => Ok(admin),
+            _ => Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                issues,
+            }),
+        }
+    }
+
     pub fn parse(text: &str, env: &dyn Env) -> Result<Config, ParseError> {
         let mut root: toml::Table =
             toml::from_str(text).map_err(|e| ParseError::Syntax(e.message().to_string()))?;

@@ -303,7 +303,12 @@ async fn the_operator_cli_takes_its_defaults_from_the_config_and_env() {
         .await;
     assert_eq!(res.json()["guarded"], true);
     let out = run(cwd, &["release", "-c", &config], &[]).await;
-    assert!(out.status.success());
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "still engaged: {}",
+        stderr(&out)
+    );
     assert_eq!(wg.status().await["guarded"], true);
     let out = run(cwd, &["release", "--all", "-c", &config], &[]).await;
     assert!(out.status.success());

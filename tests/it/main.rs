@@ -7,6 +7,7 @@ mod common;
 mod admin;
 mod audit;
 mod cli;
+mod cli_operator;
 mod config_holes;
 mod desync;
 mod hardening;
