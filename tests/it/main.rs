@@ -15,6 +15,7 @@ mod lifecycle;
 mod monitoring;
 mod proxy;
 mod proxy_holes;
+mod recent;
 mod public;
 mod reliability;
 mod reload;
