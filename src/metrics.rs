@@ -347,10 +347,7 @@ impl Metrics {
 
     /// The last 15 minutes of samples, oldest first.
     pub fn recent(&self) -> Recently {
-        self.recent
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .view()
+        self.recent.lock().unwrap_or_else(|p| p.into_inner()).view()
     }
 
     /// The exposition (OpenMetrics text), with the gauges set from `live`.

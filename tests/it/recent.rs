@@ -89,7 +89,9 @@ async fn recent_samples_move_with_requests_holds_and_engagements() {
     })
     .await;
     assert!(
-        samples(&v).iter().any(|s| s["held"] == 1 && s["guarded"] == true),
+        samples(&v)
+            .iter()
+            .any(|s| s["held"] == 1 && s["guarded"] == true),
         "no sample saw the held write: {v}"
     );
     released(&wg).await;
@@ -126,9 +128,7 @@ async fn recent_asks_for_a_token_only_when_metrics_does() {
         401
     );
     for token in ["scrape-token-1234", wg.cfg.token.as_str()] {
-        let res = wg
-            .admin(Req::get("/metrics/recent").bearer(token))
-            .await;
+        let res = wg.admin(Req::get("/metrics/recent").bearer(token)).await;
         assert_eq!(res.status, 200, "{}", res.text());
         assert!(res.json()["samples"].is_array());
     }
