@@ -1,10 +1,13 @@
 //! The Prometheus metrics (`GET /metrics` on the admin port): every handle is created once,
 //! here, so a hit on the hot path is an atomic add on a handle already held (no label
 //! lookup, no allocation). Gauges that mirror state (guarded, held writes, connections...)
-//! are set from a [`Live`] reading just before each scrape is encoded.
+//! are set from a [`Live`] reading just before each scrape is encoded. The last 15 minutes
+//! of the request counters are also kept, a sample a second, for the dashboard ([`recent`]).
 //!
 //! At the bottom of the module order: it knows no other module; the listener, the proxy,
 //! the webhook and the admin API hand it what they saw.
+
+mod recent;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -17,6 +20,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
+
+pub use recent::Recently;
+use recent::{Recent, CAPACITY};
 
 /// What happened to a request, as `writeguard_requests_total{outcome}` and the access line
 /// say it. `Admin`: a request on the admin port (access line only, not counted).
@@ -192,6 +198,7 @@ pub struct Metrics {
     in_flight_writes: Gauge,
     connections: Gauge,
     store_ok: Gauge,
+    recent: Mutex<Recent>,
 }
 
 impl Metrics {
@@ -286,6 +293,7 @@ impl Metrics {
             in_flight_writes,
             connections,
             store_ok,
+            recent: Mutex::new(Recent::new(CAPACITY)),
         })
     }
 
@@ -324,6 +332,22 @@ impl Metrics {
         if guarded {
             *since = Some(now);
         }
+    }
+
+    /// Takes the second's sample for [`Metrics::recent`]: the request counters as they are
+    /// now, the writes `held` and whether writes are `guarded`. Called once a second.
+    pub fn sample(&self, held: usize, guarded: bool) {
+        let totals = self.requests.each_ref().map(Counter::get);
+        let t = time::OffsetDateTime::now_utc().unix_timestamp();
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(t, totals, held, guarded);
+    }
+
+    /// The last 15 minutes of samples, oldest first.
+    pub fn recent(&self) -> Recently {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner()).view()
     }
 
     /// The exposition (OpenMetrics text), with the gauges set from `live`.

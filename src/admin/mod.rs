@@ -1,7 +1,8 @@
 //! The admin API: health, readiness, status, the operator's engage/release, the config
 //! reload, the audit log (`/history`), the dashboard, the Prometheus metrics (`/metrics`: open,
-//! or with its own bearer token `admin.metrics_token`), and the Upsun webhook. Operator routes
-//! need the bearer token; the webhook needs its JWS signature ([`crate::webhook`]).
+//! or with its own bearer token `admin.metrics_token`) and their last 15 minutes for the
+//! dashboard's chart (`/metrics/recent`), and the Upsun webhook. Operator routes need the
+//! bearer token; the webhook needs its JWS signature ([`crate::webhook`]).
 
 mod error;
 mod wait;
@@ -123,6 +124,17 @@ impl Admin {
         Ok(res)
     }
 
+    /// `GET /metrics/recent`: the last 15 minutes of the request counters, a sample a
+    /// second, for the dashboard's chart. The same numbers as `/metrics`, so the same rule:
+    /// open unless `admin.metrics_token` is set; then that token, or the operator's (the
+    /// dashboard has that one once it is entered).
+    fn recent(&self, req: &Request<Incoming>) -> Result<Response<Body>, AdminError> {
+        if let Some(token) = &self.metrics_token {
+            bearer(req, token).or_else(|_| self.authorize(req))?;
+        }
+        Ok(json(StatusCode::OK, &self.metrics.recent()))
+    }
+
     async fn route(&self, req: Request<Incoming>) -> Result<Response<Body>, AdminError> {
         let path = req.uri().path();
         match (req.method(), path) {
@@ -141,6 +153,7 @@ impl Admin {
             }),
             (&Method::GET, "/status") => Ok(json(StatusCode::OK, &self.guard.status())),
             (&Method::GET, "/metrics") => self.metrics(&req),
+            (&Method::GET, "/metrics/recent") => self.recent(&req),
             (&Method::GET, "/deploys") => Ok(json(StatusCode::OK, &self.deploys())),
             (&Method::GET, "/history") => self.history(&req).await,
             (&Method::GET, "/") => Ok(dashboard()),
@@ -152,8 +165,8 @@ impl Admin {
             }
             (
                 _,
-                "/" | "/healthz" | "/readyz" | "/status" | "/metrics" | "/deploys" | "/history"
-                | "/guard" | "/reload" | "/webhooks/upsun",
+                "/" | "/healthz" | "/readyz" | "/status" | "/metrics" | "/metrics/recent"
+                | "/deploys" | "/history" | "/guard" | "/reload" | "/webhooks/upsun",
             ) => Err(AdminError::MethodNotAllowed),
             _ => Err(AdminError::NotFound),
         }

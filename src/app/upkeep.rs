@@ -1,6 +1,7 @@
 //! The background service: readiness once every listener is ours, the expiry of
-//! engagements and the measure of the descriptor headroom every second, SIGHUP's reload of
-//! `[guard]`, and the guard's stop at shutdown (held writes are answered then).
+//! engagements, the measure of the descriptor headroom and the dashboard's sample of the
+//! traffic every second, SIGHUP's reload of `[guard]`, and the guard's stop at shutdown
+//! (held writes are answered then).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -148,15 +149,17 @@ impl Upkeep {
     }
 
     /// Sweeps expired engagements (counted as deploys that expired), measures the
-    /// descriptor headroom and adds up the engaged time, once a second.
+    /// descriptor headroom, adds up the engaged time and takes the dashboard's sample of
+    /// the request counters, once a second.
     async fn expire_loop(&self) {
         let mut tick = tokio::time::interval(EXPIRE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             self.headroom.calibrate();
-            self.metrics
-                .observe_guarded(self.guard.snapshot().guarded());
+            let guarded = self.guard.snapshot().guarded();
+            self.metrics.observe_guarded(guarded);
+            self.metrics.sample(self.guard.traffic().held(), guarded);
             let guard = self.guard.clone();
             let done = tokio::task::spawn_blocking(move || guard.expire()).await;
             if let Ok(Ok(gone)) = &done {

@@ -17,6 +17,7 @@ mod monitoring;
 mod proxy;
 mod proxy_holes;
 mod public;
+mod recent;
 mod reliability;
 mod reload;
 mod replicas;

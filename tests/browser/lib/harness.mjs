@@ -141,14 +141,15 @@ ${body}
 
 /**
  * Starts writeguard with a temp TOML config in front of `upstream` (a URL). `publicCfg` and
- * `extra` are appended as-is. `again` (an earlier instance, closed with keep = true) reuses its
+ * `extra` are appended as-is; `hold` is `guard.hold` (0s by default), `guardCfg` more lines
+ * of `[guard]`. `again` (an earlier instance, closed with keep = true) reuses its
  * ports and state dir: a restart. Returns { proxy, admin, dir, ports, log(), close(keep) }.
  */
 export function startWriteguard(upstream, options = {}) {
   return starts(() => start(upstream, options));
 }
 
-async function start(upstream, { publicCfg = '', extra = '', again } = {}) {
+async function start(upstream, { publicCfg = '', extra = '', again, hold = '0s', guardCfg = '' } = {}) {
   if (!existsSync(BIN)) throw new Error(`${BIN} is missing: run \`cargo build\` first`);
   const dir = again ? again.dir : mkdtempSync(path.join(os.tmpdir(), 'writeguard-browser-'));
   const [proxyPort, adminPort] = again ? again.ports : [await freePort(), await freePort()];
@@ -162,8 +163,9 @@ listen = "127.0.0.1:${adminPort}"
 token = "${TOKEN}"
 
 [guard]
-hold = "0s"
+hold = "${hold}"
 retry_after = "30s"
+${guardCfg}
 
 [state]
 path = "${dir}/writeguard.state"
