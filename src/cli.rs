@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::config::{self, Config, ConfigError, ProcessEnv, StateBackend};
+use crate::config::{self, Config, ProcessEnv};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -59,6 +59,10 @@ pub enum Command {
     Check {
         #[command(flatten)]
         config: ConfigArg,
+        /// Also print every setting's effective value and where it came from (file,
+        /// environment variable, default); secrets are masked
+        #[arg(long)]
+        explain: bool,
     },
     /// Show the guard state of a running instance
     Status {
@@ -96,7 +100,7 @@ pub enum Command {
 /// Runs one command to its exit code.
 pub fn dispatch(command: Command) -> ExitCode {
     let (admin, method, path, body) = match command {
-        Command::Check { config } => return check(&config.path),
+        Command::Check { config, explain } => return crate::check::check(&config.path, explain),
         Command::Run { config, upgrade } => return run(&config.path, upgrade),
         Command::Status { admin } => (admin, Method::GET, "/status", None),
         Command::Engage {
@@ -135,6 +139,9 @@ fn run(path: &std::path::Path, upgrade: bool) -> ExitCode {
         );
     }
     tracing::info!("{}", cfg.summary());
+    for warning in cfg.warnings() {
+        tracing::warn!(key = %warning.key, "{warning}");
+    }
     match crate::app::run(cfg, path, upgrade) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -144,48 +151,9 @@ fn run(path: &std::path::Path, upgrade: bool) -> ExitCode {
     }
 }
 
-/// Loads the config and proves the state can be kept where it says, printing every
-/// problem; exit code 2 when it is not usable.
+/// Loads the config (see [`crate::check::load`]).
 fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
-    let cfg = Config::load(path, &ProcessEnv).map_err(|e| {
-        eprintln!("writeguard: {e}");
-        if let ConfigError::Read { .. } = e {
-            eprintln!("(pass -c FILE or set WRITEGUARD_CONFIG)");
-        }
-        ExitCode::from(2)
-    })?;
-    let problems = crate::store::probe(&cfg.state);
-    if problems.is_empty() {
-        return Ok(cfg);
-    }
-    eprintln!(
-        "writeguard: config file {} has {} error(s):",
-        path.display(),
-        problems.len()
-    );
-    for p in &problems {
-        eprintln!("  - {}: {}", p.key, p.message);
-    }
-    Err(ExitCode::from(2))
-}
-
-fn check(path: &std::path::Path) -> ExitCode {
-    match load_config(path) {
-        Ok(cfg) => {
-            println!("config OK: {}", cfg.summary());
-            if let StateBackend::Redis(redis) = &cfg.state.backend {
-                // Not an error: a replica starts while Redis is down (in fail-safe).
-                match crate::store::ping(redis) {
-                    Ok(()) => println!("redis: reachable"),
-                    Err(e) => println!(
-                        "warning: {e}; writeguard would start in fail-safe (state.on_store_loss) until it answers"
-                    ),
-                }
-            }
-            ExitCode::SUCCESS
-        }
-        Err(code) => code,
-    }
+    crate::check::load(path).map(|(cfg, _)| cfg)
 }
 
 /// Runs one operator command against the admin API and prints its JSON answer.

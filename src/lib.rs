@@ -4,13 +4,15 @@
 //! `listening` at the bottom (`upstream` carries `traffic`'s in-flight counts); `http`
 //! (bodies, response builders, the data path's failure map) and `guard` (state, policy, the
 //! backend seam) above them; `store` (the file backend), `listener` and `webhook`; then
-//! `admin` and `public`; then `proxy`; `app` wires them; `cli` is the command line. A module
+//! `admin` and `public`; then `proxy`; `app` wires them; `check` loads and checks a config for `run` and `check`; `cli` is
+//! the command line. A module
 //! never imports one above it.
 //!
 //! Public: what the binary, the benches, the fuzz targets and the tests use.
 
 mod admin;
 mod app;
+mod check;
 pub mod cli;
 pub mod config;
 pub mod deadline;

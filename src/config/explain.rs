@@ -46,7 +46,7 @@ impl Sources {
     }
 }
 
-/// One setting: `key = value  # source`.
+/// One setting; shown as `key = value`, its source beside it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Setting {
     pub key: &'static str,
@@ -57,8 +57,7 @@ pub struct Setting {
 
 impl fmt::Display for Setting {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let lhs = format!("{} = {}", self.key, self.value);
-        write!(f, "{lhs:<56} # {}", self.source)
+        write!(f, "{} = {}", self.key, self.value)
     }
 }
 
@@ -149,12 +148,9 @@ impl Config {
         } = &self.public;
 
         let methods: Vec<&str> = methods.iter().map(Method::as_str).collect();
-        let page = page.as_ref().map(|_| {
-            sources
-                .page
-                .as_deref()
-                .map_or_else(|| "(set)".into(), path)
-        });
+        let page = page
+            .as_ref()
+            .map(|_| sources.page.as_deref().map_or_else(|| "(set)".into(), path));
         let mut out: Vec<(&'static str, String)> = vec![
             ("proxy.listen", addrs(listen)),
             ("proxy.upstream", string(&upstream.to_string())),
@@ -185,7 +181,10 @@ impl Config {
             ("guard.release_concurrency", release_concurrency.to_string()),
             ("guard.page", optional(page)),
             ("guard.allow_paths", strings(allow_paths)),
-            ("guard.pass_unknown_methods", pass_unknown_methods.to_string()),
+            (
+                "guard.pass_unknown_methods",
+                pass_unknown_methods.to_string(),
+            ),
             (
                 "guard.upgrades",
                 string(match upgrades {

@@ -66,7 +66,14 @@ mod tests {
         assert_eq!(typo_of("DELET"), Some("DELETE"));
         assert_eq!(typo_of("POTS"), Some("POST"));
         assert_eq!(typo_of("PACTH"), Some("PATCH"));
-        for name in ["DELETE", "PROPPATCH", "UNLINK", "PURGE", "FROBNICATE", "FOO"] {
+        for name in [
+            "DELETE",
+            "PROPPATCH",
+            "UNLINK",
+            "PURGE",
+            "FROBNICATE",
+            "FOO",
+        ] {
             assert_eq!(typo_of(name), None, "{name}");
         }
     }

@@ -322,7 +322,10 @@ impl Config {
             &mut issues,
         );
         exposure::check(
-            &[("proxy.listen", proxy_listen), ("admin.listen", admin_listen)],
+            &[
+                ("proxy.listen", proxy_listen),
+                ("admin.listen", admin_listen),
+            ],
             &[
                 ("admin.token", admin.as_ref().map(|a| &a.token)),
                 (
@@ -458,7 +461,10 @@ impl SyntaxError {
     fn new(text: &str, e: &toml::de::Error) -> Self {
         let at = e.span().map_or(0, |s| s.start).min(text.len());
         // A span may point inside a multi-byte character: back up to its start.
-        let at = (0..=at).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+        let at = (0..=at)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
         let before = &text[..at];
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         SyntaxError {

@@ -226,10 +226,9 @@ impl<'a> Reader<'a> {
                 Some(known) => format!("unknown key; did you mean `{known}`?"),
                 None => "unknown key".to_owned(),
             };
-            self.reading.issues.push(ConfigIssue::new(
-                format!("{}.{key}", self.section),
-                message,
-            ));
+            self.reading
+                .issues
+                .push(ConfigIssue::new(format!("{}.{key}", self.section), message));
         }
     }
 }

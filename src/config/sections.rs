@@ -218,10 +218,7 @@ pub(super) fn read_admin(
     })
 }
 
-pub(super) fn read_guard(
-    root: &mut toml::Table,
-    reading: &mut Reading,
-) -> Option<GuardConfig> {
+pub(super) fn read_guard(root: &mut toml::Table, reading: &mut Reading) -> Option<GuardConfig> {
     let mut r = Reader::section(root, "guard", reading);
     let methods = r
         .strings("methods", false)

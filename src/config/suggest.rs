@@ -24,7 +24,13 @@ mod tests {
 
     #[test]
     fn typos_find_their_key_and_other_words_find_nothing() {
-        let keys = ["listen", "upstream", "connect_timeout", "h2c", "upstream_retry"];
+        let keys = [
+            "listen",
+            "upstream",
+            "connect_timeout",
+            "h2c",
+            "upstream_retry",
+        ];
         assert_eq!(closest("connect_timout", keys), Some("connect_timeout"));
         assert_eq!(closest("Upstraem", keys), Some("upstream"));
         assert_eq!(closest("h2", keys), Some("h2c"));
