@@ -470,7 +470,14 @@ impl SyntaxError {
         SyntaxError {
             line: before.matches('\n').count() + 1,
             column: before[line_start..].chars().count() + 1,
-            message: e.message().trim_end().to_owned(),
+            // toml's "invalid string\nexpected ..." on one line.
+            message: e
+                .message()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join("; "),
         }
     }
 }
