@@ -95,6 +95,10 @@ pub enum Command {
     Check {
         #[command(flatten)]
         config: ConfigArg,
+        /// Also print every setting's effective value and where it came from (file,
+        /// environment variable, default); secrets are masked
+        #[arg(long)]
+        explain: bool,
     },
     /// Show the guard state of a running instance
     Status {

@@ -26,7 +26,7 @@ pub fn dispatch(command: Command) -> ExitCode {
     }
     let done = match command {
         Command::Run { config, upgrade } => local::run(&config.path, upgrade),
-        Command::Check { config } => local::check(&config.path),
+        Command::Check { config, explain } => local::check(&config.path, explain),
         operator => operator::run(operator),
     };
     match done {

@@ -1,13 +1,18 @@
 //! Configuration: the TOML file format (plus environment overrides) turned into ONE validated
 //! [`Config`]. Every problem is collected with the key it concerns; nothing here opens a port.
 
+mod addresses;
 mod diff;
+mod explain;
 mod exposure;
 mod limits;
+mod methods;
 mod reader;
 mod secret;
 mod sections;
 mod state;
+mod suggest;
+mod warnings;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,6 +20,8 @@ use std::time::Duration;
 
 use http::{Method, Uri};
 
+pub use explain::{Setting, Source, Sources};
+use reader::Reading;
 pub use secret::Secret;
 use sections::{
     read_admin, read_guard, read_log, read_proxy, read_public, read_server, read_upsun,
@@ -72,8 +79,8 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config file {path} is not valid TOML: {message}")]
-    Syntax { path: PathBuf, message: String },
+    #[error("config file {path} is not valid TOML: {error}")]
+    Syntax { path: PathBuf, error: SyntaxError },
     #[error("config file {path} has {} error(s):\n{}", issues.len(), issues.iter().map(|i| format!("  - {i}")).collect::<Vec<_>>().join("\n"))]
     Invalid {
         path: PathBuf,
@@ -273,15 +280,24 @@ pub const DEFAULT_PATH: &str = "config/writeguard.toml";
 
 impl Config {
     /// Reads and validates the file at `path`, applying `WRITEGUARD_*` overrides from `env`.
+    /// Relative paths in it are relative to its directory.
     pub fn load(path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
+        Config::load_explained(path, env).map(|(config, _)| config)
+    }
+
+    /// [`Config::load`], with where each setting came from (for `check --explain`).
+    pub fn load_explained(path: &Path, env: &dyn Env) -> Result<(Config, Sources), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Config::parse(&text, env).map_err(|e| match e {
-            ParseError::Syntax(message) => ConfigError::Syntax {
+        // Absolute, so that a path in it means the same from any working directory.
+        let file = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        let base = file.parent().unwrap_or(Path::new("/"));
+        Config::parse_in(&text, env, Some(base)).map_err(|e| match e {
+            ParseError::Syntax(error) => ConfigError::Syntax {
                 path: path.to_owned(),
-                message,
+                error,
             },
             ParseError::Invalid(issues) => ConfigError::Invalid {
                 path: path.to_owned(),
@@ -300,45 +316,69 @@ impl Config {
         })?;
         let mut root: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
             path: path.to_owned(),
-            message: e.message().to_string(),
+            error: SyntaxError::new(&text, &e),
         })?;
-        let mut issues = Vec::new();
-        match read_admin(&mut root, env, &mut issues) {
-            Some(admin) if issues.is_empty() => Ok(admin),
+        let mut reading = Reading::new(path.parent());
+        let admin = read_admin(&mut root, env, &mut reading);
+        match admin {
+            Some(admin) if reading.issues.is_empty() => Ok(admin),
             _ => Err(ConfigError::Invalid {
                 path: path.to_owned(),
-                issues,
+                issues: reading.issues,
             }),
         }
     }
 
+    /// Validates a config that is not in a file: relative paths stay as written (relative to
+    /// the working directory).
     pub fn parse(text: &str, env: &dyn Env) -> Result<Config, ParseError> {
-        let mut root: toml::Table =
-            toml::from_str(text).map_err(|e| ParseError::Syntax(e.message().to_string()))?;
-        let mut issues = Vec::new();
+        Config::parse_in(text, env, None).map(|(config, _)| config)
+    }
 
-        let proxy = read_proxy(&mut root, env, &mut issues);
-        let admin = read_admin(&mut root, env, &mut issues);
-        let guard = read_guard(&mut root, &mut issues);
-        let upsun = read_upsun(&mut root, env, &mut issues);
-        let state = read_state(&mut root, env, upsun.as_ref(), &mut issues);
-        let server = read_server(&mut root, &state, &mut issues);
-        let public = read_public(&mut root, &mut issues);
-        let log = read_log(&mut root, env, &mut issues);
+    fn parse_in(
+        text: &str,
+        env: &dyn Env,
+        base: Option<&Path>,
+    ) -> Result<(Config, Sources), ParseError> {
+        let mut root: toml::Table =
+            toml::from_str(text).map_err(|e| ParseError::Syntax(SyntaxError::new(text, &e)))?;
+        let mut reading = Reading::new(base);
+        let r = &mut reading;
+
+        let proxy = read_proxy(&mut root, env, r);
+        let admin = read_admin(&mut root, env, r);
+        let guard = read_guard(&mut root, r);
+        let upsun = read_upsun(&mut root, env, r);
+        let state = read_state(&mut root, env, upsun.as_ref(), r);
+        let server = read_server(&mut root, &state, r);
+        let public = read_public(&mut root, r);
+        let log = read_log(&mut root, env, r);
+        let Reading {
+            mut issues,
+            sources,
+            sections,
+            ..
+        } = reading;
         for key in root.keys() {
-            issues.push(ConfigIssue::new(key.as_str(), "unknown section or key"));
+            let message = match suggest::closest(key, sections.iter().copied()) {
+                Some(known) => format!("unknown section or key; did you mean `[{known}]`?"),
+                None => "unknown section or key".to_owned(),
+            };
+            issues.push(ConfigIssue::new(key.as_str(), message));
         }
         let no_addrs: &[SocketAddr] = &[];
+        let proxy_listen = proxy.as_ref().map_or(no_addrs, |p| &p.listen);
+        let admin_listen = admin.as_ref().map_or(no_addrs, |a| &a.listen);
+        addresses::check(
+            proxy_listen,
+            admin_listen,
+            proxy.as_ref().map(|p| &p.upstream),
+            &mut issues,
+        );
         exposure::check(
             &[
-                (
-                    "proxy.listen",
-                    proxy.as_ref().map_or(no_addrs, |p| &p.listen),
-                ),
-                (
-                    "admin.listen",
-                    admin.as_ref().map_or(no_addrs, |a| &a.listen),
-                ),
+                ("proxy.listen", proxy_listen),
+                ("admin.listen", admin_listen),
             ],
             &[
                 ("admin.token", admin.as_ref().map(|a| &a.token)),
@@ -358,7 +398,7 @@ impl Config {
             (Some(proxy), Some(admin), Some(guard), Some(upsun), Some(state), Some(server))
                 if issues.is_empty() =>
             {
-                Ok(Config {
+                let config = Config {
                     proxy,
                     admin,
                     guard,
@@ -367,7 +407,8 @@ impl Config {
                     server,
                     public,
                     log,
-                })
+                };
+                Ok((config, sources))
             }
             _ => Err(ParseError::Invalid(issues)),
         }
@@ -463,8 +504,51 @@ impl Config {
 
 #[derive(Debug)]
 pub enum ParseError {
-    Syntax(String),
+    Syntax(SyntaxError),
     Invalid(Vec<ConfigIssue>),
+}
+
+/// Where the TOML stops making sense: line and column (from 1) and what is wrong there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntaxError {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl SyntaxError {
+    fn new(text: &str, e: &toml::de::Error) -> Self {
+        let at = e.span().map_or(0, |s| s.start).min(text.len());
+        // A span may point inside a multi-byte character: back up to its start.
+        let at = (0..=at)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        let before = &text[..at];
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        SyntaxError {
+            line: before.matches('\n').count() + 1,
+            column: before[line_start..].chars().count() + 1,
+            // toml's "invalid string\nexpected ..." on one line.
+            message: e
+                .message()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join("; "),
+        }
+    }
+}
+
+impl std::fmt::Display for SyntaxError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "line {}, column {}: {}",
+            self.line, self.column, self.message
+        )
+    }
 }
 
 #[cfg(test)]

@@ -1,19 +1,55 @@
 //! Typed extraction of one TOML table that records every problem instead of stopping at
-//! the first, so `writeguard check` can print them all with the key each concerns.
+//! the first, so `writeguard check` can print them all with the key each concerns, and
+//! where each value came from, for `check --explain`.
 
 use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use toml::{Table, Value};
 
-use super::ConfigIssue;
+use super::explain::{Source, Sources};
+use super::suggest::closest;
+use super::{ConfigIssue, Env};
+
+/// What reading a whole file gathers besides the config: every problem, every value's
+/// source, and the directory relative paths are resolved against.
+pub(super) struct Reading {
+    pub(super) issues: Vec<ConfigIssue>,
+    pub(super) sources: Sources,
+    /// The config file's directory; `None` (no file): paths stay as written.
+    base: Option<PathBuf>,
+    /// The sections asked for, to suggest one for an unknown name.
+    pub(super) sections: Vec<&'static str>,
+}
+
+impl Reading {
+    pub(super) fn new(base: Option<&Path>) -> Self {
+        Reading {
+            issues: Vec::new(),
+            sources: Sources::default(),
+            base: base.map(Path::to_owned),
+            sections: Vec::new(),
+        }
+    }
+
+    /// `raw` as a path, relative to the config file's directory when it is relative.
+    pub(super) fn resolve(&self, raw: &str) -> PathBuf {
+        match &self.base {
+            Some(base) if Path::new(raw).is_relative() => base.join(raw),
+            _ => PathBuf::from(raw),
+        }
+    }
+}
 
 /// Reads the keys of one `[section]`; whatever is left when [`Reader::finish`] runs is an
 /// unknown key.
 pub(super) struct Reader<'a> {
     section: &'static str,
     table: Table,
-    issues: &'a mut Vec<ConfigIssue>,
+    /// Every key asked for, to suggest one for an unknown key.
+    known: Vec<String>,
+    pub(super) reading: &'a mut Reading,
 }
 
 impl<'a> Reader<'a> {
@@ -21,8 +57,10 @@ impl<'a> Reader<'a> {
     pub(super) fn section(
         root: &mut Table,
         section: &'static str,
-        issues: &'a mut Vec<ConfigIssue>,
+        reading: &'a mut Reading,
     ) -> Self {
+        reading.sections.push(section);
+        let issues = &mut reading.issues;
         let table = match root.remove(section) {
             None => Table::new(),
             Some(Value::Table(t)) => t,
@@ -37,7 +75,8 @@ impl<'a> Reader<'a> {
         Reader {
             section,
             table,
-            issues,
+            known: Vec::new(),
+            reading,
         }
     }
 
@@ -47,11 +86,39 @@ impl<'a> Reader<'a> {
 
     pub(super) fn issue(&mut self, key: &str, message: impl Into<String>) {
         let key = self.key(key);
-        self.issues.push(ConfigIssue::new(key, message));
+        self.reading.issues.push(ConfigIssue::new(key, message));
     }
 
     fn take(&mut self, key: &str) -> Option<Value> {
-        self.table.remove(key)
+        self.known.push(key.to_owned());
+        let value = self.table.remove(key)?;
+        let key = self.key(key);
+        self.reading.sources.set(key, Source::File);
+        Some(value)
+    }
+
+    /// The environment variable `var`, which overrides `key` when set.
+    pub(super) fn overridden(&mut self, key: &str, env: &dyn Env, var: &str) -> Option<String> {
+        let value = env.var(var)?;
+        self.came_from(key, Source::Env(var.to_owned()));
+        Some(value)
+    }
+
+    /// Records where the effective value of `key` came from.
+    pub(super) fn came_from(&mut self, key: &str, source: Source) {
+        let key = self.key(key);
+        self.reading.sources.set(key, source);
+    }
+
+    /// A path, resolved against the config file's directory; `None` when absent, empty (an
+    /// issue) or not a string.
+    pub(super) fn path(&mut self, key: &str) -> Option<PathBuf> {
+        let raw = self.string(key)?;
+        if raw.is_empty() {
+            self.issue(key, "must not be empty");
+            return None;
+        }
+        Some(self.reading.resolve(&raw))
     }
 
     fn wrong_type(&mut self, key: &str, expected: &str, found: &Value) {
@@ -106,7 +173,7 @@ impl<'a> Reader<'a> {
         let Some(raw) = self.string(key) else {
             return default;
         };
-        match humantime::parse_duration(&raw) {
+        match crate::duration::parse(&raw) {
             Ok(d) if range.contains(&d) => d,
             Ok(_) => {
                 let (min, max) = (
@@ -117,7 +184,7 @@ impl<'a> Reader<'a> {
                 default
             }
             Err(e) => {
-                self.issue(key, format!("{raw:?} is not a duration like \"30s\" ({e})"));
+                self.issue(key, e.to_string());
                 default
             }
         }
@@ -152,13 +219,16 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Records every key nobody asked for.
+    /// Records every key nobody asked for, with the known key it is likely a typo of.
     pub(super) fn finish(self) {
         for key in self.table.keys() {
-            self.issues.push(ConfigIssue::new(
-                format!("{}.{key}", self.section),
-                "unknown key",
-            ));
+            let message = match closest(key, self.known.iter().map(String::as_str)) {
+                Some(known) => format!("unknown key; did you mean `{known}`?"),
+                None => "unknown key".to_owned(),
+            };
+            self.reading
+                .issues
+                .push(ConfigIssue::new(format!("{}.{key}", self.section), message));
         }
     }
 }

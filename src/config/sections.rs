@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use http::{Method, Uri};
 
-use super::reader::Reader;
+use super::explain::Source;
+use super::methods;
+use super::reader::{Reader, Reading};
 use super::*;
 
 /// Reads `key` (or the variable named by `key_env`) as a secret; an environment override
@@ -21,18 +23,19 @@ pub(super) fn read_secret(
     let env_key = format!("{key}_env");
     let from_env = r.string(&env_key).and_then(|name| {
         let value = env.var(&name);
-        if value.is_none() {
-            r.issue(
+        match value {
+            None => r.issue(
                 &env_key,
                 format!("environment variable {name} is not set or empty"),
-            );
+            ),
+            Some(_) => r.came_from(key, Source::Env(name)),
         }
         value
     });
     if inline.is_some() && from_env.is_some() {
         r.issue(key, format!("set either {key} or {env_key}, not both"));
     }
-    env.var(override_var)
+    r.overridden(key, env, override_var)
         .or(from_env)
         .or(inline)
         .map(Secret::new)
@@ -63,12 +66,12 @@ fn comma_list(s: &str) -> Vec<String> {
 pub(super) fn read_proxy(
     root: &mut toml::Table,
     env: &dyn Env,
-    issues: &mut Vec<ConfigIssue>,
+    reading: &mut Reading,
 ) -> Option<ProxyConfig> {
-    let mut r = Reader::section(root, "proxy", issues);
+    let mut r = Reader::section(root, "proxy", reading);
     let listen = r.strings("listen", true);
-    let listen = env
-        .var("WRITEGUARD_LISTEN")
+    let listen = r
+        .overridden("listen", env, "WRITEGUARD_LISTEN")
         .map(|v| comma_list(&v))
         .or(listen);
     let listen = match listen {
@@ -78,7 +81,10 @@ pub(super) fn read_proxy(
             Vec::new()
         }
     };
-    let upstream = env.var("WRITEGUARD_UPSTREAM").or(r.string("upstream"));
+    let upstream = r.string("upstream");
+    let upstream = r
+        .overridden("upstream", env, "WRITEGUARD_UPSTREAM")
+        .or(upstream);
     let upstream = match upstream {
         None => {
             r.issue("upstream", "is required, e.g. \"http://127.0.0.1:8000\"");
@@ -180,13 +186,14 @@ pub(super) fn parse_upstream(raw: &str) -> Result<Uri, String> {
 pub(super) fn read_admin(
     root: &mut toml::Table,
     env: &dyn Env,
-    issues: &mut Vec<ConfigIssue>,
+    reading: &mut Reading,
 ) -> Option<AdminConfig> {
-    let mut r = Reader::section(root, "admin", issues);
-    let listen = env
-        .var("WRITEGUARD_ADMIN_LISTEN")
+    let mut r = Reader::section(root, "admin", reading);
+    let listen = r.strings("listen", true);
+    let listen = r
+        .overridden("listen", env, "WRITEGUARD_ADMIN_LISTEN")
         .map(|v| comma_list(&v))
-        .or(r.strings("listen", true))
+        .or(listen)
         .unwrap_or_else(|| vec!["127.0.0.1:9090".into()]);
     let listen = listen_addrs(&mut r, "listen", listen);
     let token = read_secret(&mut r, env, "token", "WRITEGUARD_ADMIN_TOKEN");
@@ -216,22 +223,25 @@ pub(super) fn read_admin(
     })
 }
 
-pub(super) fn read_guard(
-    root: &mut toml::Table,
-    issues: &mut Vec<ConfigIssue>,
-) -> Option<GuardConfig> {
-    let mut r = Reader::section(root, "guard", issues);
+pub(super) fn read_guard(root: &mut toml::Table, reading: &mut Reading) -> Option<GuardConfig> {
+    let mut r = Reader::section(root, "guard", reading);
     let methods = r
         .strings("methods", false)
         .unwrap_or_else(|| vec!["POST".into(), "PATCH".into()]);
     let mut parsed = Vec::new();
     for m in &methods {
         match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
-            Ok(method) if method != Method::GET && method != Method::HEAD => parsed.push(method),
-            Ok(_) => r.issue(
+            Ok(method) if method == Method::GET || method == Method::HEAD => r.issue(
                 "methods",
                 format!("{m:?} is a read; reads are never guarded"),
             ),
+            Ok(method) => match methods::typo_of(method.as_str()) {
+                Some(known) => r.issue(
+                    "methods",
+                    format!("{m:?} is not a known HTTP method; did you mean {known:?}?"),
+                ),
+                None => parsed.push(method),
+            },
             Err(_) => r.issue("methods", format!("{m:?} is not an HTTP method")),
         }
     }
@@ -246,15 +256,17 @@ pub(super) fn read_guard(
         .integer("hold_max_requests", 0, 1_000_000)
         .unwrap_or(10_000) as usize;
     let release_concurrency = r.integer("release_concurrency", 1, 100_000).unwrap_or(64) as usize;
-    let page = r
-        .string("page")
-        .and_then(|path| match std::fs::read_to_string(&path) {
+    let page_path = r.path("page");
+    let page = page_path
+        .as_ref()
+        .and_then(|path| match std::fs::read_to_string(path) {
             Ok(text) => Some(std::sync::Arc::from(text)),
             Err(e) => {
-                r.issue("page", format!("cannot read {path:?}: {e}"));
+                r.issue("page", format!("cannot read {}: {e}", path.display()));
                 None
             }
         });
+    r.reading.sources.page = page_path;
     let pass_unknown_methods = r.bool("pass_unknown_methods").unwrap_or(false);
     let upgrades = match r.string("upgrades").as_deref() {
         None | Some("refuse") => Upgrades::Refuse,
@@ -301,9 +313,9 @@ pub(super) fn read_guard(
 pub(super) fn read_upsun(
     root: &mut toml::Table,
     env: &dyn Env,
-    issues: &mut Vec<ConfigIssue>,
+    reading: &mut Reading,
 ) -> Option<UpsunConfig> {
-    let mut r = Reader::section(root, "upsun", issues);
+    let mut r = Reader::section(root, "upsun", reading);
     let shared_key = read_secret(&mut r, env, "shared_key", "WRITEGUARD_UPSUN_SHARED_KEY");
     if shared_key.as_ref().is_some_and(|k| k.expose().is_empty()) {
         r.issue("shared_key", "must not be empty");
@@ -322,8 +334,8 @@ pub(super) fn read_upsun(
     })
 }
 
-pub(super) fn read_public(root: &mut toml::Table, issues: &mut Vec<ConfigIssue>) -> PublicConfig {
-    let mut r = Reader::section(root, "public", issues);
+pub(super) fn read_public(root: &mut toml::Table, reading: &mut Reading) -> PublicConfig {
+    let mut r = Reader::section(root, "public", reading);
     let prefix = r
         .string("prefix")
         .unwrap_or_else(|| "/.well-known/writeguard".into());
@@ -347,21 +359,24 @@ pub(super) fn read_public(root: &mut toml::Table, issues: &mut Vec<ConfigIssue>)
 
 /// `[log]`: `format` ("text" or "json"; env `WRITEGUARD_LOG_FORMAT` wins) and `access`
 /// (env `WRITEGUARD_LOG_ACCESS`: true or false).
-pub(super) fn read_log(
-    root: &mut toml::Table,
-    env: &dyn Env,
-    issues: &mut Vec<ConfigIssue>,
-) -> LogConfig {
-    let mut r = Reader::section(root, "log", issues);
+pub(super) fn read_log(root: &mut toml::Table, env: &dyn Env, reading: &mut Reading) -> LogConfig {
+    let mut r = Reader::section(root, "log", reading);
     let mut log = LogConfig::default();
     let format = r.string("format");
-    match env.var("WRITEGUARD_LOG_FORMAT").or(format).as_deref() {
+    match r
+        .overridden("format", env, "WRITEGUARD_LOG_FORMAT")
+        .or(format)
+        .as_deref()
+    {
         None | Some("text") => {}
         Some("json") => log.format = LogFormat::Json,
         Some(other) => r.issue("format", format!("{other:?} must be \"text\" or \"json\"")),
     }
     let access = r.bool("access");
-    match env.var("WRITEGUARD_LOG_ACCESS").as_deref() {
+    match r
+        .overridden("access", env, "WRITEGUARD_LOG_ACCESS")
+        .as_deref()
+    {
         None => log.access = access.unwrap_or(false),
         Some("true" | "1") => log.access = true,
         Some("false" | "0") => log.access = false,
@@ -381,9 +396,9 @@ const MAX_SOCKET_PATH: usize = 107;
 pub(super) fn read_server(
     root: &mut toml::Table,
     state: &Option<StateConfig>,
-    issues: &mut Vec<ConfigIssue>,
+    reading: &mut Reading,
 ) -> Option<ServerConfig> {
-    let mut r = Reader::section(root, "server", issues);
+    let mut r = Reader::section(root, "server", reading);
     let threads = r.integer("threads", 1, 256).unwrap_or(1) as usize;
     let shutdown_grace = r.duration(
         "shutdown_grace",
@@ -397,17 +412,13 @@ pub(super) fn read_server(
         .and_then(|s| s.path.parent())
         .unwrap_or(Path::new(""));
     let upgrade_sock = r
-        .string("upgrade_sock")
-        .map(PathBuf::from)
+        .path("upgrade_sock")
         .unwrap_or_else(|| state_dir.join("writeguard.upgrade.sock"));
     let pid_file = r
-        .string("pid_file")
-        .map(PathBuf::from)
+        .path("pid_file")
         .unwrap_or_else(|| state_dir.join("writeguard.pid"));
     let sock_len = upgrade_sock.as_os_str().len();
-    if sock_len == 0 {
-        r.issue("upgrade_sock", "must not be empty");
-    } else if sock_len > MAX_SOCKET_PATH {
+    if sock_len > MAX_SOCKET_PATH {
         r.issue(
             "upgrade_sock",
             format!(
@@ -416,9 +427,6 @@ pub(super) fn read_server(
                 upgrade_sock.display()
             ),
         );
-    }
-    if pid_file.as_os_str().is_empty() {
-        r.issue("pid_file", "must not be empty");
     }
     r.finish();
     Some(ServerConfig {

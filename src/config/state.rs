@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::reader::Reader;
+use super::reader::{Reader, Reading};
 use super::sections::read_secret;
 use super::*;
 
@@ -14,21 +14,18 @@ pub(super) fn read_state(
     root: &mut toml::Table,
     env: &dyn Env,
     upsun: Option<&UpsunConfig>,
-    issues: &mut Vec<ConfigIssue>,
+    reading: &mut Reading,
 ) -> Option<StateConfig> {
-    let mut r = Reader::section(root, "state", issues);
+    let mut r = Reader::section(root, "state", reading);
     let path = r
-        .string("path")
-        .unwrap_or_else(|| "var/writeguard.state".into());
-    if path.is_empty() {
-        r.issue("path", "must not be empty");
-    }
-    let audit_log = r
-        .string("audit_log")
-        .unwrap_or_else(|| format!("{path}.audit.jsonl"));
-    if audit_log.is_empty() {
-        r.issue("audit_log", "must not be empty");
-    } else if audit_log == path {
+        .path("path")
+        .unwrap_or_else(|| r.reading.resolve("var/writeguard.state"));
+    let audit_log = r.path("audit_log").unwrap_or_else(|| {
+        let mut log = path.clone().into_os_string();
+        log.push(".audit.jsonl");
+        log.into()
+    });
+    if audit_log == path {
         r.issue("audit_log", "must not be the state file itself");
     }
     let backend = match r.string("backend").as_deref() {
@@ -58,8 +55,8 @@ pub(super) fn read_state(
     };
     r.finish();
     Some(StateConfig {
-        path: path.into(),
-        audit_log: audit_log.into(),
+        path,
+        audit_log,
         backend: backend?,
     })
 }
@@ -113,7 +110,9 @@ fn read_redis(
         }
     };
     let replica = r.string("replica");
-    let replica = env.var("WRITEGUARD_REPLICA").or(replica);
+    let replica = r
+        .overridden("replica", env, "WRITEGUARD_REPLICA")
+        .or(replica);
     if replica.as_ref().is_some_and(|id| {
         id.is_empty() || id.len() > MAX_SITE || !id.bytes().all(|b| b.is_ascii_graphic())
     }) {

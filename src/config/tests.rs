@@ -268,3 +268,177 @@ fn metrics_token_is_a_secret_with_an_env_override() {
         "{got:?}"
     );
 }
+
+#[test]
+fn a_syntax_error_says_where_it_is() {
+    let text = "[proxy]\nlisten = \"127.0.0.1:8080\"\nupstream = = \"x\"\n";
+    let Err(ParseError::Syntax(e)) = Config::parse(text, &[]) else {
+        panic!("expected a syntax error");
+    };
+    assert_eq!((e.line, e.column), (3, 12), "{e}");
+    assert_eq!(e.to_string(), format!("line 3, column 12: {}", e.message));
+    // Columns count characters, not bytes.
+    let text = "# é\n[proxy]\nlisten = [\"é\" \"x\"]\n";
+    let Err(ParseError::Syntax(e)) = Config::parse(text, &[]) else {
+        panic!("expected a syntax error");
+    };
+    assert_eq!((e.line, e.column), (3, 15), "{e}");
+}
+
+#[test]
+fn an_unknown_key_or_section_names_the_one_it_is_a_typo_of() {
+    let text = MINIMAL.replace("[admin]", "connect_timout = \"5s\"\ncolour = 1\n[admin]")
+        + "[gaurd]\n[state]\naudit_logs = \"x\"\n";
+    assert_eq!(
+        issues(&text),
+        [
+            "proxy.colour: unknown key",
+            "proxy.connect_timout: unknown key; did you mean `connect_timeout`?",
+            "state.audit_logs: unknown key; did you mean `audit_log`?",
+            "gaurd: unknown section or key; did you mean `[guard]`?",
+        ]
+    );
+}
+
+#[test]
+fn a_method_typo_is_refused_with_the_method_it_is_close_to() {
+    let text = format!("{MINIMAL}[guard]\nmethods = [\"POST\", \"delet\", \"PROPPATCH\"]\n");
+    assert_eq!(
+        issues(&text),
+        ["guard.methods: \"delet\" is not a known HTTP method; did you mean \"DELETE\"?"]
+    );
+    let text = format!("{MINIMAL}[guard]\nmethods = [\"POST\", \"FROBNICATE\"]\n");
+    let c = Config::parse(&text, &[]).expect("a distant name is an extension method");
+    assert_eq!(c.guard.methods[1].as_str(), "FROBNICATE");
+}
+
+#[test]
+fn the_admin_api_on_a_proxy_address_or_an_upstream_looping_back_is_refused() {
+    let text = MINIMAL.replace("[admin]", "[admin]\nlisten = \"127.0.0.1:8080\"");
+    assert_eq!(
+        issues(&text),
+        ["admin.listen: 127.0.0.1:8080 overlaps proxy.listen 127.0.0.1:8080: the admin API needs an address of its own"]
+    );
+    let env = [("WRITEGUARD_UPSTREAM", "http://127.0.0.1:8080")];
+    assert_eq!(
+        issues_with(MINIMAL, &env),
+        ["proxy.upstream: http://127.0.0.1:8080/ is writeguard's own proxy.listen 127.0.0.1:8080: every request would come back to writeguard"]
+    );
+}
+
+#[test]
+fn a_hold_past_a_minute_is_a_warning_not_an_error() {
+    assert_eq!(Config::parse(MINIMAL, &[]).unwrap().warnings(), []);
+    let text = format!("{MINIMAL}[guard]\nhold = \"60s\"\n");
+    assert_eq!(Config::parse(&text, &[]).unwrap().warnings(), []);
+    let text = format!("{MINIMAL}[guard]\nhold = \"90s\"\n");
+    let warnings = Config::parse(&text, &[]).expect("valid").warnings();
+    assert_eq!(warnings.len(), 1);
+    assert_eq!(warnings[0].key, "guard.hold");
+    assert!(
+        warnings[0]
+            .message
+            .starts_with("1m 30s is longer than many clients wait"),
+        "{warnings:?}"
+    );
+}
+
+fn explained(text: &str, env: &dyn Env) -> Vec<(String, String)> {
+    let (c, sources) = Config::parse_in(text, env, Some(Path::new("/etc/wg"))).expect("valid");
+    c.explain(&sources)
+        .into_iter()
+        .map(|s| (s.to_string(), s.source.to_string()))
+        .collect()
+}
+
+fn line<'a>(all: &'a [(String, String)], key: &str) -> (&'a str, &'a str) {
+    let (setting, source) = all
+        .iter()
+        .find(|(s, _)| s.starts_with(&format!("{key} = ")))
+        .unwrap_or_else(|| panic!("{key} missing from {all:#?}"));
+    (setting, source)
+}
+
+#[test]
+fn explain_shows_every_value_with_its_source_and_masks_secrets() {
+    let text = format!(
+        "{MINIMAL}[guard]\nhold = \"2s\"\n[upsun]\nshared_key_env = \"MY_KEY\"\n\
+         [state]\nbackend = \"redis\"\nredis_url = \"redis://:hunter2@r/0\"\n"
+    );
+    let env = [
+        ("WRITEGUARD_LISTEN", "127.0.0.1:1"),
+        ("MY_KEY", "the-shared-key"),
+        ("WRITEGUARD_REDIS_URL", "redis://:swordfish@r/0"),
+    ];
+    let all = explained(&text, &env);
+    assert_eq!(
+        line(&all, "proxy.listen"),
+        ("proxy.listen = [\"127.0.0.1:1\"]", "env WRITEGUARD_LISTEN")
+    );
+    assert_eq!(line(&all, "proxy.upstream").1, "file");
+    assert_eq!(line(&all, "guard.hold"), ("guard.hold = \"2s\"", "file"));
+    assert_eq!(
+        line(&all, "guard.retry_after"),
+        ("guard.retry_after = \"30s\"", "default")
+    );
+    assert_eq!(line(&all, "admin.token"), ("admin.token = \"***\"", "file"));
+    assert_eq!(
+        line(&all, "upsun.shared_key"),
+        ("upsun.shared_key = \"***\"", "env MY_KEY")
+    );
+    assert_eq!(
+        line(&all, "state.redis_url"),
+        ("state.redis_url = \"***\"", "env WRITEGUARD_REDIS_URL")
+    );
+    assert_eq!(
+        line(&all, "state.path"),
+        ("state.path = \"/etc/wg/var/writeguard.state\"", "default")
+    );
+    let shown = format!("{all:?}");
+    for secret in ["a-long-token", "the-shared-key", "hunter2", "swordfish"] {
+        assert!(!shown.contains(secret), "{secret} shown");
+    }
+    // Every setting of the file backend once, in the order of the config table.
+    let all = explained(MINIMAL, &[]);
+    let keys: Vec<&str> = all
+        .iter()
+        .map(|(s, _)| s.split(" = ").next().unwrap())
+        .collect();
+    assert_eq!(keys.len(), 40, "{keys:?}");
+    assert!(keys.contains(&"state.audit_log") && !keys.contains(&"state.redis_url"));
+}
+
+#[test]
+fn relative_paths_are_relative_to_the_config_file() {
+    let text = format!(
+        "{MINIMAL}[guard]\npage = \"page.html\"\n[state]\npath = \"state/wg.state\"\n\
+         audit_log = \"/var/log/wg.jsonl\"\n[server]\nupgrade_sock = \"run/up.sock\"\npid_file = \"wg.pid\"\n"
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("page.html"), "<p>wait</p>").expect("page");
+    let (c, sources) = Config::parse_in(&text, &[], Some(dir.path())).expect("valid");
+    assert_eq!(c.state.path, dir.path().join("state/wg.state"));
+    assert_eq!(c.state.audit_log, PathBuf::from("/var/log/wg.jsonl"));
+    assert_eq!(c.server.upgrade_sock, dir.path().join("run/up.sock"));
+    assert_eq!(c.server.pid_file, dir.path().join("wg.pid"));
+    assert_eq!(c.guard.page.as_deref(), Some("<p>wait</p>"));
+    let page = c
+        .explain(&sources)
+        .into_iter()
+        .find(|s| s.key == "guard.page")
+        .unwrap();
+    assert_eq!(page.value, format!("{:?}", dir.path().join("page.html")));
+    // The defaults too: the state beside the config, the socket beside the state.
+    let (c, _) = Config::parse_in(MINIMAL, &[], Some(Path::new("/etc/wg"))).expect("valid");
+    assert_eq!(c.state.path, PathBuf::from("/etc/wg/var/writeguard.state"));
+    assert_eq!(
+        c.server.pid_file,
+        PathBuf::from("/etc/wg/var/writeguard.pid")
+    );
+    // An empty path is an error, not the config's directory.
+    let text = format!("{MINIMAL}[state]\npath = \"\"\n");
+    assert!(matches!(
+        Config::parse_in(&text, &[], Some(Path::new("/etc/wg"))),
+        Err(ParseError::Invalid(i)) if i[0].to_string() == "state.path: must not be empty"
+    ));
+}

@@ -6,6 +6,7 @@ mod common;
 
 mod admin;
 mod audit;
+mod check;
 mod cli;
 mod cli_operator;
 mod config_holes;
