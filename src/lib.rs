@@ -26,3 +26,5 @@ mod traffic;
 mod upstream;
 pub mod upsun;
 mod webhook;
+
+pub use app::QuietHandoverWait;

@@ -3,6 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 use writeguard::cli::{self, Cli};
 
@@ -15,6 +17,8 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .finish()
+        .with(writeguard::QuietHandoverWait)
         .init();
     cli::dispatch(cli.command)
 }

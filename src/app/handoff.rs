@@ -8,6 +8,11 @@
 //! Hence: the socket's directory is created owner-only when missing and refused (the process
 //! does not start) when another user may write to it or owns it; and while a new instance
 //! waits for the hand-over, its socket is turned owner-only the moment pingora creates it.
+//!
+//! Waiting is what a new instance is meant to do until the old one gets its SIGQUIT: it says
+//! so at info level, once a second, and pingora's own error line for each second without a
+//! hand-over is dropped ([`QuietHandoverWait`]). Giving up (after about [`WINDOW`]) stays an
+//! error.
 
 use std::fs::{self, DirBuilder, Permissions};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
@@ -18,9 +23,19 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context as LayerContext, Layer};
 
 /// How often the socket's mode is looked at while a hand-over is awaited.
 const MODE_CHECK: Duration = Duration::from_millis(1);
+
+/// How long a new instance waits for the hand-over before it exits 1: pingora's
+/// `accept_with_retry_timeout` tries 7 times, 1 s apart.
+pub(super) const WINDOW: Duration = Duration::from_secs(6);
+
+/// What pingora logs at error level for each second a new instance waits in vain.
+const PINGORA_WAITING: &str = "No incoming socket transfer";
 
 /// Makes sure only this user can create or reach anything at `sock`'s directory: created
 /// with mode 0700 when missing; an existing one writable by group or others, or owned by
@@ -81,21 +96,36 @@ fn effective_uid() -> u32 {
     }
 }
 
-/// While alive, turns the socket at `sock` owner-only (0600) whenever it is anything else.
-/// Held across pingora's bootstrap of `run --upgrade`, which binds the socket, makes it
-/// 0666 and waits (up to a few seconds) for the old instance to connect.
+/// While alive, turns the socket at `sock` owner-only (0600) whenever it is anything else,
+/// and says once a second (info) that the hand-over is awaited. Held across pingora's
+/// bootstrap of `run --upgrade`, which binds the socket, makes it 0666 and waits (up to
+/// [`WINDOW`]) for the old instance to connect.
 pub(super) struct OwnerOnly {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl OwnerOnly {
-    pub(super) fn watch(sock: PathBuf) -> Self {
+    pub(super) fn watch(sock: PathBuf, pid_file: PathBuf) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            let mut said = 0;
             while !flag.load(Ordering::Acquire) {
                 tighten(&sock);
+                let waited = start.elapsed().as_secs();
+                if waited >= said {
+                    said = waited + 1;
+                    tracing::info!(
+                        socket = %sock.display(),
+                        waited_s = waited,
+                        gives_up_after_s = WINDOW.as_secs(),
+                        "waiting for the running instance's listening sockets: send it SIGQUIT \
+                         (kill -QUIT \"$(cat {})\")",
+                        pid_file.display()
+                    );
+                }
                 std::thread::sleep(MODE_CHECK);
             }
         });
@@ -124,6 +154,39 @@ fn tighten(sock: &Path) {
     if meta.file_type().is_socket() && meta.mode() & 0o077 != 0 {
         if let Err(e) = fs::set_permissions(sock, Permissions::from_mode(0o600)) {
             tracing::warn!(error = %e, path = %sock.display(), "cannot make the upgrade socket owner-only");
+        }
+    }
+}
+
+/// A tracing layer that drops pingora's error line for each second a new instance waits
+/// for the hand-over ([`OwnerOnly`] says it at info level instead). Every other event
+/// passes, pingora's "Giving up reading socket" and "Bootstrap failed" among them.
+pub struct QuietHandoverWait;
+
+impl<S: Subscriber> Layer<S> for QuietHandoverWait {
+    fn event_enabled(&self, event: &Event<'_>, _: LayerContext<'_, S>) -> bool {
+        if *event.metadata().level() != Level::ERROR {
+            return true;
+        }
+        let mut waiting = Waiting(false);
+        event.record(&mut waiting);
+        !waiting.0
+    }
+}
+
+/// Whether an event's message is pingora's "waiting in vain" line.
+struct Waiting(bool);
+
+impl Visit for Waiting {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.0 = value.starts_with(PINGORA_WAITING);
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = format!("{value:?}").starts_with(PINGORA_WAITING);
         }
     }
 }
