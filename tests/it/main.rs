@@ -9,6 +9,7 @@ mod audit;
 mod cli;
 mod config_holes;
 mod desync;
+mod example_app;
 mod hardening;
 mod hold;
 mod lifecycle;
