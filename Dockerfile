@@ -28,5 +28,8 @@ EXPOSE 8080 9090
 # Set WRITEGUARD_UPSTREAM, WRITEGUARD_ADMIN_TOKEN and WRITEGUARD_UPSUN_SHARED_KEY (secrets of
 # at least 16 bytes); mount your own config over /etc/writeguard/writeguard.toml (or pass -c)
 # to change anything else.
+# Healthy once /readyz answers 200 (state restored, every listener held); no token needed.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["writeguard", "healthcheck"]
 ENTRYPOINT ["writeguard"]
 CMD ["run"]

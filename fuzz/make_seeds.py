@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes the fuzz seed corpora (fuzz/corpus/<target>/seed-*): activities in the shape of
-UPSUN.md section 2, tokens signed as in section 4, and configs. Written from the spec, no
-captured traffic. Run from anywhere: python3 fuzz/make_seeds.py"""
+Upsun's activity webhooks (https://docs.upsun.com/integrations/activity/webhooks.html), tokens signed as the README's "Upsun integration"
+describes, and configs. Written from the documentation, no captured traffic. Run from
+anywhere: python3 fuzz/make_seeds.py"""
 import base64, hashlib, hmac, json, os, struct
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -187,7 +187,7 @@ impl Webhook {
         };
         if let Some((key, detached)) = signed {
             // Signed deliveries keep any Content-Type: Upsun does not document the one it
-            // sends (UPSUN.md §2).
+            // sends.
             detached
                 .verify(key.expose().as_bytes(), &body, SignedPayload::Raw)
                 .map_err(unauthorized)?;

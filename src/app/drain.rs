@@ -1,11 +1,12 @@
 //! Exit as soon as the last connection is done once shutdown starts, rather than after the
-//! whole grace period as pingora would.
+//! whole grace period as pingora would (a clean exit: the pid file goes).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pingora::server::{ExecutionPhase, Server};
 
+use super::pidfile::PidFile;
 use crate::deadline;
 use crate::listener::OpenConnections;
 
@@ -15,6 +16,7 @@ pub(super) fn spawn_drain_watcher(
     server: &Server,
     connections: Arc<OpenConnections>,
     grace: Duration,
+    pid_file: Arc<PidFile>,
 ) {
     let mut phases = server.watch_execution_phase();
     std::thread::spawn(move || loop {
@@ -30,6 +32,7 @@ pub(super) fn spawn_drain_watcher(
                 } else {
                     tracing::info!("all connections finished; exiting");
                 }
+                pid_file.remove();
                 std::process::exit(0);
             }
             Ok(ExecutionPhase::Terminated)

@@ -8,6 +8,11 @@
 //! Hence: the socket's directory is created owner-only when missing and refused (the process
 //! does not start) when another user may write to it or owns it; and while a new instance
 //! waits for the hand-over, its socket is turned owner-only the moment pingora creates it.
+//!
+//! Waiting is what a new instance is meant to do until the old one gets its SIGQUIT: it says
+//! so at info level, once a second, and pingora's own error line for each second without a
+//! hand-over is dropped ([`QuietHandoverWait`]). Giving up (after about [`WINDOW`]) stays an
+//! error.
 
 use std::fs::{self, DirBuilder, Permissions};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
@@ -21,6 +26,10 @@ use anyhow::{bail, Context};
 
 /// How often the socket's mode is looked at while a hand-over is awaited.
 const MODE_CHECK: Duration = Duration::from_millis(1);
+
+/// How long a new instance waits for the hand-over before it exits 1: pingora's
+/// `accept_with_retry_timeout` tries 7 times, 1 s apart.
+pub(super) const WINDOW: Duration = Duration::from_secs(6);
 
 /// Makes sure only this user can create or reach anything at `sock`'s directory: created
 /// with mode 0700 when missing; an existing one writable by group or others, or owned by
@@ -81,21 +90,36 @@ fn effective_uid() -> u32 {
     }
 }
 
-/// While alive, turns the socket at `sock` owner-only (0600) whenever it is anything else.
-/// Held across pingora's bootstrap of `run --upgrade`, which binds the socket, makes it
-/// 0666 and waits (up to a few seconds) for the old instance to connect.
+/// While alive, turns the socket at `sock` owner-only (0600) whenever it is anything else,
+/// and says once a second (info) that the hand-over is awaited. Held across pingora's
+/// bootstrap of `run --upgrade`, which binds the socket, makes it 0666 and waits (up to
+/// [`WINDOW`]) for the old instance to connect.
 pub(super) struct OwnerOnly {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl OwnerOnly {
-    pub(super) fn watch(sock: PathBuf) -> Self {
+    pub(super) fn watch(sock: PathBuf, pid_file: PathBuf) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            let mut said = 0;
             while !flag.load(Ordering::Acquire) {
                 tighten(&sock);
+                let waited = start.elapsed().as_secs();
+                if waited >= said {
+                    said = waited + 1;
+                    tracing::info!(
+                        socket = %sock.display(),
+                        waited_s = waited,
+                        gives_up_after_s = WINDOW.as_secs(),
+                        "waiting for the running instance's listening sockets: send it SIGQUIT \
+                         (kill -QUIT \"$(cat {})\")",
+                        pid_file.display()
+                    );
+                }
                 std::thread::sleep(MODE_CHECK);
             }
         });

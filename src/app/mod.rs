@@ -7,6 +7,7 @@ mod drain;
 mod handoff;
 mod nofile;
 mod panic;
+mod pidfile;
 mod signals;
 mod upkeep;
 
@@ -32,6 +33,7 @@ use crate::proxy::Proxy;
 use crate::reload::Reloader;
 use crate::store::{FileStore, RedisStore};
 use crate::webhook::Webhook;
+use pidfile::PidFile;
 use upkeep::Upkeep;
 
 /// Runs writeguard until SIGTERM/SIGINT (graceful stop) or SIGQUIT (hand the listeners to
@@ -44,6 +46,7 @@ pub fn run(cfg: Config, config_path: &Path, upgrade: bool) -> anyhow::Result<()>
         }
     }
     handoff::prepare_dir(&cfg.server.upgrade_sock)?;
+    PidFile::prepare(&cfg.server.pid_file)?;
     panic::exit_when_a_listener_fails();
     let ready = Arc::new(AtomicBool::new(false));
     let connections = Arc::new(OpenConnections::default());
@@ -73,10 +76,13 @@ pub fn run(cfg: Config, config_path: &Path, upgrade: bool) -> anyhow::Result<()>
     // Under `--upgrade` this waits for the old instance to hand its listeners over: the
     // state is read after that, and changes the old one still takes while it drains are
     // adopted by the upkeep's refresh. Meanwhile pingora's hand-over socket (mode 0666) is
-    // made owner-only.
-    let owner_only = upgrade.then(|| handoff::OwnerOnly::watch(cfg.server.upgrade_sock.clone()));
+    // made owner-only. The pid file names this process from then on.
+    let owner_only = upgrade.then(|| {
+        handoff::OwnerOnly::watch(cfg.server.upgrade_sock.clone(), cfg.server.pid_file.clone())
+    });
     server.bootstrap();
     drop(owner_only);
+    let pid_file = Arc::new(PidFile::write(&cfg.server.pid_file));
     let guard = Arc::new(open_guard(&cfg)?);
 
     let http = HttpOptions {
@@ -138,7 +144,12 @@ pub fn run(cfg: Config, config_path: &Path, upgrade: bool) -> anyhow::Result<()>
     upkeep_id.add_dependency(&proxy_id);
     upkeep_id.add_dependency(&admin_id);
 
-    drain::spawn_drain_watcher(&server, connections, cfg.server.shutdown_grace);
+    drain::spawn_drain_watcher(
+        &server,
+        connections,
+        cfg.server.shutdown_grace,
+        pid_file.clone(),
+    );
     tracing::info!(
         proxy = ?cfg.proxy.listen,
         admin = ?cfg.admin.listen,
@@ -149,6 +160,7 @@ pub fn run(cfg: Config, config_path: &Path, upgrade: bool) -> anyhow::Result<()>
     server.run(RunArgs {
         shutdown_signal: Box::new(signals::Signals),
     });
+    pid_file.remove();
     tracing::info!("writeguard stopped");
     std::process::exit(0)
 }

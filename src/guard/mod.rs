@@ -77,6 +77,17 @@ pub struct Guard {
     replicas: ArcSwap<Vec<Replica>>,
 }
 
+/// The reason of the engagement a start on an unreadable state file takes (older versions
+/// appended the file and the error to it).
+const FAIL_CLOSED: &str = "state file unreadable at start";
+
+/// What visitors whose write is refused are told of an engagement's reason: the operator's
+/// or Upsun's words, except the fail-closed engagement's, which is about our own files
+/// (they get the generic maintenance text).
+fn for_visitors(reason: &str) -> Option<&str> {
+    (!reason.starts_with(FAIL_CLOSED)).then_some(reason)
+}
+
 impl Guard {
     /// Restores state from `backend`. An unreadable state fails closed: it is set aside
     /// and the guard starts ENGAGED (until released or `max_engaged`), and that engagement
@@ -148,7 +159,7 @@ impl Guard {
             return guard;
         }
         if let Some(problem) = unreadable {
-            guard.fail_closed(&problem, cfg.guard.max_engaged);
+            guard.fail_closed(cfg.guard.max_engaged);
             guard.problem.store(Some(Arc::new(problem)));
         }
         let origin = Origin::writeguard("expiry", "expired while writeguard was stopped");
@@ -167,9 +178,10 @@ impl Guard {
 
     /// Engages the guard because the stored state could not be read. Kept in memory even
     /// when it cannot be saved: the state in memory is the safe one either way.
-    fn fail_closed(&self, problem: &str, max_engaged: Duration) {
-        let reason = format!("state file unreadable at start: {problem}");
-        let origin = Origin::writeguard("startup", "state file unreadable at start");
+    /// Its reason names no file and no error: those are in `/status` (`problem`) and the log.
+    fn fail_closed(&self, max_engaged: Duration) {
+        let reason = FAIL_CLOSED.to_owned();
+        let origin = Origin::writeguard("startup", FAIL_CLOSED);
         let engage = |s: &mut GuardState, now| {
             s.engage_manual(reason.clone(), max_engaged, now);
         };
@@ -401,7 +413,8 @@ impl Guard {
                 .iter()
                 .filter(|e| e.expires_at > now)
                 .min_by_key(|e| e.since)
-                .map(|e| Arc::from(e.reason.as_str()))
+                .and_then(|e| for_visitors(&e.reason))
+                .map(Arc::from)
         };
         let (settings, releasing) = {
             let before = self.snapshot.load();

@@ -43,7 +43,8 @@ pub struct Snapshot {
     pub(super) until: Option<Instant>,
     /// The earliest start of the active engagements.
     pub since: Option<OffsetDateTime>,
-    /// Why (the oldest active engagement's reason).
+    /// Why, as visitors are told (the oldest active engagement's reason; `None`: the
+    /// generic text).
     pub reason: Option<Arc<str>>,
     pub settings: Arc<Settings>,
     /// Guarded because the shared state cannot be read (`until` is then far away).

@@ -10,7 +10,7 @@ use crate::deadline;
 use crate::upsun::{Activity, Phase};
 
 /// How long an ended activity id is remembered, however many activities come after it: a
-/// replayed `in_progress` of it (Upsun signs no timestamp, UPSUN.md §4) is refused for this
+/// replayed `in_progress` of it (Upsun signs no timestamp nor nonce) is refused for this
 /// long. Past it, `guard.max_engaged` still bounds what a replay can do.
 pub const ENDED_KEPT: Duration = Duration::from_secs(7 * 24 * 3600);
 

@@ -1,4 +1,5 @@
-//! The parts of an Upsun Activity that decide the guard (UPSUN.md §2-§3). Parsing is
+//! The parts of an Upsun Activity that decide the guard (the activity object:
+//! <https://docs.upsun.com/integrations/activity/reference.html>; one is POSTed per state change, <https://docs.upsun.com/integrations/activity/webhooks.html>). Parsing is
 //! tolerant: unknown fields are ignored, `[]` stands for an empty object, and only `id`,
 //! `type` and `state` are required.
 
@@ -80,7 +81,8 @@ impl Activity {
         }
     }
 
-    /// Whether this activity type redeploys the environment (UPSUN.md §3).
+    /// Whether this activity type redeploys the environment (pushes, merges, variable,
+    /// domain and route changes, ...; not crons, backups or project-level activities).
     pub fn redeploys(&self) -> bool {
         const TYPES: &[&str] = &[
             "environment.push",

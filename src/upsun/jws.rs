@@ -1,5 +1,6 @@
 //! `X-JWS-Signature` verification: JWS compact serialization, detached and unencoded
-//! payload (RFC 7515 + RFC 7797), HS256 over `header-segment "." raw-body` (UPSUN.md §4).
+//! payload (RFC 7515 + RFC 7797), HS256 over `header-segment "." raw-body`, keyed with the
+//! integration's shared key as UTF-8 bytes (Upsun's webhook docs: <https://docs.upsun.com/integrations/activity/webhooks.html>).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;

@@ -1,4 +1,4 @@
-// Upsun's status-holder contract (UPSUN.md §5), cross-origin in a real browser: a page on
+// Upsun's status-holder contract (its website-banner.js sample), cross-origin in a real browser: a page on
 // another origin polls PREFIX/api/{project}/{environment} with Content-Type: application/json
 // (so Chromium sends a CORS preflight) and reads `available` across engage and release.
 
@@ -9,7 +9,7 @@ import { startSite } from './lib/site.mjs';
 
 let site, other, stranger, open, listed, browser;
 
-// A stand-in for Upsun's website-banner.js, per UPSUN.md §5: polls every 2 s, ignores the
+// A stand-in for Upsun's website-banner.js sample: polls every 2 s, ignores the
 // status code, reads only `available`, covers the page while it is falsy.
 const upsunBanner = (endpoint) => `
 <div id="overlay" style="position:fixed;inset:0;background:rgba(0,0,0,.8);color:#fff;display:none;place-items:center">

@@ -337,10 +337,40 @@ async fn an_unreadable_state_file_fails_closed() {
     assert!(wg.stop().is_some_and(|s| s.success()));
     std::fs::write(wg.state_path(), b"{ this is not json").expect("corrupt the state file");
     wg.restart().await;
-    // Guarded until an operator releases it.
+    // Guarded until an operator releases it; the detail is the operator's.
     let doc = wg.status().await;
     assert_eq!(doc["guarded"], true, "{doc}");
-    assert_eq!(wg.post("/orders").await.status, 503);
+    let problem = doc["problem"].as_str().unwrap_or_default();
+    assert!(
+        problem.contains("writeguard.state") && problem.contains("corrupt"),
+        "/status does not say why: {doc}"
+    );
+    assert!(wg.logs().contains(problem), "the log does not say why");
+    // Visitors get the generic text: no file, no error, no word of our state.
+    for accept in ["text/html", "application/json"] {
+        let refused = wg
+            .proxy(
+                Req::new("POST", "/orders")
+                    .header("accept", accept)
+                    .body("x=1"),
+            )
+            .await;
+        assert_eq!(refused.status, 503);
+        let text = refused.text();
+        assert!(
+            text.contains("the site is being updated"),
+            "{accept}: {text}"
+        );
+        for secret in [
+            "writeguard.state",
+            "corrupt",
+            "unreadable",
+            "column",
+            problem,
+        ] {
+            assert!(!text.contains(secret), "{accept} shows {secret:?}: {text}");
+        }
+    }
     assert_eq!(wg.release(true).await.json()["guarded"], false);
     assert_eq!(wg.post("/orders").await.status, 200);
 }

@@ -11,6 +11,7 @@ mod cli;
 mod cli_operator;
 mod config_holes;
 mod desync;
+mod example_app;
 mod hardening;
 mod hold;
 mod lifecycle;

@@ -160,7 +160,7 @@ impl Drop for Process {
 }
 
 /// Sends the signal `name` (`HUP`, `QUIT`, `KILL`...) to `pid` without waiting.
-pub(super) fn signal(pid: u32, name: &str) {
+pub fn signal(pid: u32, name: &str) {
     let pid = pid.to_string();
     let ok = Command::new("kill")
         .args([&format!("-{name}"), &pid])
