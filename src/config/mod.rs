@@ -8,6 +8,7 @@ mod reader;
 mod secret;
 mod sections;
 mod state;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use std::time::Duration;
 use http::{Method, Uri};
 
 pub use secret::Secret;
+pub use tls::TlsConfig;
 use sections::{read_admin, read_guard, read_proxy, read_public, read_server, read_upsun};
 use state::read_state;
 
@@ -105,6 +107,15 @@ pub struct PublicConfig {
 pub struct ProxyConfig {
     pub listen: Vec<SocketAddr>,
     pub upstream: Uri,
+    /// The `Host` (and, for an https upstream, the TLS server name) sent to the upstream
+    /// instead of the client's (which goes in `X-Forwarded-Host`).
+    pub upstream_host: Option<http::uri::Authority>,
+    /// HTTPS on every `listen` address: the certificate served (reloaded on SIGHUP).
+    pub tls: Option<TlsConfig>,
+    /// Plain HTTP listeners that answer every request with a 308 to HTTPS.
+    pub redirect_listen: Vec<SocketAddr>,
+    /// The port in those redirects' `Location` (443 is left out).
+    pub redirect_port: u16,
     pub connect_timeout: Duration,
     /// How long an idempotent request rides through a refused or reset upstream connection
     /// (retried with backoff) before it is answered 502.
@@ -322,6 +333,10 @@ impl Config {
         let ProxyConfig {
             listen: _,
             upstream: _,
+            upstream_host: _,
+            tls: _,
+            redirect_listen: _,
+            redirect_port: _,
             connect_timeout,
             upstream_retry,
             header_timeout,

@@ -261,7 +261,10 @@ impl Upstream {
         }
         headers
             .entry(&X_FORWARDED_PROTO)
-            .or_insert(HeaderValue::from_static("http"));
+            .or_insert(HeaderValue::from_static(match client.tls {
+                true => "https",
+                false => "http",
+            }));
         // Origin-form request line (`GET /path?query HTTP/1.1`): the client connection sends
         // the URI as it is, and origin servers expect this form (RFC 9112 §3.2.1).
         *req.uri_mut() = Uri::from(path);
