@@ -4,7 +4,8 @@
 //! `listening` at the bottom (`upstream` carries `traffic`'s in-flight counts); `http`
 //! (bodies, response builders, the data path's failure map) and `guard` (state, policy, the
 //! backend seam) above them; `store` (the file backend), `listener` and `webhook`; then
-//! `admin` and `public`; then `proxy`; `app` wires them; `cli` is the command line. A module
+//! `admin`, `public` and `redirect` (the HTTPS redirect listener); then `proxy`; `app` wires
+//! them; `cli` is the command line. A module
 //! never imports one above it.
 //!
 //! Public: what the binary, the benches, the fuzz targets and the tests use.
@@ -21,6 +22,7 @@ mod listener;
 pub mod listening;
 mod proxy;
 mod public;
+mod redirect;
 pub mod store;
 mod traffic;
 mod upstream;

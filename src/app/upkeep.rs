@@ -1,6 +1,7 @@
 //! The background service: readiness once every listener is ours, the expiry of
 //! engagements and the measure of the descriptor headroom every second, SIGHUP's reload of
-//! `[guard]`, and the guard's stop at shutdown (held writes are answered then).
+//! `[guard]` and of the proxy's certificate, and the guard's stop at shutdown (held writes are
+//! answered then).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,7 +16,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{Config, ConfigError, ProcessEnv, StateBackend};
 use crate::guard::Guard;
-use crate::listener::Headroom;
+use crate::listener::{Headroom, Tls};
 use crate::listening;
 
 /// How long our listeners may take to come up before start-up fails. A bind takes
@@ -38,6 +39,8 @@ pub(super) struct Upkeep {
     guard: Arc<Guard>,
     ready: Arc<AtomicBool>,
     headroom: Arc<Headroom>,
+    /// The proxy listener's TLS, whose certificate a reload replaces.
+    tls: Option<Arc<Tls>>,
     addrs: Vec<SocketAddr>,
     refresh_every: Duration,
     config_path: PathBuf,
@@ -50,6 +53,7 @@ impl Upkeep {
         guard: Arc<Guard>,
         ready: Arc<AtomicBool>,
         headroom: Arc<Headroom>,
+        tls: Option<Arc<Tls>>,
         cfg: &Config,
         config_path: &std::path::Path,
     ) -> Self {
@@ -57,13 +61,8 @@ impl Upkeep {
             guard,
             ready,
             headroom,
-            addrs: cfg
-                .proxy
-                .listen
-                .iter()
-                .chain(&cfg.admin.listen)
-                .copied()
-                .collect(),
+            tls,
+            addrs: cfg.all_listeners().copied().collect(),
             refresh_every: match &cfg.state.backend {
                 StateBackend::Redis(r) => REFRESH_EVERY.min(r.stale_after / 4),
                 StateBackend::File => REFRESH_EVERY,
@@ -102,8 +101,9 @@ impl Upkeep {
         }
     }
 
-    /// Re-reads the config file and applies its `[guard]` section; anything else that
-    /// changed needs a restart, and then nothing is applied.
+    /// Re-reads the config file and applies its `[guard]` section and the proxy's
+    /// certificate (the files are read again: a renewed certificate under the same name is
+    /// picked up); anything else that changed needs a restart, and then nothing is applied.
     fn reload(&self) {
         let path = &self.config_path;
         let next = match Config::load(path, &ProcessEnv) {
@@ -124,13 +124,17 @@ impl Upkeep {
         let restart = current.restart_needed_for(&next);
         if !restart.is_empty() {
             for section in &restart {
-                tracing::error!(key = %section, "reload refused: [{section}] changed; only [guard] is reloaded, this change needs a restart");
+                tracing::error!(key = %section, "reload refused: [{section}] changed; only [guard] and the proxy's certificate are reloaded, this change needs a restart");
             }
             tracing::error!(path = %path.display(), "SIGHUP: the previous config stays in effect");
             return;
         }
-        let changed = current.guard.changes_to(&next.guard);
+        let mut changed = current.guard.changes_to(&next.guard);
         self.guard.reload(&next.guard);
+        if let (Some(tls), Some(next_tls)) = (&self.tls, &next.proxy.tls) {
+            tls.replace(next_tls.certified.clone());
+        }
+        changed.extend(current.proxy.certificate_changes_to(&next.proxy));
         if changed.is_empty() {
             tracing::info!(path = %path.display(), "SIGHUP: config reloaded, nothing changed");
         } else {
@@ -253,7 +257,7 @@ impl BackgroundService for Upkeep {
                     tracing::info!(addrs = ?self.addrs, "ready: listening");
                 }
                 _ = hup => {
-                    tracing::info!(path = %self.config_path.display(), "SIGHUP: reloading the [guard] settings");
+                    tracing::info!(path = %self.config_path.display(), "SIGHUP: reloading the [guard] settings and the certificate");
                     self.reload();
                 }
                 _ = &mut background => {}

@@ -39,6 +39,10 @@ impl ProxyConfig {
     /// `proxy.tls_cert` when the certificate served changes from `old`'s to `new`'s.
     pub fn certificate_changes_to(&self, new: &ProxyConfig) -> Option<String> {
         match (&self.tls, &new.tls) {
+            (Some(old), Some(next)) if old.cert == next.cert && old != next => Some(format!(
+                "proxy.tls_cert (contents of {})",
+                next.cert.display()
+            )),
             (Some(old), Some(next)) if old != next => Some(format!(
                 "proxy.tls_cert {} -> {}",
                 old.cert.display(),

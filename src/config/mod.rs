@@ -381,6 +381,15 @@ impl Config {
         ]
     }
 
+    /// Every address writeguard listens on: the proxy's, the admin API's, the redirect's.
+    pub fn all_listeners(&self) -> impl Iterator<Item = &SocketAddr> {
+        self.proxy
+            .listen
+            .iter()
+            .chain(&self.admin.listen)
+            .chain(&self.proxy.redirect_listen)
+    }
+
     /// One line saying what this config will do, for `check` and the start-up log.
     pub fn summary(&self) -> String {
         let list = |v: &[SocketAddr]| {

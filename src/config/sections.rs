@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::uri::Authority;
+use tokio_rustls::rustls::pki_types::ServerName;
 use http::{Method, Uri};
 
 use super::reader::Reader;
@@ -216,8 +217,14 @@ pub(super) fn parse_upstream(raw: &str) -> Result<Uri, String> {
 /// (and, for an https upstream, as the TLS server name).
 pub(super) fn parse_upstream_host(raw: &str) -> Result<Authority, String> {
     let example = "like \"myapp.example.net\" or \"myapp.example.net:8443\"";
+    let server_name = |host: &str| {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        ServerName::try_from(bare.to_owned()).is_ok()
+    };
     match raw.parse::<Authority>() {
-        Ok(host) if !raw.contains('@') && !host.host().is_empty() => Ok(host),
+        Ok(host) if !raw.contains('@') && !host.host().is_empty() && server_name(host.host()) => {
+            Ok(host)
+        }
         _ => Err(format!("{raw:?} is not a host name {example}")),
     }
 }

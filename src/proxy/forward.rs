@@ -31,16 +31,26 @@ pub struct Upstream {
     timeout: Duration,
     /// `proxy.underscore_headers = "drop"`.
     drop_underscored: bool,
+    /// `proxy.upstream_host`: the `Host` sent instead of the client's.
+    host: Option<HeaderValue>,
 }
 
 impl Upstream {
     pub fn new(cfg: &ProxyConfig) -> Self {
         Upstream {
-            pool: Pool::new(&cfg.upstream, cfg.connect_timeout),
+            pool: Pool::new(
+                &cfg.upstream,
+                cfg.upstream_host.as_ref().map(|h| h.host()),
+                cfg.connect_timeout,
+            ),
             body_idle_timeout: cfg.body_idle_timeout,
             body_timeout: cfg.body_timeout,
             timeout: cfg.upstream_timeout,
             drop_underscored: cfg.underscore_headers == UnderscoreHeaders::Drop,
+            host: cfg
+                .upstream_host
+                .as_ref()
+                .map(|h| HeaderValue::from_str(h.as_str()).expect("an authority is a header value")),
         }
     }
 
@@ -255,6 +265,9 @@ impl Upstream {
         // Entries: one lookup each for "set when absent".
         if let (Entry::Vacant(e), Some(host)) = (headers.entry(&X_FORWARDED_HOST), host) {
             e.insert(host);
+        }
+        if let Some(host) = &self.host {
+            headers.insert(header::HOST, host.clone());
         }
         if let Some(ip) = &client.ip_header {
             append_forwarded_for(headers, ip);
