@@ -17,9 +17,9 @@ use std::time::Duration;
 use http::{Method, Uri};
 
 pub use secret::Secret;
-pub use tls::TlsConfig;
 use sections::{read_admin, read_guard, read_proxy, read_public, read_server, read_upsun};
 use state::read_state;
+pub use tls::TlsConfig;
 
 /// Where environment variables come from: the process, or a map in tests.
 pub trait Env {

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::uri::Authority;
-use tokio_rustls::rustls::pki_types::ServerName;
 use http::{Method, Uri};
+use tokio_rustls::rustls::pki_types::ServerName;
 
 use super::reader::Reader;
 use super::tls;
@@ -143,13 +143,15 @@ pub(super) fn read_proxy(
             UnderscoreHeaders::Pass
         }
     };
-    let upstream_host = r.string("upstream_host").and_then(|raw| match parse_upstream_host(&raw) {
-        Ok(host) => Some(host),
-        Err(msg) => {
-            r.issue("upstream_host", msg);
-            None
-        }
-    });
+    let upstream_host = r
+        .string("upstream_host")
+        .and_then(|raw| match parse_upstream_host(&raw) {
+            Ok(host) => Some(host),
+            Err(msg) => {
+                r.issue("upstream_host", msg);
+                None
+            }
+        });
     let tls = read_tls(&mut r);
     let redirect_listen = r
         .strings("redirect_listen", true)

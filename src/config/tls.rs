@@ -83,8 +83,8 @@ pub(super) fn load(cert: &Path, key: &Path) -> Result<TlsConfig, (TlsKey, String
             format!("cannot read a PEM private key from {}: {e}", shown(key)),
         )
     })?;
-    let certified = CertifiedKey::from_der(chain, private, &ring::default_provider()).map_err(
-        |e| {
+    let certified =
+        CertifiedKey::from_der(chain, private, &ring::default_provider()).map_err(|e| {
             (
                 TlsKey::Key,
                 format!(
@@ -93,8 +93,7 @@ pub(super) fn load(cert: &Path, key: &Path) -> Result<TlsConfig, (TlsKey, String
                     shown(cert)
                 ),
             )
-        },
-    )?;
+        })?;
     Ok(TlsConfig {
         cert: cert.to_owned(),
         key: key.to_owned(),

@@ -41,11 +41,10 @@ impl Tls {
     /// HTTP/1.1 only.
     pub fn new(certified: Arc<CertifiedKey>, h2: bool) -> anyhow::Result<Tls> {
         let current = Arc::new(Current(ArcSwap::new(certified)));
-        let mut config =
-            ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
-                .with_safe_default_protocol_versions()?
-                .with_no_client_auth()
-                .with_cert_resolver(current.clone());
+        let mut config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_cert_resolver(current.clone());
         config.alpn_protocols = match h2 {
             true => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
             false => vec![b"http/1.1".to_vec()],
@@ -62,7 +61,11 @@ impl Tls {
     }
 
     /// The server side of the handshake on `stream`, given up after `within`.
-    pub(super) async fn accept<S>(&self, stream: S, within: Duration) -> std::io::Result<TlsStream<S>>
+    pub(super) async fn accept<S>(
+        &self,
+        stream: S,
+        within: Duration,
+    ) -> std::io::Result<TlsStream<S>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {

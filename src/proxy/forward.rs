@@ -47,10 +47,9 @@ impl Upstream {
             body_timeout: cfg.body_timeout,
             timeout: cfg.upstream_timeout,
             drop_underscored: cfg.underscore_headers == UnderscoreHeaders::Drop,
-            host: cfg
-                .upstream_host
-                .as_ref()
-                .map(|h| HeaderValue::from_str(h.as_str()).expect("an authority is a header value")),
+            host: cfg.upstream_host.as_ref().map(|h| {
+                HeaderValue::from_str(h.as_str()).expect("an authority is a header value")
+            }),
         }
     }
 

@@ -34,7 +34,11 @@ async fn https_gets_the_upstream_answer_and_a_guarded_post_gets_503() {
     let wg = with_tls(&up, &leaf).start().await;
 
     let got = ca
-        .send(wg.proxy, &["http/1.1"], request("GET", "localhost", "/hello?x=1", ""))
+        .send(
+            wg.proxy,
+            &["http/1.1"],
+            request("GET", "localhost", "/hello?x=1", ""),
+        )
         .await;
     assert_eq!(got.resp.status, 200, "{}", got.resp.text());
     assert_eq!(got.resp.json()["uri"], "/hello?x=1");
@@ -47,7 +51,11 @@ async fn https_gets_the_upstream_answer_and_a_guarded_post_gets_503() {
     crate::common::engaged(&wg).await;
     let hits = up.hits();
     let got = ca
-        .send(wg.proxy, &["http/1.1"], request("POST", "localhost", "/cart", "x=1"))
+        .send(
+            wg.proxy,
+            &["http/1.1"],
+            request("POST", "localhost", "/cart", "x=1"),
+        )
         .await;
     assert_eq!(got.resp.status, 503, "{}", got.resp.text());
     assert!(got.resp.header("retry-after").is_some());
@@ -121,9 +129,13 @@ async fn sighup_serves_a_renewed_certificate_and_keeps_it_when_the_next_is_broke
     let first = ca.issue("first");
     let wg = with_tls(&up, &first).start().await;
     let served = || async {
-        ca.send(wg.proxy, &["http/1.1"], request("GET", "localhost", "/", ""))
-            .await
-            .cert
+        ca.send(
+            wg.proxy,
+            &["http/1.1"],
+            request("GET", "localhost", "/", ""),
+        )
+        .await
+        .cert
     };
     assert_eq!(served().await, first.der);
 
@@ -137,7 +149,11 @@ async fn sighup_serves_a_renewed_certificate_and_keeps_it_when_the_next_is_broke
         "the reload line does not say the certificate changed:\n{}",
         wg.logs()
     );
-    assert_eq!(served().await, second.der, "the renewed certificate is served");
+    assert_eq!(
+        served().await,
+        second.der,
+        "the renewed certificate is served"
+    );
 
     // A broken certificate: refused, with the key named, and the served one stays.
     std::fs::write(&first.cert, "-----BEGIN CERTIFICATE-----\nnot base64!\n").expect("break");
@@ -148,7 +164,11 @@ async fn sighup_serves_a_renewed_certificate_and_keeps_it_when_the_next_is_broke
             .any(|l| l.contains("ERROR") && l.contains("proxy.tls_cert")),
         "no error naming proxy.tls_cert:\n{log}"
     );
-    assert_eq!(served().await, second.der, "the last good certificate stays");
+    assert_eq!(
+        served().await,
+        second.der,
+        "the last good certificate stays"
+    );
 
     // A key that is not the certificate's: refused too.
     let third = ca.issue("third");
@@ -197,7 +217,10 @@ async fn redirect_port_443_is_left_out_of_the_location() {
         .proxy_line("redirect_port = 443")
         .start()
         .await;
-    let res = Req::get("/").header("host", "shop.example").send(redirect).await;
+    let res = Req::get("/")
+        .header("host", "shop.example")
+        .send(redirect)
+        .await;
     assert_eq!(res.status, 308);
     assert_eq!(res.header("location"), Some("https://shop.example/"));
 }

@@ -70,7 +70,9 @@ impl Ca {
                 .expect("leaf params");
         params.distinguished_name.push(DnType::CommonName, name);
         let key = KeyPair::generate().expect("leaf key");
-        let cert = params.signed_by(&key, &self.issuer).expect("leaf certificate");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("leaf certificate");
         let leaf = Leaf {
             cert: self.dir.path().join(format!("{name}.crt")),
             key: self.dir.path().join(format!("{name}.key")),
