@@ -399,8 +399,16 @@ impl Config {
                 .join(",")
         };
         format!(
-            "proxy {} -> {}, admin {}, guarding {} (allow {} path prefixes), webhooks {}, state {}",
+            "proxy {}{} -> {}, admin {}, guarding {} (allow {} path prefixes), webhooks {}, state {}",
             list(&self.proxy.listen),
+            match (&self.proxy.tls, self.proxy.redirect_listen.is_empty()) {
+                (None, _) => String::new(),
+                (Some(_), true) => " (HTTPS)".to_owned(),
+                (Some(_), false) => format!(
+                    " (HTTPS; redirect from {})",
+                    list(&self.proxy.redirect_listen)
+                ),
+            },
             self.proxy.upstream,
             list(&self.admin.listen),
             self.guard

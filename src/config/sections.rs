@@ -153,6 +153,9 @@ pub(super) fn read_proxy(
             }
         });
     let tls = read_tls(&mut r);
+    // Asked for but broken: already an issue of its own.
+    let tls_off = matches!(tls, Ok(None));
+    let tls = tls.ok().flatten();
     let redirect_listen = r
         .strings("redirect_listen", true)
         .filter(|raw| !raw.is_empty())
@@ -162,7 +165,7 @@ pub(super) fn read_proxy(
         .integer("redirect_port", 1, 65535)
         .map(|p| p as u16)
         .unwrap_or_else(|| listen.first().map_or(443, SocketAddr::port));
-    if !redirect_listen.is_empty() && tls.is_none() {
+    if !redirect_listen.is_empty() && tls_off {
         r.issue(
             "redirect_listen",
             "redirects to HTTPS, which needs proxy.tls_cert and proxy.tls_key",
@@ -231,23 +234,24 @@ pub(super) fn parse_upstream_host(raw: &str) -> Result<Authority, String> {
     }
 }
 
-/// `tls_cert` and `tls_key`, both or neither; the files must read and go together.
-fn read_tls(r: &mut Reader<'_>) -> Option<TlsConfig> {
+/// `tls_cert` and `tls_key`, both or neither; the files must read and go together. `Err`:
+/// asked for, and the problem is recorded.
+fn read_tls(r: &mut Reader<'_>) -> Result<Option<TlsConfig>, ()> {
     match (r.string("tls_cert"), r.string("tls_key")) {
-        (None, None) => None,
+        (None, None) => Ok(None),
         (Some(_), None) => {
             r.issue("tls_key", "is required with proxy.tls_cert");
-            None
+            Err(())
         }
         (None, Some(_)) => {
             r.issue("tls_cert", "is required with proxy.tls_key");
-            None
+            Err(())
         }
         (Some(cert), Some(key)) => match tls::load(Path::new(&cert), Path::new(&key)) {
-            Ok(tls) => Some(tls),
+            Ok(tls) => Ok(Some(tls)),
             Err((key, message)) => {
                 r.issue(key.name(), message);
-                None
+                Err(())
             }
         },
     }

@@ -1,7 +1,7 @@
 //! TLS on the proxy listener with a certificate made at test time: HTTPS answers (and the
 //! guard's 503), the framing check on the decrypted bytes, HTTP/2 through ALPN, the
 //! certificate reloaded on SIGHUP (and kept when the new one is broken), the HTTPS redirect
-//! listener, and `upstream_host`.
+//! listener, and `upstream_host` (the Host and the SNI the upstream gets).
 
 use std::time::Duration;
 
@@ -239,4 +239,44 @@ async fn upstream_host_is_the_host_the_upstream_sees() {
     let seen = up.last();
     assert_eq!(seen.header("host"), Some("myapp.platform.example"));
     assert_eq!(seen.header("x-forwarded-host"), Some("shop.example"));
+}
+
+/// A TLS "upstream" that only reads each ClientHello's server name (SNI), then hangs up.
+async fn sni_recorder() -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::Receiver<Option<String>>,
+) {
+    use tokio_rustls::rustls::server::Acceptor;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let start = tokio_rustls::LazyConfigAcceptor::new(Acceptor::default(), tcp).await;
+            if let Ok(start) = start {
+                let name = start.client_hello().server_name().map(str::to_owned);
+                let _ = tx.send(name).await;
+            }
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_host_is_the_server_name_of_an_https_upstream() {
+    let (addr, mut names) = sni_recorder().await;
+    let wg = Wg::new(format!("https://{addr}"))
+        .proxy_line("upstream_host = \"myapp.platform.example\"")
+        .proxy_line("upstream_retry = \"0s\"")
+        .start()
+        .await;
+    let res = wg.proxy(Req::get("/").header("host", "shop.example")).await;
+    assert_eq!(res.status, 502, "the recorder never completes a handshake");
+    let name = tokio::time::timeout(Duration::from_secs(5), names.recv())
+        .await
+        .expect("a ClientHello within 5 s")
+        .expect("the recorder runs");
+    assert_eq!(name.as_deref(), Some("myapp.platform.example"));
 }
