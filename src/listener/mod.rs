@@ -312,18 +312,24 @@ impl<H: Handler> ServerApp for HttpApp<H> {
                 let io = TokioIo::new(Framed::new(stream, checker, client.framing.clone()));
                 serve_protocol!(self, io, service, &client, shutdown)
             }
+            // Boxed: a TLS connection's state (rustls' session and buffers) would otherwise
+            // make every plaintext connection's future that much larger too.
             Some(tls) => {
-                let handshake = tokio::select! {
-                    done = tls.accept(stream, self.header_timeout) => done.map_err(|e| e.to_string()),
-                    _ = stopping(shutdown.clone()) => Err("the server is stopping".to_owned()),
-                };
-                match handshake {
-                    Ok(stream) => {
-                        let io = TokioIo::new(Framed::new(stream, checker, client.framing.clone()));
-                        serve_protocol!(self, io, service, &client, shutdown)
+                Box::pin(async {
+                    let handshake = tokio::select! {
+                        done = tls.accept(stream, self.header_timeout) => done.map_err(|e| e.to_string()),
+                        _ = stopping(shutdown.clone()) => Err("the server is stopping".to_owned()),
+                    };
+                    match handshake {
+                        Ok(stream) => {
+                            let io =
+                                TokioIo::new(Framed::new(stream, checker, client.framing.clone()));
+                            serve_protocol!(self, io, service, &client, shutdown)
+                        }
+                        Err(e) => Err(format!("TLS handshake failed: {e}")),
                     }
-                    Err(e) => Err(format!("TLS handshake failed: {e}")),
-                }
+                })
+                .await
             }
         };
         if let Err(e) = result {
