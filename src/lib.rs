@@ -4,8 +4,9 @@
 //! `upstream`, `framing`, `listening` at the bottom (`upstream` carries `traffic`'s in-flight
 //! counts); `http` (bodies, response builders, the data path's failure map) and `guard`
 //! (state, policy, the backend seam) above them; `store` (the file and Redis backends),
-//! `listener`, `webhook` and `reload` (the config in effect); then `admin` and `public`; then
-//! `proxy`; `app` wires them; `cli` is the command line. A module
+//! `listener`, `webhook` and `reload` (the config in effect); then `admin`, `public` and
+//! `redirect` (the HTTPS redirect listener); then `proxy`; `app` wires them; `cli` is the
+//! command line. A module
 //! never imports one above it.
 //!
 //! Public: what the binary, the benches, the fuzz targets and the tests use.
@@ -25,6 +26,7 @@ mod logging;
 mod metrics;
 mod proxy;
 mod public;
+mod redirect;
 mod reload;
 pub mod store;
 mod traffic;

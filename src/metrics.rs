@@ -40,7 +40,10 @@ pub enum Outcome {
     Invalid,
     /// 502/504 answered by writeguard.
     UpstreamError,
+    /// On the admin port: not counted in the proxy's families (access line only).
     Admin,
+    /// On the HTTPS redirect listener: not counted either (access line only).
+    Redirect,
 }
 
 impl Outcome {
@@ -65,6 +68,7 @@ impl Outcome {
             Outcome::Invalid => "invalid",
             Outcome::UpstreamError => "upstream_error",
             Outcome::Admin => "admin",
+            Outcome::Redirect => "redirect",
         }
     }
 

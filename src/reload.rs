@@ -1,7 +1,8 @@
 //! The config in effect and its reload from the file, the one path for SIGHUP and the admin
-//! API's `POST /reload`: the whole file is validated, then its `[guard]` section applied, or
-//! nothing is (an invalid file, or a change to a section that needs a restart) and the
-//! outcome says why.
+//! API's `POST /reload`: the whole file is validated, then its `[guard]` section and the
+//! proxy's certificate applied (the certificate files are read again: a renewed certificate
+//! under the same name is picked up), or nothing is (an invalid file, or a change to a section
+//! that needs a restart) and the outcome says why.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -10,6 +11,7 @@ use serde::Serialize;
 
 use crate::config::{Config, ConfigError, ProcessEnv};
 use crate::guard::Guard;
+use crate::listener::Tls;
 
 /// What one reload did.
 #[derive(Debug, Clone, Serialize)]
@@ -22,19 +24,23 @@ pub struct Outcome {
     pub errors: Vec<String>,
 }
 
-/// Re-reads the config file and applies its `[guard]` section to the guard.
+/// Re-reads the config file and applies its `[guard]` section to the guard and its
+/// certificate to the proxy listener's TLS.
 pub struct Reloader {
     path: PathBuf,
     guard: Arc<Guard>,
+    /// The proxy listener's TLS, whose certificate a reload replaces.
+    tls: Option<Arc<Tls>>,
     /// The config in effect (the last one loaded successfully).
     current: Mutex<Config>,
 }
 
 impl Reloader {
-    pub fn new(cfg: &Config, path: &Path, guard: Arc<Guard>) -> Self {
+    pub fn new(cfg: &Config, path: &Path, guard: Arc<Guard>, tls: Option<Arc<Tls>>) -> Self {
         Reloader {
             path: path.to_owned(),
             guard,
+            tls,
             current: Mutex::new(cfg.clone()),
         }
     }
@@ -71,7 +77,7 @@ impl Reloader {
         if !restart.is_empty() {
             let errors: Vec<String> = restart
                 .iter()
-                .map(|section| format!("[{section}] changed: only [guard] is reloaded, this change needs a restart"))
+                .map(|section| format!("[{section}] changed: only [guard] and the proxy's certificate are reloaded, this change needs a restart"))
                 .collect();
             for (section, error) in restart.iter().zip(&errors) {
                 tracing::error!(key = %section, "reload refused: {error}");
@@ -79,8 +85,12 @@ impl Reloader {
             tracing::error!(%path, "{trigger}: the previous config stays in effect");
             return refused(errors);
         }
-        let changed = current.guard.changes_to(&next.guard);
+        let mut changed = current.guard.changes_to(&next.guard);
         self.guard.reload(&next.guard);
+        if let (Some(tls), Some(next_tls)) = (&self.tls, &next.proxy.tls) {
+            tls.replace(next_tls.certified.clone());
+        }
+        changed.extend(current.proxy.certificate_changes_to(&next.proxy));
         if changed.is_empty() {
             tracing::info!(%path, "{trigger}: config reloaded, nothing changed");
         } else {

@@ -1,7 +1,7 @@
-//! The one place that wires everything into pingora's `Server`: both listeners, the guard's
-//! maintenance task, signals (SIGHUP reloads `[guard]`, as does the admin API's
-//! `POST /reload`), readiness, graceful shutdown and
-//! zero-downtime upgrades.
+//! The one place that wires everything into pingora's `Server`: the listeners (proxy, admin,
+//! HTTPS redirect), the guard's maintenance task, signals (SIGHUP reloads `[guard]` and the
+//! proxy's certificate, as does the admin API's `POST /reload`), readiness, graceful shutdown
+//! and zero-downtime upgrades.
 
 mod drain;
 mod handoff;
@@ -27,9 +27,10 @@ use pingora::services::listening::Service;
 use crate::admin::{Admin, Monitoring};
 use crate::config::{Config, StateBackend};
 use crate::guard::{Backend, Guard, Replica};
-use crate::listener::{Headroom, HttpApp, HttpOptions, Observer, OpenConnections};
+use crate::listener::{Headroom, HttpApp, HttpOptions, Observer, OpenConnections, Tls};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
+use crate::redirect::Redirect;
 use crate::reload::Reloader;
 use crate::store::{FileStore, RedisStore};
 use crate::webhook::Webhook;
@@ -38,10 +39,10 @@ use upkeep::Upkeep;
 
 /// Runs writeguard until SIGTERM/SIGINT (graceful stop) or SIGQUIT (hand the listeners to
 /// a new instance started with `run --upgrade`); SIGHUP re-reads `config_path` for the
-/// `[guard]` settings. Returns only on a start-up error.
+/// `[guard]` settings and the proxy's certificate. Returns only on a start-up error.
 pub fn run(cfg: Config, config_path: &Path, upgrade: bool) -> anyhow::Result<()> {
     if !upgrade {
-        for addr in cfg.proxy.listen.iter().chain(&cfg.admin.listen) {
+        for addr in cfg.all_listeners() {
             TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
         }
     }
@@ -103,10 +104,15 @@ pub fn run(cfg: Config, config_path: &Path, upgrade: bool) -> anyhow::Result<()>
         metrics.clone(),
     ));
     let observe = |port| Observer::new(metrics.clone(), cfg.log.access, port);
-    let mut proxy_service = Service::new(
-        "proxy".into(),
-        HttpApp::new(proxy, &http, connections.clone(), observe("proxy")),
-    );
+    let tls = match &cfg.proxy.tls {
+        Some(t) => Some(Arc::new(Tls::new(t.certified.clone(), cfg.proxy.h2c)?)),
+        None => None,
+    };
+    let mut proxy_app = HttpApp::new(proxy, &http, connections.clone(), observe("proxy"));
+    if let Some(tls) = &tls {
+        proxy_app = proxy_app.with_tls(tls.clone());
+    }
+    let mut proxy_service = Service::new("proxy".into(), proxy_app);
     proxy_service.threads = Some(cfg.server.threads);
     for addr in &cfg.proxy.listen {
         proxy_service.add_listener(listener(addr));
@@ -115,7 +121,7 @@ pub fn run(cfg: Config, config_path: &Path, upgrade: bool) -> anyhow::Result<()>
         metrics: metrics.clone(),
         connections: connections.clone(),
     };
-    let reloader = Arc::new(Reloader::new(&cfg, config_path, guard.clone()));
+    let reloader = Arc::new(Reloader::new(&cfg, config_path, guard.clone(), tls.clone()));
     let admin = Arc::new(Admin::new(
         &cfg,
         guard.clone(),
@@ -136,6 +142,18 @@ pub fn run(cfg: Config, config_path: &Path, upgrade: bool) -> anyhow::Result<()>
     }
     let proxy_id = server.add_service(proxy_service);
     let admin_id = server.add_service(admin_service);
+    let redirect_id = (!cfg.proxy.redirect_listen.is_empty()).then(|| {
+        let redirect = Arc::new(Redirect::new(cfg.proxy.redirect_port));
+        let mut service = Service::new(
+            "redirect".into(),
+            HttpApp::new(redirect, &admin_http, connections.clone(), observe("redirect")),
+        );
+        service.threads = Some(1);
+        for addr in &cfg.proxy.redirect_listen {
+            service.add_listener(listener(addr));
+        }
+        server.add_service(service)
+    });
     let upkeep = background_service(
         "upkeep",
         Upkeep::new(guard, ready, headroom, metrics, &cfg, reloader),
@@ -143,6 +161,9 @@ pub fn run(cfg: Config, config_path: &Path, upgrade: bool) -> anyhow::Result<()>
     let upkeep_id = server.add_service(upkeep);
     upkeep_id.add_dependency(&proxy_id);
     upkeep_id.add_dependency(&admin_id);
+    if let Some(redirect_id) = &redirect_id {
+        upkeep_id.add_dependency(redirect_id);
+    }
 
     drain::spawn_drain_watcher(
         &server,
@@ -153,6 +174,8 @@ pub fn run(cfg: Config, config_path: &Path, upgrade: bool) -> anyhow::Result<()>
     tracing::info!(
         proxy = ?cfg.proxy.listen,
         admin = ?cfg.admin.listen,
+        redirect = ?cfg.proxy.redirect_listen,
+        tls = cfg.proxy.tls.is_some(),
         upstream = %cfg.proxy.upstream,
         upgrade,
         "writeguard starting"

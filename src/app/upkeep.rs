@@ -1,7 +1,7 @@
 //! The background service: readiness once every listener is ours, the expiry of
 //! engagements, the measure of the descriptor headroom and the dashboard's sample of the
-//! traffic every second, SIGHUP's reload of `[guard]`, and the guard's stop at shutdown
-//! (held writes are answered then).
+//! traffic every second, SIGHUP's reload of `[guard]` and of the proxy's certificate, and the
+//! guard's stop at shutdown (held writes are answered then).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,13 +61,7 @@ impl Upkeep {
             ready,
             headroom,
             metrics,
-            addrs: cfg
-                .proxy
-                .listen
-                .iter()
-                .chain(&cfg.admin.listen)
-                .copied()
-                .collect(),
+            addrs: cfg.all_listeners().copied().collect(),
             refresh_every: match &cfg.state.backend {
                 StateBackend::Redis(r) => REFRESH_EVERY.min(r.stale_after / 4),
                 StateBackend::File => REFRESH_EVERY,
@@ -233,7 +227,7 @@ impl BackgroundService for Upkeep {
                     tracing::info!(addrs = ?self.addrs, "ready: listening");
                 }
                 _ = hup => {
-                    tracing::info!(path = %self.reloader.path().display(), "SIGHUP: reloading the [guard] settings");
+                    tracing::info!(path = %self.reloader.path().display(), "SIGHUP: reloading the [guard] settings and the certificate");
                     let reloader = self.reloader.clone();
                     if let Err(e) = tokio::task::spawn_blocking(move || reloader.reload("SIGHUP")).await {
                         tracing::error!(error = %e, "reload task failed");

@@ -1,13 +1,14 @@
 //! What differs between two configs, for a reload: which sections need a restart, and which
-//! `[guard]` keys a reload changes.
+//! `[guard]` keys (and whether the proxy's certificate) a reload changes.
 
-use super::{Config, GuardConfig};
+use super::{Config, GuardConfig, ProxyConfig};
 
 impl Config {
     /// The sections other than `[guard]` that differ from `new`: a reload cannot apply them.
+    /// The proxy's certificate is reloaded too; turning TLS on or off needs a restart.
     pub fn restart_needed_for(&self, new: &Config) -> Vec<&'static str> {
         let sections = [
-            ("proxy", self.proxy == new.proxy),
+            ("proxy", same_but_certificate(&self.proxy, &new.proxy)),
             ("admin", self.admin == new.admin),
             ("upsun", self.upsun == new.upsun),
             ("state", self.state == new.state),
@@ -20,6 +21,36 @@ impl Config {
             .filter(|(_, same)| !same)
             .map(|(name, _)| name)
             .collect()
+    }
+}
+
+/// Whether two `[proxy]` sections differ at most in the certificate files and contents.
+fn same_but_certificate(old: &ProxyConfig, new: &ProxyConfig) -> bool {
+    old.tls.is_some() == new.tls.is_some()
+        && ProxyConfig {
+            tls: None,
+            ..old.clone()
+        } == ProxyConfig {
+            tls: None,
+            ..new.clone()
+        }
+}
+
+impl ProxyConfig {
+    /// `proxy.tls_cert` when the certificate served changes from `old`'s to `new`'s.
+    pub fn certificate_changes_to(&self, new: &ProxyConfig) -> Option<String> {
+        match (&self.tls, &new.tls) {
+            (Some(old), Some(next)) if old.cert == next.cert && old != next => Some(format!(
+                "proxy.tls_cert (contents of {})",
+                next.cert.display()
+            )),
+            (Some(old), Some(next)) if old != next => Some(format!(
+                "proxy.tls_cert {} -> {}",
+                old.cert.display(),
+                next.cert.display()
+            )),
+            _ => None,
+        }
     }
 }
 

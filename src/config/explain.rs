@@ -106,6 +106,10 @@ impl Config {
             max_header_size,
             max_uri_length,
             underscore_headers,
+            upstream_host,
+            tls,
+            redirect_listen,
+            redirect_port,
         } = &self.proxy;
         let AdminConfig {
             listen: admin_listen,
@@ -156,6 +160,20 @@ impl Config {
         let mut out: Vec<(&'static str, String)> = vec![
             ("proxy.listen", addrs(listen)),
             ("proxy.upstream", string(&upstream.to_string())),
+            (
+                "proxy.upstream_host",
+                optional(upstream_host.as_ref().map(|h| string(h.as_str()))),
+            ),
+            (
+                "proxy.tls_cert",
+                optional(tls.as_ref().map(|t| path(&t.cert))),
+            ),
+            (
+                "proxy.tls_key",
+                optional(tls.as_ref().map(|t| path(&t.key))),
+            ),
+            ("proxy.redirect_listen", addrs(redirect_listen)),
+            ("proxy.redirect_port", redirect_port.to_string()),
             ("proxy.connect_timeout", duration(*connect_timeout)),
             ("proxy.upstream_retry", duration(*upstream_retry)),
             ("proxy.header_timeout", duration(*header_timeout)),

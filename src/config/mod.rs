@@ -13,6 +13,7 @@ mod sections;
 mod state;
 mod suggest;
 mod warnings;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ use sections::{
     read_admin, read_guard, read_log, read_proxy, read_public, read_server, read_upsun,
 };
 use state::read_state;
+pub use tls::TlsConfig;
 
 /// Where environment variables come from: the process, or a map in tests.
 pub trait Env {
@@ -140,6 +142,15 @@ pub struct PublicConfig {
 pub struct ProxyConfig {
     pub listen: Vec<SocketAddr>,
     pub upstream: Uri,
+    /// The `Host` (and, for an https upstream, the TLS server name) sent to the upstream
+    /// instead of the client's (which goes in `X-Forwarded-Host`).
+    pub upstream_host: Option<http::uri::Authority>,
+    /// HTTPS on every `listen` address: the certificate served (reloaded on SIGHUP).
+    pub tls: Option<TlsConfig>,
+    /// Plain HTTP listeners that answer every request with a 308 to HTTPS.
+    pub redirect_listen: Vec<SocketAddr>,
+    /// The port in those redirects' `Location` (443 is left out).
+    pub redirect_port: u16,
     pub connect_timeout: Duration,
     /// How long an idempotent request rides through a refused or reset upstream connection
     /// (retried with backoff) before it is answered 502.
@@ -421,6 +432,10 @@ impl Config {
         let ProxyConfig {
             listen: _,
             upstream: _,
+            upstream_host: _,
+            tls: _,
+            redirect_listen: _,
+            redirect_port: _,
             connect_timeout,
             upstream_retry,
             header_timeout,
@@ -465,6 +480,15 @@ impl Config {
         ]
     }
 
+    /// Every address writeguard listens on: the proxy's, the admin API's, the redirect's.
+    pub fn all_listeners(&self) -> impl Iterator<Item = &SocketAddr> {
+        self.proxy
+            .listen
+            .iter()
+            .chain(&self.admin.listen)
+            .chain(&self.proxy.redirect_listen)
+    }
+
     /// One line saying what this config will do, for `check` and the start-up log.
     pub fn summary(&self) -> String {
         let list = |v: &[SocketAddr]| {
@@ -474,8 +498,16 @@ impl Config {
                 .join(",")
         };
         format!(
-            "proxy {} -> {}, admin {}, guarding {} (allow {} path prefixes), webhooks {}, state {}",
+            "proxy {}{} -> {}, admin {}, guarding {} (allow {} path prefixes), webhooks {}, state {}",
             list(&self.proxy.listen),
+            match (&self.proxy.tls, self.proxy.redirect_listen.is_empty()) {
+                (None, _) => String::new(),
+                (Some(_), true) => " (HTTPS)".to_owned(),
+                (Some(_), false) => format!(
+                    " (HTTPS; redirect from {})",
+                    list(&self.proxy.redirect_listen)
+                ),
+            },
             self.proxy.upstream,
             list(&self.admin.listen),
             self.guard

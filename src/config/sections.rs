@@ -4,11 +4,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use http::uri::Authority;
 use http::{Method, Uri};
+use tokio_rustls::rustls::pki_types::ServerName;
 
 use super::explain::Source;
 use super::methods;
 use super::reader::{Reader, Reading};
+use super::tls;
 use super::*;
 
 /// Reads `key` (or the variable named by `key_env`) as a secret; an environment override
@@ -146,10 +149,48 @@ pub(super) fn read_proxy(
             UnderscoreHeaders::Pass
         }
     };
+    let upstream_host = r
+        .string("upstream_host")
+        .and_then(|raw| match parse_upstream_host(&raw) {
+            Ok(host) => Some(host),
+            Err(msg) => {
+                r.issue("upstream_host", msg);
+                None
+            }
+        });
+    let tls = read_tls(&mut r);
+    // Asked for but broken: already an issue of its own.
+    let tls_off = matches!(tls, Ok(None));
+    let tls = tls.ok().flatten();
+    let redirect_listen = r
+        .strings("redirect_listen", true)
+        .filter(|raw| !raw.is_empty())
+        .map(|raw| listen_addrs(&mut r, "redirect_listen", raw))
+        .unwrap_or_default();
+    let redirect_port = r
+        .integer("redirect_port", 1, 65535)
+        .map(|p| p as u16)
+        .unwrap_or_else(|| listen.first().map_or(443, SocketAddr::port));
+    if !redirect_listen.is_empty() && tls_off {
+        r.issue(
+            "redirect_listen",
+            "redirects to HTTPS, which needs proxy.tls_cert and proxy.tls_key",
+        );
+    }
+    for addr in redirect_listen.iter().filter(|a| listen.contains(a)) {
+        r.issue(
+            "redirect_listen",
+            format!("{addr} is also in proxy.listen; one port cannot serve both"),
+        );
+    }
     r.finish();
     Some(ProxyConfig {
         listen,
         upstream: upstream?,
+        upstream_host,
+        tls,
+        redirect_listen,
+        redirect_port,
         connect_timeout,
         upstream_retry,
         header_timeout,
@@ -181,6 +222,45 @@ pub(super) fn parse_upstream(raw: &str) -> Result<Uri, String> {
         ));
     }
     Ok(uri)
+}
+
+/// `upstream_host`: a host name, with a port if need be; what the upstream gets as `Host`
+/// (and, for an https upstream, as the TLS server name).
+pub(super) fn parse_upstream_host(raw: &str) -> Result<Authority, String> {
+    let example = "like \"myapp.example.net\" or \"myapp.example.net:8443\"";
+    let server_name = |host: &str| {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        ServerName::try_from(bare.to_owned()).is_ok()
+    };
+    match raw.parse::<Authority>() {
+        Ok(host) if !raw.contains('@') && !host.host().is_empty() && server_name(host.host()) => {
+            Ok(host)
+        }
+        _ => Err(format!("{raw:?} is not a host name {example}")),
+    }
+}
+
+/// `tls_cert` and `tls_key`, both or neither; the files must read and go together. `Err`:
+/// asked for, and the problem is recorded.
+fn read_tls(r: &mut Reader<'_>) -> Result<Option<TlsConfig>, ()> {
+    match (r.path("tls_cert"), r.path("tls_key")) {
+        (None, None) => Ok(None),
+        (Some(_), None) => {
+            r.issue("tls_key", "is required with proxy.tls_cert");
+            Err(())
+        }
+        (None, Some(_)) => {
+            r.issue("tls_cert", "is required with proxy.tls_key");
+            Err(())
+        }
+        (Some(cert), Some(key)) => match tls::load(&cert, &key) {
+            Ok(tls) => Ok(Some(tls)),
+            Err((key, message)) => {
+                r.issue(key.name(), message);
+                Err(())
+            }
+        },
+    }
 }
 
 pub(super) fn read_admin(

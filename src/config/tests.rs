@@ -209,6 +209,144 @@ fn upstream_with_a_path_is_refused() {
     assert!(parse_upstream("https://a:8443").is_ok());
 }
 
+/// A self-signed certificate for localhost and its key, as PEM files in `dir`.
+fn pem_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert, made.cert.pem()).expect("write cert");
+    std::fs::write(&key, made.signing_key.serialize_pem()).expect("write key");
+    (cert, key)
+}
+
+fn with_proxy(lines: &str) -> String {
+    MINIMAL.replace("[admin]", &format!("{lines}\n[admin]"))
+}
+
+fn tls_lines(cert: &Path, key: &Path) -> String {
+    format!(
+        "tls_cert = {:?}\ntls_key = {:?}",
+        cert.display().to_string(),
+        key.display().to_string()
+    )
+}
+
+#[test]
+fn tls_files_are_read_checked_and_kept_out_of_debug() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = pem_pair(dir.path(), "a");
+    let c = Config::parse(&with_proxy(&tls_lines(&cert, &key)), &[]).expect("valid");
+    let tls = c.proxy.tls.as_ref().expect("TLS on");
+    assert_eq!((&tls.cert, &tls.key), (&cert, &key));
+    let key_pem = std::fs::read_to_string(&key).expect("key");
+    let body = key_pem.lines().nth(1).expect("a base64 line");
+    assert!(!format!("{c:?}").contains(body), "the key shows in Debug");
+    assert!(Config::parse(MINIMAL, &[])
+        .expect("valid")
+        .proxy
+        .tls
+        .is_none());
+}
+
+#[test]
+fn tls_problems_are_config_errors_naming_the_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = pem_pair(dir.path(), "a");
+    let (_, other_key) = pem_pair(dir.path(), "b");
+    let missing = dir.path().join("missing.crt");
+    let garbage = dir.path().join("garbage.crt");
+    std::fs::write(&garbage, "not a certificate").expect("write");
+    let cases: [(String, &str); 6] = [
+        (tls_lines(&missing, &key), "proxy.tls_cert: cannot read"),
+        (tls_lines(&garbage, &key), "proxy.tls_cert:"),
+        (tls_lines(&cert, &missing), "proxy.tls_key: cannot read"),
+        (tls_lines(&cert, &cert), "proxy.tls_key:"),
+        (
+            tls_lines(&cert, &other_key),
+            "does not go with the certificate",
+        ),
+        (
+            format!("tls_cert = {:?}", cert.display().to_string()),
+            "proxy.tls_key: is required",
+        ),
+    ];
+    for (lines, expected) in cases {
+        let got = issues(&with_proxy(&lines));
+        assert!(
+            got.iter().any(|i| i.contains(expected)),
+            "{expected:?} not in {got:?}"
+        );
+    }
+}
+
+#[test]
+fn the_redirect_listener_needs_tls_and_its_own_port() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = pem_pair(dir.path(), "a");
+    let got = issues(&with_proxy("redirect_listen = [\"127.0.0.1:8081\"]"));
+    assert!(
+        got.iter()
+            .any(|i| i.starts_with("proxy.redirect_listen") && i.contains("tls_cert")),
+        "{got:?}"
+    );
+    let tls = tls_lines(&cert, &key);
+    let got = issues(&with_proxy(&format!(
+        "{tls}\nredirect_listen = \"127.0.0.1:8080\""
+    )));
+    assert!(
+        got.iter().any(|i| i.contains("also in proxy.listen")),
+        "{got:?}"
+    );
+    let c = Config::parse(
+        &with_proxy(&format!("{tls}\nredirect_listen = \"127.0.0.1:8081\"")),
+        &[],
+    )
+    .expect("valid");
+    assert_eq!(
+        c.proxy.redirect_listen,
+        vec!["127.0.0.1:8081".parse().unwrap()]
+    );
+    assert_eq!(c.proxy.redirect_port, 8080, "the proxy's port by default");
+    assert!(c.all_listeners().any(|a| a.port() == 8081));
+}
+
+#[test]
+fn upstream_host_is_a_host_with_an_optional_port() {
+    let c =
+        Config::parse(&with_proxy("upstream_host = \"app.example.net:8443\""), &[]).expect("valid");
+    assert_eq!(
+        c.proxy.upstream_host.expect("set").as_str(),
+        "app.example.net:8443"
+    );
+    for bad in [
+        "",
+        "user@app.example.net",
+        "app example",
+        "http://app.example.net",
+    ] {
+        let got = issues(&with_proxy(&format!("upstream_host = {bad:?}")));
+        assert!(
+            got.iter().any(|i| i.starts_with("proxy.upstream_host")),
+            "{bad:?}: {got:?}"
+        );
+    }
+}
+
+#[test]
+fn a_new_certificate_reloads_and_turning_tls_on_needs_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = pem_pair(dir.path(), "a");
+    let (cert2, key2) = pem_pair(dir.path(), "b");
+    let first = Config::parse(&with_proxy(&tls_lines(&cert, &key)), &[]).expect("valid");
+    let renewed = Config::parse(&with_proxy(&tls_lines(&cert2, &key2)), &[]).expect("valid");
+    assert!(first.restart_needed_for(&renewed).is_empty());
+    assert!(first.proxy.certificate_changes_to(&renewed.proxy).is_some());
+    assert!(first.proxy.certificate_changes_to(&first.proxy).is_none());
+    let plain = Config::parse(MINIMAL, &[]).expect("valid");
+    assert_eq!(plain.restart_needed_for(&first), ["proxy"]);
+
 #[test]
 fn log_is_text_without_access_lines_by_default() {
     let c = Config::parse(MINIMAL, &[]).expect("valid");

@@ -20,6 +20,8 @@ pub struct Connection {
     pub fd: Option<RawFd>,
     /// The client's IP, ready to go into `X-Forwarded-For`.
     pub ip_header: Option<HeaderValue>,
+    /// Whether the client came over TLS (`X-Forwarded-Proto: https`).
+    pub tls: bool,
     /// What the framing check of this connection has found.
     pub framing: Arc<Verdict>,
     /// Set when the server stops: HTTP/1.1 answers say `Connection: close` from then on.
@@ -32,12 +34,13 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub(super) fn new(addr: Option<SocketAddr>, fd: Option<RawFd>) -> Self {
+    pub(super) fn new(addr: Option<SocketAddr>, fd: Option<RawFd>, tls: bool) -> Self {
         let ip_header = addr.and_then(|a| HeaderValue::from_str(&a.ip().to_string()).ok());
         Connection {
             addr,
             fd,
             ip_header,
+            tls,
             framing: Arc::default(),
             closing: AtomicBool::new(false),
             busy: AtomicUsize::new(0),

@@ -1,8 +1,9 @@
 //! The one listener type: a pingora [`ServerApp`] that serves each accepted stream with
-//! hyper (HTTP/1.1 and h2c), for both the proxy and the admin API. Every connection's reads
-//! go through the request framing check ([`crate::framing`]) before hyper parses them.
-//! Every request, the ones refused for their framing too, is accounted for here once its
-//! answer is done ([`access`]: the metrics and the access line).
+//! hyper (HTTP/1.1 and h2c), for the proxy, the admin API and the HTTPS redirect; on the
+//! proxy's, TLS first when configured ([`Tls`]). Every connection's (decrypted) reads go
+//! through the request framing check ([`crate::framing`]) before hyper parses them. Every
+//! request, the ones refused for their framing too, is accounted for here once its answer is
+//! done ([`access`]: the metrics and the access line).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -32,12 +33,14 @@ use crate::metrics::Outcome;
 mod access;
 mod connection;
 mod headroom;
+mod tls;
 
 pub use access::Observer;
 use access::{Metered, Seen};
 use connection::{Busy, Open};
 pub use connection::{Connection, OpenConnections};
 pub use headroom::Headroom;
+pub use tls::Tls;
 
 /// What a listener serves: one request in, one response out, with what was done with it
 /// (the handler that decides says so; the listener records it).
@@ -59,6 +62,8 @@ pub struct HttpApp<H> {
     h2c: bool,
     header_timeout: Duration,
     linger: Duration,
+    /// Terminate TLS before HTTP (the proxy listener with `tls_cert`).
+    tls: Option<Arc<Tls>>,
 }
 
 /// HTTP/1.1 only, or HTTP/1.1 and h2c (prior knowledge) told apart by the connection
@@ -105,7 +110,14 @@ impl<H: Handler> HttpApp<H> {
             h2c: opts.h2c,
             header_timeout: opts.header_timeout,
             linger: opts.linger,
+            tls: None,
         }
+    }
+
+    /// Every connection starts with a TLS handshake.
+    pub fn with_tls(mut self, tls: Arc<Tls>) -> Self {
+        self.tls = Some(tls);
+        self
     }
 }
 
@@ -187,6 +199,31 @@ macro_rules! serve {
     }};
 }
 
+/// Serves `io` (a framed stream, plain or TLS) with the listener's HTTP protocol.
+macro_rules! serve_protocol {
+    ($app:expr, $io:expr, $service:expr, $client:expr, $shutdown:expr) => {{
+        let app = $app;
+        match &app.protocol {
+            Protocol::Http1(b) => serve!(
+                std::pin::pin!(b.serve_connection($io, $service).with_upgrades()),
+                $shutdown.clone(),
+                $client,
+                app.linger,
+                None
+            ),
+            // Boxed: the auto connection (HTTP/1.1 and HTTP/2 state) is several times the
+            // size of the HTTP/1.1 one, and every connection's future would carry it.
+            Protocol::Auto(b) => serve!(
+                Box::pin(b.serve_connection_with_upgrades($io, $service)),
+                $shutdown.clone(),
+                $client,
+                app.linger,
+                Some(app.header_timeout)
+            ),
+        }
+    }};
+}
+
 /// Starts, once per worker thread, a task that keeps a timer due within half a second.
 ///
 /// Every proxied request arms a deadline (the upstream timeout, hyper's header timer). When
@@ -239,6 +276,7 @@ impl<H: Handler> ServerApp for HttpApp<H> {
                 .and_then(|d| d.peer_addr().and_then(|a| a.as_inet().copied())),
             // pingora's unique id of a TCP stream is its file descriptor.
             Some(stream.id()),
+            self.tls.is_some(),
         ));
         let handler = self.handler.clone();
         let observer = self.observer.clone();
@@ -300,24 +338,30 @@ impl<H: Handler> ServerApp for HttpApp<H> {
             }
         });
         let checker = Checker::new(self.max_head, self.h2c);
-        let io = TokioIo::new(Framed::new(stream, checker, client.framing.clone()));
-        let result = match &self.protocol {
-            Protocol::Http1(b) => serve!(
-                std::pin::pin!(b.serve_connection(io, service).with_upgrades()),
-                shutdown.clone(),
-                &client,
-                self.linger,
-                None
-            ),
-            // Boxed: the auto connection (HTTP/1.1 and HTTP/2 state) is several times the
-            // size of the HTTP/1.1 one, and every connection's future would carry it.
-            Protocol::Auto(b) => serve!(
-                Box::pin(b.serve_connection_with_upgrades(io, service)),
-                shutdown.clone(),
-                &client,
-                self.linger,
-                Some(self.header_timeout)
-            ),
+        let result = match &self.tls {
+            None => {
+                let io = TokioIo::new(Framed::new(stream, checker, client.framing.clone()));
+                serve_protocol!(self, io, service, &client, shutdown)
+            }
+            // Boxed: a TLS connection's state (rustls' session and buffers) would otherwise
+            // make every plaintext connection's future that much larger too.
+            Some(tls) => {
+                Box::pin(async {
+                    let handshake = tokio::select! {
+                        done = tls.accept(stream, self.header_timeout) => done.map_err(|e| e.to_string()),
+                        _ = stopping(shutdown.clone()) => Err("the server is stopping".to_owned()),
+                    };
+                    match handshake {
+                        Ok(stream) => {
+                            let io =
+                                TokioIo::new(Framed::new(stream, checker, client.framing.clone()));
+                            serve_protocol!(self, io, service, &client, shutdown)
+                        }
+                        Err(e) => Err(format!("TLS handshake failed: {e}")),
+                    }
+                })
+                .await
+            }
         };
         if let Err(e) = result {
             tracing::debug!(error = %e, client = ?client.addr, "connection ended with an error");

@@ -34,17 +34,26 @@ pub struct Upstream {
     timeout: Duration,
     /// `proxy.underscore_headers = "drop"`.
     drop_underscored: bool,
+    /// `proxy.upstream_host`: the `Host` sent instead of the client's.
+    host: Option<HeaderValue>,
 }
 
 impl Upstream {
     pub fn new(cfg: &ProxyConfig, metrics: Arc<Metrics>) -> Self {
         Upstream {
-            pool: Pool::new(&cfg.upstream, cfg.connect_timeout),
+            pool: Pool::new(
+                &cfg.upstream,
+                cfg.upstream_host.as_ref().map(|h| h.host()),
+                cfg.connect_timeout,
+            ),
             metrics,
             body_idle_timeout: cfg.body_idle_timeout,
             body_timeout: cfg.body_timeout,
             timeout: cfg.upstream_timeout,
             drop_underscored: cfg.underscore_headers == UnderscoreHeaders::Drop,
+            host: cfg.upstream_host.as_ref().map(|h| {
+                HeaderValue::from_str(h.as_str()).expect("an authority is a header value")
+            }),
         }
     }
 
@@ -262,12 +271,18 @@ impl Upstream {
         if let (Entry::Vacant(e), Some(host)) = (headers.entry(&X_FORWARDED_HOST), host) {
             e.insert(host);
         }
+        if let Some(host) = &self.host {
+            headers.insert(header::HOST, host.clone());
+        }
         if let Some(ip) = &client.ip_header {
             append_forwarded_for(headers, ip);
         }
         headers
             .entry(&X_FORWARDED_PROTO)
-            .or_insert(HeaderValue::from_static("http"));
+            .or_insert(HeaderValue::from_static(match client.tls {
+                true => "https",
+                false => "http",
+            }));
         // Origin-form request line (`GET /path?query HTTP/1.1`): the client connection sends
         // the URI as it is, and origin servers expect this form (RFC 9112 §3.2.1).
         *req.uri_mut() = Uri::from(path);

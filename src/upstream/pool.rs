@@ -73,7 +73,9 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(upstream: &Uri, connect_timeout: Duration) -> Self {
+    /// Connections to `upstream`; over https, `server_name` (default: the URL's host) is
+    /// the name sent (SNI) and checked in the upstream's certificate.
+    pub fn new(upstream: &Uri, server_name: Option<&str>, connect_timeout: Duration) -> Self {
         let https = upstream.scheme_str() == Some("https");
         let host = upstream
             .host()
@@ -92,8 +94,12 @@ impl Pool {
             .with_root_certificates(roots)
             .with_no_client_auth();
             config.alpn_protocols = vec![b"http/1.1".to_vec()];
-            let name =
-                ServerName::try_from(host.clone()).expect("a URI host is a valid server name");
+            let name = server_name
+                .unwrap_or(&host)
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let name = ServerName::try_from(name).expect("config validated the server name");
             (TlsConnector::from(Arc::new(config)), name)
         });
         Pool {

@@ -25,5 +25,6 @@ mod reload;
 mod replicas;
 mod retry_eta;
 mod shared_state;
+mod tls;
 mod webhook;
 mod webhook_holes;

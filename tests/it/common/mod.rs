@@ -22,6 +22,7 @@ pub mod process;
 mod redis;
 pub mod server;
 pub mod sse;
+pub mod tls;
 pub mod upstream;
 mod wg;
 
