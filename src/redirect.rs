@@ -11,8 +11,8 @@ use hyper::body::Incoming;
 
 use crate::http::respond::text;
 use crate::http::Body;
-use crate::metrics::Outcome;
 use crate::listener::{Connection, Handler};
+use crate::metrics::Outcome;
 
 pub struct Redirect {
     /// `:port` after the host, or nothing for 443.

@@ -146,7 +146,12 @@ pub fn run(cfg: Config, config_path: &Path, upgrade: bool) -> anyhow::Result<()>
         let redirect = Arc::new(Redirect::new(cfg.proxy.redirect_port));
         let mut service = Service::new(
             "redirect".into(),
-            HttpApp::new(redirect, &admin_http, connections.clone(), observe("redirect")),
+            HttpApp::new(
+                redirect,
+                &admin_http,
+                connections.clone(),
+                observe("redirect"),
+            ),
         );
         service.threads = Some(1);
         for addr in &cfg.proxy.redirect_listen {

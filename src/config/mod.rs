@@ -12,8 +12,8 @@ mod secret;
 mod sections;
 mod state;
 mod suggest;
-mod warnings;
 mod tls;
+mod warnings;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

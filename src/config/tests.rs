@@ -346,6 +346,7 @@ fn a_new_certificate_reloads_and_turning_tls_on_needs_a_restart() {
     assert!(first.proxy.certificate_changes_to(&first.proxy).is_none());
     let plain = Config::parse(MINIMAL, &[]).expect("valid");
     assert_eq!(plain.restart_needed_for(&first), ["proxy"]);
+}
 
 #[test]
 fn log_is_text_without_access_lines_by_default() {
