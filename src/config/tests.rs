@@ -543,7 +543,7 @@ fn explain_shows_every_value_with_its_source_and_masks_secrets() {
         .iter()
         .map(|(s, _)| s.split(" = ").next().unwrap())
         .collect();
-    assert_eq!(keys.len(), 43, "{keys:?}");
+    assert_eq!(keys.len(), 48, "{keys:?}");
     assert!(keys.contains(&"state.audit_log") && !keys.contains(&"state.redis_url"));
 }
 
