@@ -96,15 +96,23 @@ pub async fn run(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
             .spawn()
             .expect("spawn writeguard");
         // Bounded: the operator client and `check` finish in well under a second.
+        // Killed after 20 s, and only while it is still ours: once it has exited, its PID may
+        // be another process's.
         let pid = child.id();
+        let (done, exited) = std::sync::mpsc::channel::<()>();
         let killer = std::thread::spawn(move || {
-            std::thread::sleep(std::time::Duration::from_secs(20));
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
+            if exited
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .is_err()
+            {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
         });
         let out = child.wait_with_output().expect("wait for writeguard");
-        drop(killer);
+        let _ = done.send(());
+        let _ = killer.join();
         out
     })
     .await
