@@ -38,7 +38,6 @@ pub use backend::{Backend, Commit, StoreError};
 use clock::Clock;
 use failsafe::{Health, FAILSAFE_RETRY_AFTER};
 pub use gate::{Gate, Place};
-use outlook::Outlook;
 pub use policy::Decision;
 pub use replicas::Replica;
 pub use snapshot::{Retry, Settings, Snapshot};
@@ -376,77 +375,6 @@ impl Guard {
                 "adopted a guard state changed by another process"
             );
             self.install(newer);
-        }
-    }
-
-    /// Makes `state` the current one and publishes it to the proxy and the event streams.
-    fn install(&self, state: GuardState) {
-        self.state.store(Arc::new(state));
-        self.publish();
-    }
-
-    /// Publishes the current state, and the fail-safe, to the proxy and the event streams.
-    fn publish(&self) {
-        let _publishing = lock(&self.publishing);
-        let state = self.state.load();
-        let now = self.clock.now();
-        let failsafe = self.health.failsafe();
-        let span = state.span(now);
-        let until = if failsafe {
-            Some(crate::deadline::after(Instant::now(), self.max_engaged()))
-        } else {
-            span.map(|(_, until)| self.clock.instant_of(until))
-        };
-        let since = if failsafe {
-            self.health.lost_since()
-        } else {
-            span.map(|(since, _)| since)
-        };
-        let reason = if failsafe {
-            // Shown to visitors whose write is refused.
-            Some(Arc::from(
-                "saving is paused for a moment while the site checks its deploy status",
-            ))
-        } else {
-            state
-                .engagements
-                .iter()
-                .filter(|e| e.expires_at > now)
-                .min_by_key(|e| e.since)
-                .and_then(|e| for_visitors(&e.reason))
-                .map(Arc::from)
-        };
-        let (settings, releasing) = {
-            let before = self.snapshot.load();
-            (
-                before.settings.clone(),
-                before.until.is_some() && until.is_none(),
-            )
-        };
-        // Before the release is visible: a write that sees it must find the queue of the
-        // held writes to line up behind (see `Gate::releasing`).
-        if releasing {
-            self.gate.releasing();
-        }
-        let outlook = if failsafe {
-            None
-        } else {
-            Outlook::of(&state, now, &self.clock)
-        };
-        self.snapshot.store(Arc::new(Snapshot {
-            until,
-            since,
-            reason,
-            settings,
-            failsafe,
-            outlook,
-        }));
-        self.changes.send_replace(());
-        // An engagement that ran out by the clock still has its window in the previous
-        // snapshot until the sweep removes it: that removal is the release too. (Publishers
-        // hold the publishing lock, so the snapshot read above is the one replaced.)
-        if releasing {
-            self.gate.open();
         }
     }
 
