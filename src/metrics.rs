@@ -120,6 +120,15 @@ impl WebhookResult {
 pub enum DeploySource {
     Upsun,
     Manual,
+    Webhook,
+}
+
+/// Which endpoint a webhook delivery came to (`writeguard_webhooks_total{source}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookSource {
+    Upsun,
+    /// Standard Webhooks, `POST /webhooks/deploy`.
+    Webhook,
 }
 
 /// How a deploy ended (`writeguard_deploys_total{result}`): Upsun's activity result, or for
@@ -191,8 +200,8 @@ pub struct Metrics {
     requests: [Counter; 7],
     request_duration: Histogram,
     upstream_duration: Histogram,
-    webhooks: [Counter; 6],
-    deploys: [[Counter; 6]; 2],
+    webhooks: [[Counter; 6]; 2],
+    deploys: [[Counter; 6]; 3],
     engaged_seconds: Counter<f64, AtomicU64>,
     /// Since when the guard is engaged (as last observed).
     engaged_since: Mutex<Option<Instant>>,
@@ -229,8 +238,10 @@ impl Metrics {
             upstream_duration.clone(),
         );
         let webhooks_family = Family::<Labels2, Counter>::default();
-        let webhooks = WebhookResult::ALL.map(|r| {
-            webhooks_family.get_or_create_owned(&[("source", "upsun"), ("result", r.as_str())])
+        let webhooks = ["upsun", "webhook"].map(|source| {
+            WebhookResult::ALL.map(|r| {
+                webhooks_family.get_or_create_owned(&[("source", source), ("result", r.as_str())])
+            })
         });
         registry.register(
             "webhooks",
@@ -238,7 +249,7 @@ impl Metrics {
             webhooks_family,
         );
         let deploys_family = Family::<Labels2, Counter>::default();
-        let deploys = ["upsun", "manual"].map(|source| {
+        let deploys = ["upsun", "manual", "webhook"].map(|source| {
             DeployResult::ALL.map(|r| {
                 deploys_family.get_or_create_owned(&[("source", source), ("result", r.as_str())])
             })
@@ -317,8 +328,8 @@ impl Metrics {
         self.upstream_duration.observe(elapsed.as_secs_f64());
     }
 
-    pub fn webhook(&self, result: WebhookResult) {
-        self.webhooks[result as usize].inc();
+    pub fn webhook(&self, source: WebhookSource, result: WebhookResult) {
+        self.webhooks[source as usize][result as usize].inc();
     }
 
     pub fn deploy(&self, source: DeploySource, result: DeployResult) {
@@ -383,7 +394,7 @@ mod tests {
         let m = Metrics::new();
         m.request(Outcome::Refused, Duration::from_millis(2));
         m.request(Outcome::Admin, Duration::from_millis(2));
-        m.webhook(WebhookResult::BadSignature);
+        m.webhook(WebhookSource::Upsun, WebhookResult::BadSignature);
         m.deploy(DeploySource::Upsun, DeployResult::of_upsun(Some("success")));
         let text = m.encode(&Live {
             guarded: true,

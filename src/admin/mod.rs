@@ -163,10 +163,14 @@ impl Admin {
             (&Method::POST, "/webhooks/upsun") => {
                 Ok(self.webhook.handle(&self.guard, req, "admin").await)
             }
+            (&Method::POST, "/webhooks/deploy") => {
+                Ok(self.webhook.handle_deploy(&self.guard, req, "admin").await)
+            }
             (
                 _,
                 "/" | "/healthz" | "/readyz" | "/status" | "/metrics" | "/metrics/recent"
-                | "/deploys" | "/history" | "/guard" | "/reload" | "/webhooks/upsun",
+                | "/deploys" | "/history" | "/guard" | "/reload" | "/webhooks/upsun"
+                | "/webhooks/deploy",
             ) => Err(AdminError::MethodNotAllowed),
             _ => Err(AdminError::NotFound),
         }
@@ -292,6 +296,7 @@ impl Admin {
         for e in &gone {
             let source = match e.source {
                 Source::Upsun => DeploySource::Upsun,
+                Source::Webhook => DeploySource::Webhook,
                 Source::Manual | Source::Store => DeploySource::Manual,
             };
             self.metrics.deploy(source, DeployResult::Released);

@@ -160,6 +160,7 @@ impl Upkeep {
                 for e in gone {
                     let source = match e.source {
                         Source::Upsun => DeploySource::Upsun,
+                        Source::Webhook => DeploySource::Webhook,
                         Source::Manual | Source::Store => DeploySource::Manual,
                     };
                     self.metrics.deploy(source, DeployResult::Expired);

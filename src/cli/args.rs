@@ -62,6 +62,31 @@ pub struct Output {
     pub human: bool,
 }
 
+/// The variable the deploy secret flag also reads (as does `webhooks.secret`).
+pub const SECRET_ENV: &str = "WRITEGUARD_WEBHOOKS_SECRET";
+
+/// What `deploy` reports.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeployPhase {
+    /// The deploy started: engage
+    Start,
+    /// The deploy finished: release
+    Finish,
+    /// The deploy was cancelled: release
+    Cancel,
+}
+
+impl DeployPhase {
+    /// The event's `type`.
+    pub fn event_type(self) -> &'static str {
+        match self {
+            DeployPhase::Start => "deploy.started",
+            DeployPhase::Finish => "deploy.finished",
+            DeployPhase::Cancel => "deploy.cancelled",
+        }
+    }
+}
+
 /// What `engage --wait` waits for before it answers.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WaitFor {
@@ -171,6 +196,35 @@ pub enum Command {
         auth: Auth,
         #[command(flatten)]
         output: Output,
+    },
+    /// Send a signed deploy event (Standard Webhooks) to `POST /webhooks/deploy`: `start`
+    /// engages the guard, `finish` and `cancel` release it. The one step a CI job runs;
+    /// needs the webhook secret, not the admin token
+    Deploy {
+        /// What happened to the deploy
+        #[arg(value_enum)]
+        phase: DeployPhase,
+        /// The deploy's id (the same for its start and its finish), like a CI run id
+        #[arg(long)]
+        id: String,
+        /// The endpoint, like http://127.0.0.1:9090/webhooks/deploy (default: the config's
+        /// admin.listen)
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// The webhook secret, whsec_... (default: the config's webhooks.secret)
+        #[arg(long, env = SECRET_ENV, hide_env_values = true)]
+        secret: Option<String>,
+        /// The environment deployed, for the dashboard and the audit log
+        #[arg(long)]
+        environment: Option<String>,
+        /// Why the guard engages: visitors see it
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// How long to wait for the answer, like 10s
+        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+        timeout: Duration,
     },
     /// Exit 0 when the admin API's /readyz answers 200 within --timeout, else 1 (3 when it
     /// cannot be reached); needs no token

@@ -34,7 +34,7 @@ impl Answer {
     }
 }
 
-/// Sends `method path` with `body` (JSON) and reads the whole answer within `deadline`.
+/// Sends `method path` with `body` (JSON, as `Value::to_string` writes it) and reads the whole answer within `deadline`.
 pub async fn send(
     target: &Target,
     method: Method,
@@ -42,7 +42,19 @@ pub async fn send(
     body: Option<Value>,
     deadline: Duration,
 ) -> Result<Answer, Failure> {
-    let exchange = exchange(target, method, path, body);
+    send_with(target, method, path, body, &[], deadline).await
+}
+
+/// [`send`], with more headers (a webhook's signature).
+pub async fn send_with(
+    target: &Target,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    headers: &[(&'static str, String)],
+    deadline: Duration,
+) -> Result<Answer, Failure> {
+    let exchange = exchange(target, method, path, body, headers);
     match tokio::time::timeout(deadline, exchange).await {
         Ok(answer) => answer,
         Err(_) => Err(Failure::TimedOut(format!(
@@ -58,6 +70,7 @@ async fn exchange(
     method: Method,
     path: &str,
     body: Option<Value>,
+    headers: &[(&'static str, String)],
 ) -> Result<Answer, Failure> {
     let base = &target.base;
     let stream = tokio::net::TcpStream::connect(&target.authority)
@@ -92,6 +105,9 @@ async fn exchange(
         .header(http::header::HOST, &target.authority);
     if let Some(token) = &target.token {
         req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    for (name, value) in headers {
+        req = req.header(*name, value);
     }
     let body = match body {
         Some(json) => {

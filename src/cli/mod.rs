@@ -1,13 +1,15 @@
 //! The command line: `run` and `check` on a config file, and the operator client (`status`,
 //! `engage`, `release`, `history`, `deploys`, `reload`, `healthcheck`) that talks to a
-//! running instance's admin API: the one place outside `admin` that knows its routes.
+//! running instance's admin API: the one place outside `admin` that knows its routes; and
+//! `deploy`, the signed deploy webhook a CI job sends.
 //!
 //! Read bottom-up: `args` (the flags), `exit` (failures and their exit codes), `target`
 //! (which admin API, which token), `client` (one bounded request), `human` (answers for
-//! people), `operator` and `local` (the commands).
+//! people), `operator`, `deploy` and `local` (the commands).
 
 mod args;
 mod client;
+mod deploy;
 mod exit;
 mod human;
 mod local;
@@ -27,6 +29,7 @@ pub fn dispatch(command: Command) -> ExitCode {
     let done = match command {
         Command::Run { config, upgrade } => local::run(&config.path, upgrade),
         Command::Check { config, explain } => local::check(&config.path, explain),
+        Command::Deploy { .. } => deploy::run(command),
         operator => operator::run(operator),
     };
     match done {

@@ -129,9 +129,9 @@ async fn operate(command: Command) -> Result<(), Failure> {
             output,
         } => reload(&connect, &auth, output).await,
         Command::Healthcheck { connect } => healthcheck(&connect).await,
-        Command::Run { .. } | Command::Check { .. } => Err(Failure::Usage(
-            "run and check are not operator commands".to_owned(),
-        )),
+        Command::Run { .. } | Command::Check { .. } | Command::Deploy { .. } => Err(
+            Failure::Usage("run, check and deploy are not operator commands".to_owned()),
+        ),
     }
 }
 

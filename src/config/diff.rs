@@ -11,6 +11,7 @@ impl Config {
             ("proxy", same_but_certificate(&self.proxy, &new.proxy)),
             ("admin", self.admin == new.admin),
             ("upsun", self.upsun == new.upsun),
+            ("webhooks", self.webhooks == new.webhooks),
             ("state", self.state == new.state),
             ("server", self.server == new.server),
             ("public", self.public == new.public),

@@ -135,6 +135,7 @@ impl Config {
             environments,
             guard_pending,
         } = &self.upsun;
+        let WebhooksConfig { secrets, tolerance } = &self.webhooks;
         let StateConfig {
             path: state_path,
             audit_log,
@@ -224,6 +225,14 @@ impl Config {
             ("upsun.project", optional(project.as_deref().map(string))),
             ("upsun.environments", strings(environments)),
             ("upsun.guard_pending", guard_pending.to_string()),
+            (
+                "webhooks.secret",
+                match secrets.len() {
+                    0 => "none".to_owned(),
+                    n => format!("{n} × {MASKED}"),
+                },
+            ),
+            ("webhooks.tolerance", duration(*tolerance)),
             ("public.prefix", string(prefix)),
             ("public.cors_origins", strings(cors_origins)),
             ("public.inject_banner", inject_banner.to_string()),

@@ -26,6 +26,7 @@ use reader::Reading;
 pub use secret::Secret;
 use sections::{
     read_admin, read_guard, read_log, read_proxy, read_public, read_server, read_upsun,
+    read_webhooks,
 };
 use state::read_state;
 pub use tls::TlsConfig;
@@ -96,6 +97,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub guard: GuardConfig,
     pub upsun: UpsunConfig,
+    pub webhooks: WebhooksConfig,
     pub state: StateConfig,
     pub server: ServerConfig,
     pub public: PublicConfig,
@@ -234,6 +236,16 @@ pub struct UpsunConfig {
     pub guard_pending: bool,
 }
 
+/// `[webhooks]`: the signed deploy webhook (Standard Webhooks) any pipeline can send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhooksConfig {
+    /// `whsec_<base64>` secrets, any of which verifies (several while one is rotated).
+    /// Empty: `POST /webhooks/deploy` is refused.
+    pub secrets: Vec<Secret>,
+    /// How far a `webhook-timestamp` may be from now.
+    pub tolerance: Duration,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct StateConfig {
     /// The state file; with Redis, the boot cache (the last state this replica saw).
@@ -360,6 +372,7 @@ impl Config {
         let admin = read_admin(&mut root, env, r);
         let guard = read_guard(&mut root, r);
         let upsun = read_upsun(&mut root, env, r);
+        let webhooks = read_webhooks(&mut root, env, r);
         let state = read_state(&mut root, env, upsun.as_ref(), r);
         let server = read_server(&mut root, &state, r);
         let public = read_public(&mut root, r);
@@ -414,6 +427,7 @@ impl Config {
                     admin,
                     guard,
                     upsun,
+                    webhooks,
                     state,
                     server,
                     public,

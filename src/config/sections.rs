@@ -414,6 +414,56 @@ pub(super) fn read_upsun(
     })
 }
 
+/// `[webhooks]`: `secret` (one or a list; or `secret_env`, a variable holding them
+/// space-separated, as does `WRITEGUARD_WEBHOOKS_SECRET`) and `tolerance`.
+pub(super) fn read_webhooks(
+    root: &mut toml::Table,
+    env: &dyn Env,
+    reading: &mut Reading,
+) -> WebhooksConfig {
+    let mut r = Reader::section(root, "webhooks", reading);
+    let inline = r.strings("secret", true);
+    let from_env = r.string("secret_env").and_then(|name| {
+        let value = env.var(&name);
+        match value {
+            None => r.issue(
+                "secret_env",
+                format!("environment variable {name} is not set or empty"),
+            ),
+            Some(_) => r.came_from("secret", Source::Env(name)),
+        }
+        value
+    });
+    if inline.is_some() && from_env.is_some() {
+        r.issue("secret", "set either secret or secret_env, not both");
+    }
+    let split = |v: String| v.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    let raw = r
+        .overridden("secret", env, "WRITEGUARD_WEBHOOKS_SECRET")
+        .map(split)
+        .or(from_env.map(split))
+        .or(inline)
+        .unwrap_or_default();
+    for (i, secret) in raw.iter().enumerate() {
+        if let Err(e) = crate::stdwebhook::Key::parse(secret) {
+            r.issue(
+                "secret",
+                format!("secret #{} {e} (expected \"whsec_<base64>\")", i + 1),
+            );
+        }
+    }
+    let tolerance = r.duration(
+        "tolerance",
+        Duration::from_secs(300),
+        Duration::from_secs(1)..=Duration::from_secs(24 * 3600),
+    );
+    r.finish();
+    WebhooksConfig {
+        secrets: raw.into_iter().map(Secret::new).collect(),
+        tolerance,
+    }
+}
+
 pub(super) fn read_public(root: &mut toml::Table, reading: &mut Reading) -> PublicConfig {
     let mut r = Reader::section(root, "public", reading);
     let prefix = r

@@ -101,6 +101,53 @@ fn missing_secret_variable_is_an_error() {
 }
 
 #[test]
+fn webhook_secrets_are_a_list_from_the_file_or_the_environment() {
+    const A: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+    const B: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let c = Config::parse(MINIMAL, &[]).expect("valid");
+    assert!(c.webhooks.secrets.is_empty());
+    assert_eq!(c.webhooks.tolerance, Duration::from_secs(300));
+    let one = format!("{MINIMAL}\n[webhooks]\nsecret = \"{A}\"\ntolerance = \"2m\"\n");
+    let c = Config::parse(&one, &[]).expect("valid");
+    assert_eq!(c.webhooks.secrets.len(), 1);
+    assert_eq!(c.webhooks.tolerance, Duration::from_secs(120));
+    let two = format!("{MINIMAL}\n[webhooks]\nsecret = [\"{A}\", \"{B}\"]\n");
+    assert_eq!(
+        Config::parse(&two, &[])
+            .expect("valid")
+            .webhooks
+            .secrets
+            .len(),
+        2
+    );
+    let both = format!("{A} {B}");
+    let env = [("WRITEGUARD_WEBHOOKS_SECRET", both.as_str())];
+    let c = Config::parse(MINIMAL, &env).expect("valid");
+    assert_eq!(c.webhooks.secrets.len(), 2);
+    let named = format!("{MINIMAL}\n[webhooks]\nsecret_env = \"HOOK\"\n");
+    let env = [("HOOK", A)];
+    assert_eq!(
+        Config::parse(&named, &env)
+            .expect("valid")
+            .webhooks
+            .secrets
+            .len(),
+        1
+    );
+    let bad = format!("{MINIMAL}\n[webhooks]\nsecret = \"whsec_not base64!\"\n");
+    let got = issues(&bad);
+    assert!(
+        got.iter()
+            .any(|i| i.starts_with("webhooks.secret: secret #1 is not base64")),
+        "{got:?}"
+    );
+    assert!(
+        !got.iter().any(|i| i.contains("not base64!")),
+        "the secret is not shown"
+    );
+}
+
+#[test]
 fn every_duration_has_an_upper_bound() {
     let huge = "9223372036854775807s";
     let text = format!(
@@ -543,7 +590,7 @@ fn explain_shows_every_value_with_its_source_and_masks_secrets() {
         .iter()
         .map(|(s, _)| s.split(" = ").next().unwrap())
         .collect();
-    assert_eq!(keys.len(), 48, "{keys:?}");
+    assert_eq!(keys.len(), 50, "{keys:?}");
     assert!(keys.contains(&"state.audit_log") && !keys.contains(&"state.redis_url"));
 }
 

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::state::{Engagement, GuardState, Source};
+use super::state::{DeployEvent, Engagement, GuardState, Source};
 use crate::upsun::Activity;
 
 /// One engagement change.
@@ -63,6 +63,16 @@ impl Origin {
         }
     }
 
+    /// A signed deploy webhook (Standard Webhooks).
+    pub fn sender(event: &DeployEvent) -> Self {
+        Origin {
+            source: "webhook",
+            actor: "deploy webhook".into(),
+            why: format!("deploy webhook: {}", event.state),
+            activity: Some(event.id.clone()),
+        }
+    }
+
     pub(super) fn writeguard(source: &'static str, why: &str) -> Self {
         Origin {
             source,
@@ -83,7 +93,7 @@ pub(super) fn audit_records(
 ) -> Vec<AuditRecord> {
     let engaged = new.span(now).is_some();
     let activity = |e: &Engagement| match e.source {
-        Source::Upsun => Some(e.id.clone()),
+        Source::Upsun | Source::Webhook => Some(e.id.clone()),
         Source::Manual | Source::Store => origin.activity.clone(),
     };
     let record = |e: &Engagement, action: &str, reason: &str| AuditRecord {

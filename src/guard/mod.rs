@@ -38,10 +38,11 @@ pub use backend::{Backend, Commit, StoreError};
 use clock::Clock;
 use failsafe::{Health, FAILSAFE_RETRY_AFTER};
 pub use gate::{Gate, Place};
+pub use history::DeployKey;
 pub use policy::Decision;
 pub use replicas::Replica;
 pub use snapshot::{Retry, Settings, Snapshot};
-pub use state::{Applied, Deploy, Engagement, GuardState, Scope, Source};
+pub use state::{Applied, Deploy, DeployEvent, Engagement, GuardState, Scope, Source};
 pub use status::{PublicStatus, Status};
 
 pub struct Guard {
@@ -417,6 +418,19 @@ impl Guard {
         })
     }
 
+    /// A Standard Webhooks delivery (`webhook-id` `message_id`, remembered `keep_ids`).
+    pub fn apply_message(
+        &self,
+        message_id: &str,
+        event: &DeployEvent,
+        keep_ids: Duration,
+    ) -> Result<Applied, StoreError> {
+        let max_engaged = self.max_engaged();
+        self.mutate(&Origin::sender(event), |s, now| {
+            s.apply_message(message_id, event, now, keep_ids, max_engaged)
+        })
+    }
+
     pub fn engage(&self, reason: String, ttl: Option<Duration>) -> Result<Engagement, StoreError> {
         let ttl = ttl.unwrap_or_else(|| self.max_engaged());
         self.mutate(&Origin::operator(""), |s, now| {
@@ -457,6 +471,11 @@ impl Guard {
             );
         }
         Ok(gone)
+    }
+
+    /// Now, by the guard's clock.
+    pub fn now(&self) -> OffsetDateTime {
+        self.clock.now()
     }
 
     pub fn max_engaged(&self) -> Duration {

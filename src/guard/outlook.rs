@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use super::clock::Clock;
 use super::estimate::Past;
 use super::history;
-use super::state::{GuardState, Source};
+use super::state::GuardState;
 
 /// One running engagement with a history.
 #[derive(Debug, Clone)]
@@ -34,7 +34,7 @@ impl Outlook {
             .iter()
             .filter(|e| e.expires_at > now)
             .map(|e| {
-                if e.source != Source::Upsun {
+                if !e.source.keyed() {
                     return None;
                 }
                 let deploy = state.deploys.iter().find(|d| d.id == e.id)?;

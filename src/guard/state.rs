@@ -22,10 +22,51 @@ const REMEMBERED_OPEN: usize = 512;
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     Upsun,
+    /// A signed deploy webhook (Standard Webhooks, `POST /webhooks/deploy`).
+    Webhook,
     Manual,
     /// A replica's own fail-safe while it cannot read the shared state (never stored).
     Store,
 }
+
+impl Source {
+    /// Whether its engagements are keyed by a sender's deploy id (tracked in `activities`).
+    pub fn keyed(self) -> bool {
+        matches!(self, Source::Upsun | Source::Webhook)
+    }
+}
+
+/// A deploy event from any sender, ready for [`GuardState::apply_deploy`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeployEvent {
+    pub source: Source,
+    /// The sender's deploy id.
+    pub id: String,
+    pub phase: Phase,
+    /// Whether this phase engages (Upsun's `pending` only with `guard_pending`).
+    pub guards: bool,
+    /// For the dashboard: the kind of deploy, its state and result.
+    pub kind: String,
+    pub state: String,
+    pub result: Option<String>,
+    /// The engagement's reason.
+    pub reason: String,
+    /// Which history its duration goes to.
+    pub key: DeployKey,
+    /// Whether an end is a completion (its duration counts for the estimate).
+    pub completed: bool,
+}
+
+/// A `webhook-id` taken, kept for the replay window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenMessage {
+    pub id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// How many `webhook-id`s are remembered at most (the oldest is forgotten first).
+const REMEMBERED_MESSAGES: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Engagement {
@@ -95,6 +136,10 @@ pub struct GuardState {
     /// until a deploy completes (replicas of two versions share it during a rolling upgrade).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub histories: Vec<History>,
+    /// The Standard Webhooks `webhook-id`s taken recently (replays are ignored). Left out
+    /// while empty, like `histories`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<SeenMessage>,
 }
 
 /// Which activities concern us (from `[upsun]`).
@@ -140,12 +185,63 @@ impl GuardState {
         if phase == Phase::Other {
             return Applied::Ignored(format!("state {:?} never guards", activity.state));
         }
+        let event = DeployEvent {
+            source: Source::Upsun,
+            id: activity.id.clone(),
+            phase,
+            guards: phase != Phase::Pending || scope.guard_pending,
+            kind: activity.kind.clone(),
+            state: activity.state.clone(),
+            result: activity.result.clone(),
+            reason: format!("Upsun {} in progress", activity.kind),
+            key: key_of(activity),
+            completed: activity.state == "complete",
+        };
+        self.apply_deploy(&event, now, max_engaged)
+    }
+
+    /// A Standard Webhooks delivery: its `webhook-id` is taken once (a replay within
+    /// `keep_ids` is acknowledged and ignored), then its deploy event applies.
+    pub fn apply_message(
+        &mut self,
+        message_id: &str,
+        event: &DeployEvent,
+        now: OffsetDateTime,
+        keep_ids: Duration,
+        max_engaged: Duration,
+    ) -> Applied {
+        self.messages.retain(|m| now - m.at < keep_ids);
+        if self.messages.iter().any(|m| m.id == message_id) {
+            return Applied::Ignored(format!("webhook-id {message_id:?} was already delivered"));
+        }
+        if self.messages.len() >= REMEMBERED_MESSAGES {
+            self.messages.remove(0);
+        }
+        self.messages.push(SeenMessage {
+            id: message_id.to_owned(),
+            at: now,
+        });
+        self.forget_ended(now);
+        self.apply_deploy(event, now, max_engaged)
+    }
+
+    /// The one transition of a deploy event, whoever sent it: keyed by its id, a duplicate
+    /// changes nothing, an id never moves backwards (a start after its end is ignored), and
+    /// an ended id never engages again while remembered.
+    fn apply_deploy(
+        &mut self,
+        event: &DeployEvent,
+        now: OffsetDateTime,
+        max_engaged: Duration,
+    ) -> Applied {
+        let phase = event.phase;
+        let seen = self.activities.iter().position(|a| a.id == event.id);
         if let Some(i) = seen {
             let known = &mut self.activities[i];
             if known.phase > phase {
                 return Applied::Ignored(format!(
-                    "stale delivery: activity {} is already {:?}",
-                    activity.id, known.phase
+                    "stale delivery: deploy {} is already {:?}",
+                    event.id, known.phase
                 ));
             }
             known.phase = phase;
@@ -153,50 +249,52 @@ impl GuardState {
                 known.ended_at = Some(now);
             }
         } else {
-            self.remember(&activity.id, phase, now);
+            self.remember(&event.id, phase, now);
         }
         match phase {
-            Phase::Pending if !scope.guard_pending => {
-                return Applied::Ignored("state \"pending\" does not guard".into())
+            Phase::Pending | Phase::InProgress if !event.guards => {
+                return Applied::Ignored(format!("state {:?} does not guard", event.state))
             }
             Phase::Pending | Phase::InProgress => {
-                if !self.deploys.iter().any(|d| d.id == activity.id) {
+                if !self.deploys.iter().any(|d| d.id == event.id) {
                     if self.deploys.len() >= REMEMBERED_DEPLOYS {
                         self.deploys.remove(0);
                     }
                     self.deploys.push(Deploy {
-                        id: activity.id.clone(),
-                        kind: activity.kind.clone(),
-                        state: activity.state.clone(),
+                        id: event.id.clone(),
+                        kind: event.kind.clone(),
+                        state: event.state.clone(),
                         result: None,
                         started_at: now,
                         ended_at: None,
-                        key: Some(key_of(activity)),
+                        key: Some(event.key.clone()),
                     });
                 }
-                if !self.engagements.iter().any(|e| e.id == activity.id) {
+                if !self.engagements.iter().any(|e| e.id == event.id) {
                     self.engagements.push(Engagement {
-                        id: activity.id.clone(),
-                        source: Source::Upsun,
-                        reason: format!("Upsun {} in progress", activity.kind),
+                        id: event.id.clone(),
+                        source: event.source,
+                        reason: event.reason.clone(),
                         since: now,
                         expires_at: deadline::expiry(now, max_engaged),
                     });
                 }
             }
             Phase::Ended => {
-                self.engagements.retain(|e| e.id != activity.id);
-                if let Some(d) = self.deploys.iter_mut().find(|d| d.id == activity.id) {
+                self.engagements.retain(|e| e.id != event.id);
+                if let Some(d) = self.deploys.iter_mut().find(|d| d.id == event.id) {
                     let first_end = d.ended_at.is_none();
-                    d.state = activity.state.clone();
-                    d.result = activity.result.clone();
+                    d.state = event.state.clone();
+                    d.result = event.result.clone();
                     d.ended_at = Some(now);
-                    if first_end && activity.state == "complete" {
+                    if first_end && event.completed {
                         Self::record_duration(&mut self.histories, d);
                     }
                 }
             }
-            Phase::Other => unreachable!("returned above"),
+            Phase::Other => {
+                return Applied::Ignored(format!("state {:?} never guards", event.state))
+            }
         }
         Applied::Accepted
     }
@@ -288,7 +386,7 @@ impl GuardState {
     /// The activities of `gone` count as ended from `now`, remembered or not (an id evicted
     /// from the open ones is remembered again, as ended).
     fn end_activities(&mut self, gone: &[Engagement], now: OffsetDateTime) {
-        for e in gone.iter().filter(|e| e.source == Source::Upsun) {
+        for e in gone.iter().filter(|e| e.source.keyed()) {
             match self.activities.iter_mut().find(|a| a.id == e.id) {
                 Some(a) => {
                     a.phase = Phase::Ended;

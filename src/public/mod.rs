@@ -1,7 +1,8 @@
 //! The public status surface on the proxy port, under a reserved prefix: answered by
 //! writeguard itself and never forwarded, whatever the guard state. Pages learn the state
 //! here (status, live events, the banner script), and Upsun's `website-banner.js` works
-//! unchanged against the status-holder routes.
+//! unchanged against the status-holder routes. With their secrets set, signed Upsun
+//! webhooks (`/api/`) and Standard Webhooks deploy events (`/deploy`) come in here too.
 
 mod events;
 pub(crate) mod inject;
@@ -26,8 +27,9 @@ pub struct Public {
     cors_any: bool,
     cors_origins: Vec<HeaderValue>,
     guard: Arc<Guard>,
-    /// Only with a shared key: the public port never takes unsigned webhooks.
-    webhook: Option<Arc<Webhook>>,
+    webhook: Arc<Webhook>,
+    /// Only with a shared key: the public port never takes unsigned Upsun webhooks.
+    upsun_signed: bool,
     project: Option<String>,
     environments: Vec<String>,
     pub inject_banner: bool,
@@ -47,7 +49,8 @@ impl Public {
                 .filter_map(|o| HeaderValue::from_str(o).ok())
                 .collect(),
             guard,
-            webhook: cfg.upsun.shared_key.is_some().then_some(webhook),
+            webhook,
+            upsun_signed: cfg.upsun.shared_key.is_some(),
             project: cfg.upsun.project.clone(),
             environments: cfg.upsun.environments.clone(),
             inject_banner: p.inject_banner,
@@ -90,13 +93,20 @@ impl Public {
                 "application/javascript; charset=utf-8",
                 "max-age=300",
             ),
-            (&Method::POST, "/api" | "/api/") => match &self.webhook {
-                Some(webhook) => webhook.handle(&self.guard, req, "public").await,
-                None => json_error(
-                    StatusCode::NOT_FOUND,
-                    "webhooks are taken on the public port only when upsun.shared_key is set",
-                ),
-            },
+            (&Method::POST, "/api" | "/api/") if self.upsun_signed => {
+                self.webhook.handle(&self.guard, req, "public").await
+            }
+            (&Method::POST, "/api" | "/api/") => json_error(
+                StatusCode::NOT_FOUND,
+                "webhooks are taken on the public port only when upsun.shared_key is set",
+            ),
+            (&Method::POST, "/deploy") if self.webhook.takes_deploys() => {
+                self.webhook.handle_deploy(&self.guard, req, "public").await
+            }
+            (&Method::POST, "/deploy") => json_error(
+                StatusCode::NOT_FOUND,
+                "deploy webhooks are taken on the public port only when webhooks.secret is set",
+            ),
             (&Method::GET | &Method::HEAD, api) if api.starts_with("/api/") => {
                 self.holder(&api["/api/".len()..])
             }

@@ -273,3 +273,98 @@ fn state_files_without_histories_still_load() {
     s.apply_activity(&act("a", "complete"), &Scope::default(), t(10), MAX);
     assert!(s.histories.is_empty());
 }
+
+fn hook(id: &str, phase: Phase) -> DeployEvent {
+    DeployEvent {
+        source: Source::Webhook,
+        id: id.into(),
+        phase,
+        guards: true,
+        kind: "deploy".into(),
+        state: if phase == Phase::Ended {
+            "finished"
+        } else {
+            "started"
+        }
+        .into(),
+        result: None,
+        reason: "deploy in progress".into(),
+        key: DeployKey {
+            source: "webhook".into(),
+            project: String::new(),
+            environment: String::new(),
+            kind: "deploy".into(),
+        },
+        completed: phase == Phase::Ended,
+    }
+}
+
+const KEEP: Duration = Duration::from_secs(600);
+
+#[test]
+fn a_webhook_deploy_follows_the_same_rules_as_an_activity() {
+    let mut s = GuardState::default();
+    let start = hook("d1", Phase::InProgress);
+    assert_eq!(
+        s.apply_message("m1", &start, t(0), KEEP, MAX),
+        Applied::Accepted
+    );
+    assert_eq!(s.engagements.len(), 1);
+    assert_eq!(s.engagements[0].source, Source::Webhook);
+    // A duplicate start (another message) changes nothing.
+    let before = s.clone();
+    assert_eq!(
+        s.apply_message("m2", &start, t(1), KEEP, MAX),
+        Applied::Accepted
+    );
+    assert_eq!(s.engagements, before.engagements);
+    let end = hook("d1", Phase::Ended);
+    assert_eq!(
+        s.apply_message("m3", &end, t(60), KEEP, MAX),
+        Applied::Accepted
+    );
+    assert!(s.engagements.is_empty());
+    assert_eq!(s.histories.len(), 1, "a finished deploy's duration counts");
+    // An ended id never engages again (a late start, out of order).
+    let late = s.apply_message("m4", &start, t(61), KEEP, MAX);
+    assert!(matches!(late, Applied::Ignored(_)), "{late:?}");
+    assert!(s.engagements.is_empty());
+}
+
+#[test]
+fn a_start_after_its_end_does_not_engage() {
+    let mut s = GuardState::default();
+    let end = hook("d2", Phase::Ended);
+    assert_eq!(
+        s.apply_message("m1", &end, t(0), KEEP, MAX),
+        Applied::Accepted
+    );
+    let start = s.apply_message("m2", &hook("d2", Phase::InProgress), t(1), KEEP, MAX);
+    assert!(matches!(start, Applied::Ignored(_)), "{start:?}");
+    assert!(s.engagements.is_empty());
+}
+
+#[test]
+fn a_replayed_webhook_id_is_ignored_while_remembered() {
+    let mut s = GuardState::default();
+    let start = hook("d3", Phase::InProgress);
+    s.apply_message("m1", &start, t(0), KEEP, MAX);
+    s.apply_message("m2", &hook("d3", Phase::Ended), t(1), KEEP, MAX);
+    // The same message again: ignored (even a start that would be stale anyway).
+    let again = s.apply_message("m2", &hook("d4", Phase::InProgress), t(2), KEEP, MAX);
+    assert!(matches!(again, Applied::Ignored(ref why) if why.contains("already delivered")));
+    assert!(s.engagements.is_empty());
+    // Forgotten past the window.
+    s.apply_message("m9", &hook("d5", Phase::Ended), t(700), KEEP, MAX);
+    assert!(s.messages.iter().all(|m| m.id != "m1" && m.id != "m2"));
+}
+
+#[test]
+fn ending_a_webhook_engagement_by_hand_keeps_its_id_ended() {
+    let mut s = GuardState::default();
+    s.apply_message("m1", &hook("d6", Phase::InProgress), t(0), KEEP, MAX);
+    s.release(true, t(1));
+    let again = s.apply_message("m2", &hook("d6", Phase::InProgress), t(2), KEEP, MAX);
+    assert!(matches!(again, Applied::Ignored(_)), "{again:?}");
+    assert!(s.engagements.is_empty());
+}

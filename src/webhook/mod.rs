@@ -5,7 +5,10 @@
 //! beyond), verify its signature (401), parse the activity (400), apply it to the guard (503
 //! when the change cannot be stored), and acknowledge (200) only once it is stored. Each
 //! delivery is one `webhook` span from its first byte (with the port it came in on), and one
-//! count in `writeguard_webhooks_total{result}`.
+//! count in `writeguard_webhooks_total{result}`. The same endpoint takes signed deploy
+//! events from any pipeline (Standard Webhooks, [`deploy`]).
+
+mod deploy;
 
 use std::sync::Arc;
 
@@ -15,12 +18,13 @@ use hyper::body::Incoming;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-use crate::config::{Secret, UpsunConfig};
+use crate::config::{Secret, UpsunConfig, WebhooksConfig};
 use crate::guard::{self, Applied, Guard, StoreError};
 use crate::http::read::{read_body, BodyError};
 use crate::http::respond::{json, json_error};
 use crate::http::Body;
-use crate::metrics::{DeployResult, DeploySource, Metrics, WebhookResult};
+use crate::metrics::{DeployResult, DeploySource, Metrics, WebhookResult, WebhookSource};
+use crate::stdwebhook::Key;
 use crate::upsun::{Activity, Detached, JwsError, Phase, SignedPayload};
 
 /// Webhook bodies being read at once, both routes together. Upsun sends one delivery per
@@ -92,6 +96,9 @@ pub struct Webhook {
     allow_unsigned: bool,
     reading: Semaphore,
     metrics: Arc<Metrics>,
+    /// `[webhooks]`: the Standard Webhooks keys (none: refused) and tolerance.
+    deploy_keys: Vec<Key>,
+    tolerance: std::time::Duration,
 }
 
 /// A refused signature, logged (the reason only: never the header or the key).
@@ -110,13 +117,37 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 impl Webhook {
-    pub fn new(cfg: &UpsunConfig, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(cfg: &UpsunConfig, webhooks: &WebhooksConfig, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Webhook {
             key: cfg.shared_key.clone(),
             allow_unsigned: cfg.allow_unsigned,
             reading: Semaphore::new(MAX_READING),
             metrics,
+            // The config refused secrets that do not decode.
+            deploy_keys: webhooks
+                .secrets
+                .iter()
+                .filter_map(|s| Key::parse(s.expose()).ok())
+                .collect(),
+            tolerance: webhooks.tolerance,
         })
+    }
+
+    /// Whether Standard Webhooks deploy events are taken (a secret is set).
+    pub fn takes_deploys(&self) -> bool {
+        !self.deploy_keys.is_empty()
+    }
+
+    /// Reads a body, at most [`MAX_READING`] at once across every webhook route.
+    async fn read(&self, req: Request<Incoming>) -> Result<bytes::Bytes, WebhookError> {
+        let Ok(_reading) = self.reading.try_acquire() else {
+            tracing::warn!(
+                limit = MAX_READING,
+                "webhook refused: too many bodies being read at once"
+            );
+            return Err(WebhookError::Busy);
+        };
+        Ok(read_body(req).await?)
     }
 
     /// One delivery, on `port` (`admin` or `public`).
@@ -141,7 +172,7 @@ impl Webhook {
                     (e.result(), e.into_response())
                 }
             };
-            self.metrics.webhook(result);
+            self.metrics.webhook(WebhookSource::Upsun, result);
             res
         }
         .instrument(span)
@@ -175,16 +206,7 @@ impl Webhook {
                     .into(),
             )),
         };
-        let body = {
-            let Ok(_reading) = self.reading.try_acquire() else {
-                tracing::warn!(
-                    limit = MAX_READING,
-                    "webhook refused: too many bodies being read at once"
-                );
-                return Err(WebhookError::Busy);
-            };
-            read_body(req).await?
-        };
+        let body = self.read(req).await?;
         if let Some((key, detached)) = signed {
             // Signed deliveries keep any Content-Type: Upsun does not document the one it
             // sends.
