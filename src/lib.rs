@@ -28,7 +28,7 @@ mod proxy;
 mod public;
 mod redirect;
 mod reload;
-mod stdwebhook;
+pub mod stdwebhook;
 pub mod store;
 mod traffic;
 mod upstream;

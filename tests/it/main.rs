@@ -10,6 +10,7 @@ mod check;
 mod cli;
 mod cli_operator;
 mod config_holes;
+mod deploy_webhook;
 mod desync;
 mod example_app;
 mod hardening;

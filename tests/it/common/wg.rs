@@ -37,6 +37,8 @@ pub struct Wg {
     /// Lines of `[admin]` and of `[log]`.
     pub admin_extra: String,
     pub log_extra: String,
+    /// TOML lines for `[webhooks]` (left out when empty).
+    pub webhooks_extra: String,
 }
 
 impl Wg {
@@ -61,6 +63,7 @@ impl Wg {
             state_extra: String::new(),
             admin_extra: String::new(),
             log_extra: String::new(),
+            webhooks_extra: String::new(),
         }
     }
 
@@ -102,6 +105,13 @@ impl Wg {
     pub fn log_line(mut self, line: &str) -> Self {
         self.log_extra += line;
         self.log_extra += "\n";
+        self
+    }
+
+    /// One more line in `[webhooks]`.
+    pub fn webhooks_line(mut self, line: &str) -> Self {
+        self.webhooks_extra += line;
+        self.webhooks_extra += "\n";
         self
     }
 
@@ -226,6 +236,9 @@ impl Wg {
             t += &format!("environments = {}\n", list(&self.environments));
         }
         t += &format!("guard_pending = {}\n\n", self.guard_pending);
+        if !self.webhooks_extra.is_empty() {
+            t += &format!("[webhooks]\n{}\n", self.webhooks_extra);
+        }
         if !self.public_extra.is_empty() {
             t += &format!("[public]\n{}\n", self.public_extra);
         }
