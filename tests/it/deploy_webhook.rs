@@ -288,3 +288,26 @@ async fn writeguard_deploy_start_engages_and_finish_releases() {
     );
     assert!(wg.guarded().await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_public_prefix_takes_them_only_with_a_secret() {
+    let (up, wg) = started().await;
+    let body = event("deploy.started", "pub-1");
+    let ts = now();
+    let sig = sign(&Key::parse(SECRET).unwrap(), "p1", ts, body.as_bytes());
+    let req = |body: String| {
+        Req::new("POST", "/.well-known/writeguard/deploy")
+            .header("webhook-id", "p1")
+            .header("webhook-timestamp", &ts.to_string())
+            .header("webhook-signature", &sig)
+            .body(body)
+    };
+    let res = wg.proxy(req(body.clone())).await;
+    assert_ok(&res, true, false);
+    assert!(writes_blocked(&wg, &up).await);
+
+    let plain = Wg::for_upstream(&up).start().await;
+    let res = plain.proxy(req(body)).await;
+    assert_eq!(res.status, 404, "{}", res.text());
+    assert!(!plain.guarded().await);
+}
