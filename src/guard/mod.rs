@@ -459,6 +459,12 @@ impl Guard {
             // clock, and the sweep resumes with the store.
             return Ok(Vec::new());
         }
+        let now = self.clock.now();
+        if !self.state.load().engagements.iter().any(|e| e.expires_at <= now) {
+            // Nothing to sweep: no write, and with a shared store no round trip every second
+            // (changes from other replicas come in through the refresh).
+            return Ok(Vec::new());
+        }
         let origin = Origin::writeguard("expiry", "expired (ttl or guard.max_engaged)");
         let gone = self.mutate(&origin, |s, now| s.expire(now))?;
         for e in &gone {

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use tracing::Instrument;
 
 use super::{Webhook, WebhookError};
 use crate::guard::{self, Applied, DeployEvent, DeployKey, Guard, Source};
@@ -71,18 +70,11 @@ impl Webhook {
             deploy = tracing::field::Empty,
             kind = tracing::field::Empty,
         );
-        async {
-            let (result, res) = match self.receive_deploy(guard, req).await {
-                Ok(done) => done,
-                Err(e) => {
-                    tracing::info!(status = e.status().as_u16(), error = %e, "deploy webhook refused");
-                    (e.result(), e.into_response())
-                }
-            };
-            self.metrics.webhook(WebhookSource::Webhook, result);
-            res
-        }
-        .instrument(span)
+        self.answer(
+            WebhookSource::Webhook,
+            span,
+            self.receive_deploy(guard, req),
+        )
         .await
     }
 

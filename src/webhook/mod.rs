@@ -10,6 +10,7 @@
 
 mod deploy;
 
+use std::future::Future;
 use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderValue};
@@ -164,15 +165,27 @@ impl Webhook {
             kind = tracing::field::Empty,
             state = tracing::field::Empty,
         );
+        self.answer(WebhookSource::Upsun, span, self.receive(guard, req))
+            .await
+    }
+
+    /// Answers one delivery of `source` inside `span` (which it logs in): what `receive`
+    /// made of it, or its refusal; counted either way.
+    async fn answer(
+        &self,
+        source: WebhookSource,
+        span: tracing::Span,
+        receive: impl Future<Output = Result<(WebhookResult, Response<Body>), WebhookError>>,
+    ) -> Response<Body> {
         async {
-            let (result, res) = match self.receive(guard, req).await {
+            let (result, res) = match receive.await {
                 Ok(done) => done,
                 Err(e) => {
                     tracing::info!(status = e.status().as_u16(), error = %e, "webhook refused");
                     (e.result(), e.into_response())
                 }
             };
-            self.metrics.webhook(WebhookSource::Upsun, result);
+            self.metrics.webhook(source, result);
             res
         }
         .instrument(span)
