@@ -460,7 +460,13 @@ impl Guard {
             return Ok(Vec::new());
         }
         let now = self.clock.now();
-        if !self.state.load().engagements.iter().any(|e| e.expires_at <= now) {
+        if !self
+            .state
+            .load()
+            .engagements
+            .iter()
+            .any(|e| e.expires_at <= now)
+        {
             // Nothing to sweep: no write, and with a shared store no round trip every second
             // (changes from other replicas come in through the refresh).
             return Ok(Vec::new());
