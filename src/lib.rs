@@ -5,7 +5,8 @@
 //! counts); `http` (bodies, response builders, the data path's failure map) and `guard`
 //! (state, policy, the backend seam) above them; `store` (the file and Redis backends),
 //! `listener`, `webhook` and `reload` (the config in effect); then `admin`, `public` and
-//! `redirect` (the HTTPS redirect listener); then `proxy`; `app` wires them; `cli` is the
+//! `redirect` (the HTTPS redirect listener); then `proxy`; then `h1` (the native HTTP/1.1
+//! engine, which hands what it does not serve to `listener`'s hyper path); `app` wires them; `cli` is the
 //! command line. A module
 //! never imports one above it.
 //!
@@ -20,6 +21,8 @@ pub mod duration;
 mod framing;
 pub mod guard;
 mod http;
+/// The native HTTP/1.1 engine; public for its differential fuzz target.
+pub mod h1;
 mod listener;
 pub mod listening;
 mod logging;

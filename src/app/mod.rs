@@ -25,10 +25,11 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::{Admin, Monitoring};
-use crate::config::{Config, StateBackend};
+use crate::config::{Config, Engine, StateBackend};
 use crate::guard::{Backend, Guard, Replica};
 use crate::listener::{Headroom, HttpApp, HttpOptions, Observer, OpenConnections, Tls};
 use crate::metrics::Metrics;
+use crate::h1::Native;
 use crate::proxy::Proxy;
 use crate::redirect::Redirect;
 use crate::reload::Reloader;
@@ -108,15 +109,42 @@ pub fn run(cfg: Config, config_path: &Path, upgrade: bool) -> anyhow::Result<()>
         Some(t) => Some(Arc::new(Tls::new(t.certified.clone(), cfg.proxy.h2c)?)),
         None => None,
     };
-    let mut proxy_app = HttpApp::new(proxy, &http, connections.clone(), observe("proxy"));
+    let proxy_observer = observe("proxy");
+    let mut proxy_app = HttpApp::new(
+        proxy.clone(),
+        &http,
+        connections.clone(),
+        proxy_observer.clone(),
+    );
     if let Some(tls) = &tls {
         proxy_app = proxy_app.with_tls(tls.clone());
     }
-    let mut proxy_service = Service::new("proxy".into(), proxy_app);
-    proxy_service.threads = Some(cfg.server.threads);
-    for addr in &cfg.proxy.listen {
-        proxy_service.add_listener(listener(addr));
-    }
+    let proxy_id = match cfg.proxy.engine {
+        Engine::Hyper => {
+            let mut service = Service::new("proxy".into(), proxy_app);
+            service.threads = Some(cfg.server.threads);
+            for addr in &cfg.proxy.listen {
+                service.add_listener(listener(addr));
+            }
+            server.add_service(service)
+        }
+        Engine::Native => {
+            let native = Native::new(
+                &cfg,
+                proxy,
+                Arc::new(proxy_app),
+                proxy_observer,
+                metrics.clone(),
+                http.linger,
+            );
+            let mut service = Service::new("proxy".into(), native);
+            service.threads = Some(cfg.server.threads);
+            for addr in &cfg.proxy.listen {
+                service.add_listener(listener(addr));
+            }
+            server.add_service(service)
+        }
+    };
     let monitoring = Monitoring {
         metrics: metrics.clone(),
         connections: connections.clone(),
@@ -140,7 +168,6 @@ pub fn run(cfg: Config, config_path: &Path, upgrade: bool) -> anyhow::Result<()>
     for addr in &cfg.admin.listen {
         admin_service.add_listener(listener(addr));
     }
-    let proxy_id = server.add_service(proxy_service);
     let admin_id = server.add_service(admin_service);
     let redirect_id = (!cfg.proxy.redirect_listen.is_empty()).then(|| {
         let redirect = Arc::new(Redirect::new(cfg.proxy.redirect_port));

@@ -106,6 +106,7 @@ impl Config {
             max_header_size,
             max_uri_length,
             underscore_headers,
+            engine,
             upstream_host,
             tls,
             redirect_listen,
@@ -190,6 +191,13 @@ impl Config {
                 string(match underscore_headers {
                     UnderscoreHeaders::Pass => "pass",
                     UnderscoreHeaders::Drop => "drop",
+                }),
+            ),
+            (
+                "proxy.engine",
+                string(match engine {
+                    Engine::Hyper => "hyper",
+                    Engine::Native => "native",
                 }),
             ),
             ("admin.listen", addrs(admin_listen)),

@@ -177,6 +177,19 @@ pub struct ProxyConfig {
     /// What to do with header names containing `_` (other than the spellings of framing
     /// headers, which are always refused).
     pub underscore_headers: UnderscoreHeaders,
+    /// Which HTTP/1.1 implementation serves the proxy port.
+    pub engine: Engine,
+}
+
+/// The proxy port's HTTP/1.1 engine (`proxy.engine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// hyper's server and client for every request (the default).
+    Hyper,
+    /// writeguard's own httparse-based path for plain HTTP/1.1 requests it forwards; every
+    /// other request (guarded, public routes, upgrades, h2c, anything unusual) still goes
+    /// to the hyper path on the same connection.
+    Native,
 }
 
 /// Header names with `_`: CGI, FastCGI, WSGI and Rack read `X_Foo` and `X-Foo` as the same
@@ -461,6 +474,7 @@ impl Config {
             max_header_size: _,
             max_uri_length: _,
             underscore_headers: _,
+            engine: _,
         } = self.proxy;
         let GuardConfig {
             methods: _,

@@ -149,6 +149,17 @@ pub(super) fn read_proxy(
             UnderscoreHeaders::Pass
         }
     };
+    let engine = match r.string("engine").as_deref() {
+        None | Some("hyper") => Engine::Hyper,
+        Some("native") => Engine::Native,
+        Some(other) => {
+            r.issue(
+                "engine",
+                format!("{other:?} is not one of \"hyper\", \"native\""),
+            );
+            Engine::Hyper
+        }
+    };
     let upstream_host = r
         .string("upstream_host")
         .and_then(|raw| match parse_upstream_host(&raw) {
@@ -202,6 +213,7 @@ pub(super) fn read_proxy(
         max_header_size,
         max_uri_length,
         underscore_headers,
+        engine,
     })
 }
 

@@ -201,6 +201,12 @@ impl Checker {
         }
     }
 
+    /// Whether the stream is between two requests (nothing of the next head pending): for
+    /// the native engine's differential fuzz target, which compares message boundaries.
+    pub fn between_requests(&self) -> bool {
+        self.state == State::Head && self.head_checked == 0 && !self.facts.line
+    }
+
     /// Checks the next bytes of the stream. After a `Checking { settled }`, the next call
     /// must start with `data[settled..]` of this one; after `Unchecked` or `Refused`, the
     /// checker must not be called again.

@@ -213,6 +213,19 @@ impl Guard {
             .classify(method, path, headers)
     }
 
+    /// [`Guard::classify`] of a raw HTTP/1.1 head (see [`policy::Policy::classify_raw`]).
+    pub fn classify_raw<'h>(
+        &self,
+        method: &http::Method,
+        path: &str,
+        headers: impl Iterator<Item = (&'h [u8], &'h [u8])>,
+    ) -> Decision {
+        self.snapshot()
+            .settings
+            .policy
+            .classify_raw(method, path, headers)
+    }
+
     /// Swaps in new `[guard]` settings (a reload); the state and held requests stay.
     pub fn reload(&self, cfg: &GuardConfig) {
         let _publishing = lock(&self.publishing);

@@ -26,12 +26,16 @@ const METHOD_OVERRIDES: [&[u8]; 3] = [
 /// An override header, also spelt with underscores: CGI and PHP turn `X_HTTP_Method` and
 /// `X-HTTP-Method` into the same variable, so the app sees both alike.
 fn is_method_override(name: &HeaderName) -> bool {
-    let name = name.as_str().as_bytes();
+    is_method_override_raw(name.as_str().as_bytes())
+}
+
+/// [`is_method_override`] for a name as the client spelt it (any case).
+fn is_method_override_raw(name: &[u8]) -> bool {
     METHOD_OVERRIDES.iter().any(|o| {
         o.len() == name.len()
             && o.iter()
                 .zip(name)
-                .all(|(&a, &b)| a == b || (a == b'-' && b == b'_'))
+                .all(|(&a, &b)| a == b.to_ascii_lowercase() || (a == b'-' && b == b'_'))
     })
 }
 
@@ -63,6 +67,24 @@ impl Policy {
             || headers
                 .iter()
                 .any(|(name, v)| is_method_override(name) && self.is_guarded_name(v.as_bytes()));
+        self.of_write(write, path)
+    }
+
+    /// [`Policy::classify`] of a request head as raw `(name, value)` pairs (the native
+    /// HTTP/1.1 engine's), for a request without `Upgrade` that is not `CONNECT`: the same
+    /// rules, one decision for both engines.
+    pub fn classify_raw<'h>(
+        &self,
+        method: &Method,
+        path: &str,
+        mut headers: impl Iterator<Item = (&'h [u8], &'h [u8])>,
+    ) -> Decision {
+        let write = self.is_guarded_method(method)
+            || headers.any(|(name, v)| is_method_override_raw(name) && self.is_guarded_name(v));
+        self.of_write(write, path)
+    }
+
+    fn of_write(&self, write: bool, path: &str) -> Decision {
         if write && !self.is_allowed_path(path) {
             Decision::Hold
         } else {

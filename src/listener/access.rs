@@ -44,6 +44,45 @@ impl Observer {
         })
     }
 
+    /// Whether the access line is on: the native engine then keeps the request's method,
+    /// path and `Content-Length` for it (and nothing otherwise).
+    pub fn access(&self) -> bool {
+        self.access
+    }
+
+    /// Accounts for a request the native HTTP/1.1 engine answered, as [`Metered`] does for
+    /// hyper's: `line` is `Some((method, path, bytes_in))` when [`Observer::access`] is on.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record(
+        self: &Arc<Self>,
+        start: Instant,
+        line: Option<(Method, &str, u64)>,
+        outcome: Outcome,
+        status: StatusCode,
+        peer: Option<SocketAddr>,
+        bytes_out: u64,
+    ) {
+        let seen = Seen {
+            start,
+            line: line.map(|(method, path, bytes_in)| Head {
+                method,
+                path: path.get(..MAX_PATH).unwrap_or(path).into(),
+                bytes_in,
+            }),
+        };
+        Done {
+            observer: self.clone(),
+            seen,
+            outcome,
+            status,
+            peer,
+            bytes_out,
+            framing: false,
+            _busy: None,
+        }
+        .record();
+    }
+
     /// Whether a framing refusal may be logged now.
     pub(super) fn log_framing(&self) -> bool {
         self.framing_lines.allow(FRAMING_LINES_PER_SECOND)

@@ -91,7 +91,7 @@ impl OpenConnections {
 }
 
 /// One open connection, counted until dropped.
-pub(super) struct Open<'a>(&'a OpenConnections);
+pub struct Open<'a>(&'a OpenConnections);
 
 impl<'a> Open<'a> {
     pub(super) fn new(connections: &'a OpenConnections) -> Self {

@@ -33,13 +33,16 @@ use crate::metrics::Outcome;
 mod access;
 mod connection;
 mod headroom;
+mod rewind;
 mod tls;
 
 pub use access::Observer;
 use access::{Metered, Seen};
-use connection::{Busy, Open};
+use connection::Busy;
+pub use connection::Open;
 pub use connection::{Connection, OpenConnections};
 pub use headroom::Headroom;
+pub use rewind::Rewind;
 pub use tls::Tls;
 
 /// What a listener serves: one request in, one response out, with what was done with it
@@ -224,64 +227,16 @@ macro_rules! serve_protocol {
     }};
 }
 
-/// Starts, once per worker thread, a task that keeps a timer due within half a second.
-///
-/// Every proxied request arms a deadline (the upstream timeout, hyper's header timer). When
-/// tokio registers a timer that is due before anything its driver last went to sleep for (or
-/// when nothing was due), it wakes its own driver through an eventfd: a `write` syscall and an
-/// extra turn of the event loop, measured at 0.5 per request under load (`strace -f -e
-/// trace=write`), about 5 % of a small GET's CPU. With this timer always pending, the
-/// per-request deadlines (a second or more away) never come first. Costs two wake-ups a second
-/// per worker thread.
-fn keep_timer_awake() {
-    thread_local! {
-        static STARTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    }
-    if STARTED.replace(true) {
-        return;
-    }
-    tokio::spawn(async {
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-        }
-    });
-}
-
-/// Resolves once the server starts shutting down.
-async fn stopping(mut shutdown: ShutdownWatch) {
-    loop {
-        if *shutdown.borrow_and_update() {
-            return;
-        }
-        if shutdown.changed().await.is_err() {
-            return std::future::pending().await;
-        }
-    }
-}
-
-#[async_trait]
-impl<H: Handler> ServerApp for HttpApp<H> {
-    async fn process_new(
-        self: &Arc<Self>,
-        stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let _open = Open::new(&self.connections);
-        keep_timer_awake();
-        let client = Arc::new(Connection::new(
-            stream
-                .get_socket_digest()
-                .and_then(|d| d.peer_addr().and_then(|a| a.as_inet().copied())),
-            // pingora's unique id of a TCP stream is its file descriptor.
-            Some(stream.id()),
-            self.tls.is_some(),
-        ));
-        let handler = self.handler.clone();
-        let observer = self.observer.clone();
+/// The hyper service of one connection: the framing verdict, the handler, the accounting.
+/// A macro for the same reason as [`serve!`].
+macro_rules! service {
+    ($app:expr, $client:expr) => {{
+        let app = $app;
+        let client: &Arc<Connection> = $client;
+        let handler = app.handler.clone();
+        let observer = app.observer.clone();
         let conn_client = client.clone();
-        let track = self.h2c;
+        let track = app.h2c;
         let service = service_fn(move |req| {
             let handler = handler.clone();
             let observer = observer.clone();
@@ -337,6 +292,97 @@ impl<H: Handler> ServerApp for HttpApp<H> {
                 }))
             }
         });
+        service
+    }};
+}
+
+/// Starts, once per worker thread, a task that keeps a timer due within half a second.
+///
+/// Every proxied request arms a deadline (the upstream timeout, hyper's header timer). When
+/// tokio registers a timer that is due before anything its driver last went to sleep for (or
+/// when nothing was due), it wakes its own driver through an eventfd: a `write` syscall and an
+/// extra turn of the event loop, measured at 0.5 per request under load (`strace -f -e
+/// trace=write`), about 5 % of a small GET's CPU. With this timer always pending, the
+/// per-request deadlines (a second or more away) never come first. Costs two wake-ups a second
+/// per worker thread.
+fn keep_timer_awake() {
+    thread_local! {
+        static STARTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    if STARTED.replace(true) {
+        return;
+    }
+    tokio::spawn(async {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+        }
+    });
+}
+
+/// Resolves once the server starts shutting down.
+pub async fn stopping(mut shutdown: ShutdownWatch) {
+    loop {
+        if *shutdown.borrow_and_update() {
+            return;
+        }
+        if shutdown.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+impl<H: Handler> HttpApp<H> {
+    /// A new connection: counted open until the returned guard drops, and who its client is.
+    pub fn accept(&self, stream: &Stream) -> (Open<'_>, Arc<Connection>) {
+        let open = Open::new(&self.connections);
+        keep_timer_awake();
+        let client = Arc::new(Connection::new(
+            stream
+                .get_socket_digest()
+                .and_then(|d| d.peer_addr().and_then(|a| a.as_inet().copied())),
+            // pingora's unique id of a TCP stream is its file descriptor.
+            Some(stream.id()),
+            self.tls.is_some(),
+        ));
+        (open, client)
+    }
+
+    /// Whether this listener terminates TLS.
+    pub fn tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Serves the rest of a plaintext connection that the native HTTP/1.1 engine hands over
+    /// at a request boundary (`io` replays what it had read). `first`: nothing was answered
+    /// on it yet, so an h2c preface may still come.
+    pub async fn serve_handed(
+        self: &Arc<Self>,
+        io: Rewind<Stream>,
+        client: Arc<Connection>,
+        shutdown: &ShutdownWatch,
+        first: bool,
+    ) {
+        let service = service!(self, &client);
+        let checker = Checker::new(self.max_head, self.h2c && first);
+        let io = TokioIo::new(Framed::new(io, checker, client.framing.clone()));
+        let result = serve_protocol!(self, io, service, &client, shutdown);
+        if let Err(e) = result {
+            tracing::debug!(error = %e, client = ?client.addr, "connection ended with an error");
+        }
+    }
+}
+
+#[async_trait]
+impl<H: Handler> ServerApp for HttpApp<H> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let (_open, client) = self.accept(&stream);
+        let service = service!(self, &client);
         let checker = Checker::new(self.max_head, self.h2c);
         let result = match &self.tls {
             None => {

@@ -24,6 +24,7 @@ use crate::public::{self, Public};
 use crate::traffic::InFlight;
 use crate::webhook::Webhook;
 
+pub use forward::is_idempotent;
 use forward::Upstream;
 
 pub struct Proxy {
@@ -64,28 +65,62 @@ impl Proxy {
         req: Request<Incoming>,
         client: &Connection,
     ) -> (Outcome, Response<Body>) {
+        match self.released(kind) {
+            Released::Go(write) => (
+                Outcome::Forwarded,
+                self.pass(req, client, Some(write)).await,
+            ),
+            Released::Queued => self.hold_or_refuse(req, client).await,
+            Released::Guarded => match kind {
+                Decision::Hold => self.hold_or_refuse(req, client).await,
+                _ => (Outcome::Refused, self.refuse(req, false).await),
+            },
+        }
+    }
+
+    /// Whether a watched request (`kind`) may go to the upstream now: the guard released and
+    /// no held write waiting for its turn ahead of it. Shared by both engines.
+    fn released(&self, kind: Decision) -> Released {
         // Counted before the guard is read: `wait: quiesced` cannot miss a write that saw
         // the guard released.
         let write = self.guard.traffic().write_in_flight();
         let snapshot = self.guard.snapshot();
-        if !snapshot.guarded() {
-            let queued = kind == Decision::Hold
-                && !snapshot.settings.hold.is_zero()
-                && self.guard.gate().draining();
-            drop(snapshot);
-            if queued {
-                drop(write);
-                return self.hold_or_refuse(req, client).await;
-            }
-            return (
-                Outcome::Forwarded,
-                self.pass(req, client, Some(write)).await,
-            );
+        if snapshot.guarded() {
+            return Released::Guarded;
         }
-        drop((snapshot, write));
-        match kind {
-            Decision::Hold => self.hold_or_refuse(req, client).await,
-            _ => (Outcome::Refused, self.refuse(req, false).await),
+        let queued = kind == Decision::Hold
+            && !snapshot.settings.hold.is_zero()
+            && self.guard.gate().draining();
+        if queued {
+            return Released::Queued;
+        }
+        Released::Go(write)
+    }
+
+    /// The native HTTP/1.1 engine's question for a plain request (origin-form target, no
+    /// `Upgrade`, not `CONNECT`): may it forward this one itself? `Some(write)`: yes (a
+    /// watched request counted in flight by `write`); `None`: hand it to the hyper path,
+    /// which answers it exactly as it answers every request (public routes, 414, the 503,
+    /// holds, the banner). The same checks in the same order as [`Handler::handle`].
+    pub fn admit<'h>(
+        &self,
+        method: &http::Method,
+        path: &str,
+        target_len: usize,
+        headers: impl Iterator<Item = (&'h [u8], &'h [u8])>,
+    ) -> Option<Option<InFlight>> {
+        if self.public.inject_banner || self.public.owns(path) {
+            return None;
+        }
+        if target_len > self.max_uri_length {
+            return None;
+        }
+        match self.guard.classify_raw(method, path, headers) {
+            Decision::Forward => Some(None),
+            kind => match self.released(kind) {
+                Released::Go(write) => Some(Some(write)),
+                Released::Queued | Released::Guarded => None,
+            },
         }
     }
 
@@ -230,6 +265,15 @@ impl Handler for Proxy {
         };
         (answered_by(outcome, &res), res)
     }
+}
+
+/// What [`Proxy::released`] found.
+enum Released {
+    /// Forward, counted in flight.
+    Go(InFlight),
+    /// Released, but held writes are still lining up: this one lines up too.
+    Queued,
+    Guarded,
 }
 
 /// The outcome of an answer meant to come from the upstream: one writeguard wrote itself

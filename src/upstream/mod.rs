@@ -6,7 +6,7 @@
 mod pool;
 mod timed;
 
-pub use pool::{open_connections, Pool, PooledBody, SendError, UpBody};
+pub use pool::{open_connections, Open, Pool, PooledBody, SendError, UpBody};
 pub use timed::{ClientBodyError, TimedBody};
 
 /// Why the upstream did not answer.

@@ -39,10 +39,10 @@ pub fn open_connections() -> usize {
 }
 
 /// One open upstream connection, counted until its task ends (and its socket is closed).
-struct Open;
+pub struct Open;
 
 impl Open {
-    fn new() -> Self {
+    pub fn new() -> Self {
         OPEN.fetch_add(1, Ordering::Relaxed);
         Open
     }

@@ -9,6 +9,18 @@ use serde_json::Value;
 
 use super::{Instance, Redis, Upstream, SHARED_KEY, TOKEN};
 
+/// `proxy.engine` from `WG_TEST_ENGINE` (`hyper` or `native`), so that every suite can run
+/// against either HTTP/1.1 engine (`WG_TEST_ENGINE=native cargo test --test it -- desync`);
+/// a test that sets `engine` itself keeps its own.
+fn engine_line(proxy_extra: &str) -> String {
+    match std::env::var("WG_TEST_ENGINE") {
+        Ok(engine) if !proxy_extra.contains("engine") => {
+            format!("engine = {}\n", Value::from(engine))
+        }
+        _ => String::new(),
+    }
+}
+
 /// How to configure a writeguard instance; `start` renders it to TOML in a fresh temp dir.
 #[derive(Debug, Clone)]
 pub struct Wg {
@@ -198,9 +210,10 @@ impl Wg {
         };
         let mut t = String::new();
         t += &format!(
-            "[proxy]\nlisten = {}\nupstream = {}\nconnect_timeout = \"2s\"\n{}\n",
+            "[proxy]\nlisten = {}\nupstream = {}\nconnect_timeout = \"2s\"\n{}{}\n",
             q(&proxy.to_string()),
             q(&self.upstream),
+            engine_line(&self.proxy_extra),
             self.proxy_extra
         );
         t += &format!(

@@ -1,0 +1,251 @@
+//! The chunked transfer coding (RFC 9112 §7.1), both ways: [`Decoder`], a streaming decoder
+//! as strict as the framing checker (`crate::framing`: the same byte rules, limits and
+//! [`Violation`]s, so that both end a body at the same byte or both refuse it), and
+//! [`encode`], which re-frames data as one chunk per piece. Extensions and trailers are read
+//! and dropped, never forwarded. Bytes in, verdicts out; no I/O, no allocation.
+
+use crate::framing::{Violation, MAX_CHUNK_EXTENSIONS, MAX_TRAILERS};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Size { size: u64, digits: u8 },
+    SizeWs { size: u64 },
+    Ext { size: u64 },
+    SizeLf { size: u64 },
+    Data(u64),
+    DataCr,
+    DataLf,
+    TrailerStart,
+    TrailerLine,
+    TrailerLf,
+    EndLf,
+    Done,
+}
+
+/// One chunked body being read.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    state: State,
+    /// Extension (then trailer) bytes seen.
+    budget: usize,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder {
+            state: State::Size { size: 0, digits: 0 },
+            budget: 0,
+        }
+    }
+}
+
+/// What [`Decoder::decode`] did with its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decoded {
+    /// Input bytes used (all of them unless `done`).
+    pub used: usize,
+    /// The body's last byte was among them.
+    pub done: bool,
+}
+
+impl Decoder {
+    pub fn done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Reads `input`, handing each run of data bytes to `data` in order.
+    pub fn decode(
+        &mut self,
+        input: &[u8],
+        mut data: impl FnMut(&[u8]),
+    ) -> Result<Decoded, Violation> {
+        let mut pos = 0;
+        while pos < input.len() {
+            match self.state {
+                State::Done => break,
+                State::Data(n) => {
+                    let take = n.min((input.len() - pos) as u64) as usize;
+                    data(&input[pos..pos + take]);
+                    pos += take;
+                    let rest = n - take as u64;
+                    self.state = if rest == 0 {
+                        State::DataCr
+                    } else {
+                        State::Data(rest)
+                    };
+                }
+                _ => {
+                    self.byte(input[pos])?;
+                    pos += 1;
+                }
+            }
+        }
+        Ok(Decoded {
+            used: pos,
+            done: self.state == State::Done,
+        })
+    }
+
+    /// The framing checker's `chunk_byte`, state for state.
+    fn byte(&mut self, b: u8) -> Result<(), Violation> {
+        use State::*;
+        use Violation::*;
+        let ext = MAX_CHUNK_EXTENSIONS;
+        self.state = match self.state {
+            Size { size, digits } => match b {
+                _ if b.is_ascii_hexdigit() => {
+                    if digits == 16 {
+                        return Err(ChunkSize);
+                    }
+                    let v = (b as char).to_digit(16).unwrap_or(0);
+                    Size {
+                        size: size << 4 | u64::from(v),
+                        digits: digits + 1,
+                    }
+                }
+                _ if digits == 0 => return Err(ChunkSize),
+                b' ' | b'\t' => self.spend(ext, ChunkExtensionsTooLong, SizeWs { size })?,
+                b';' => self.spend(ext, ChunkExtensionsTooLong, Ext { size })?,
+                b'\r' => SizeLf { size },
+                b'\n' => return Err(BareLf),
+                _ => return Err(ChunkSize),
+            },
+            SizeWs { size } => match b {
+                b' ' | b'\t' => self.spend(ext, ChunkExtensionsTooLong, SizeWs { size })?,
+                b';' => self.spend(ext, ChunkExtensionsTooLong, Ext { size })?,
+                b'\r' => SizeLf { size },
+                b'\n' => return Err(BareLf),
+                _ => return Err(ChunkSize),
+            },
+            Ext { size } => match b {
+                b'\r' => SizeLf { size },
+                b'\n' => return Err(BareLf),
+                _ if (b < 0x20 && b != b'\t') || b == 0x7f => return Err(ChunkSize),
+                _ => self.spend(ext, ChunkExtensionsTooLong, Ext { size })?,
+            },
+            SizeLf { size } => match b {
+                b'\n' if size == 0 => {
+                    self.budget = 0;
+                    TrailerStart
+                }
+                b'\n' => Data(size),
+                _ => return Err(BareCr),
+            },
+            DataCr => match b {
+                b'\r' => DataLf,
+                _ => return Err(ChunkData),
+            },
+            DataLf => match b {
+                b'\n' => Size { size: 0, digits: 0 },
+                _ => return Err(ChunkData),
+            },
+            TrailerStart => match b {
+                b'\r' => EndLf,
+                b'\n' => return Err(BareLf),
+                b' ' | b'\t' => return Err(ObsFold),
+                _ => self.spend(MAX_TRAILERS, TrailersTooLarge, TrailerLine)?,
+            },
+            TrailerLine => match b {
+                b'\r' => TrailerLf,
+                b'\n' => return Err(BareLf),
+                _ => self.spend(MAX_TRAILERS, TrailersTooLarge, TrailerLine)?,
+            },
+            TrailerLf => match b {
+                b'\n' => TrailerStart,
+                _ => return Err(BareCr),
+            },
+            EndLf => match b {
+                b'\n' => Done,
+                _ => return Err(BareCr),
+            },
+            Data(_) | Done => self.state,
+        };
+        Ok(())
+    }
+
+    fn spend(&mut self, limit: usize, over: Violation, next: State) -> Result<State, Violation> {
+        self.budget += 1;
+        if self.budget > limit {
+            return Err(over);
+        }
+        Ok(next)
+    }
+}
+
+/// Appends `data` to `out` as one chunk (nothing for empty data: that would end the body).
+pub fn encode(out: &mut Vec<u8>, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    let mut digits = [0u8; 16];
+    let mut n = data.len();
+    let mut i = digits.len();
+    while n > 0 || i == digits.len() {
+        i -= 1;
+        digits[i] = b"0123456789abcdef"[n & 15];
+        n >>= 4;
+    }
+    out.extend_from_slice(&digits[i..]);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The last chunk, no trailers.
+pub const END: &[u8] = b"0\r\n\r\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(input: &[u8]) -> Result<(Vec<u8>, usize), Violation> {
+        let mut d = Decoder::default();
+        let mut body = Vec::new();
+        let r = d.decode(input, |b| body.extend_from_slice(b))?;
+        assert!(r.done, "not done");
+        Ok((body, r.used))
+    }
+
+    #[test]
+    fn decodes_at_every_split_the_same() {
+        let input = b"5;ext=1\r\nhello\r\n1a\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nx-t: 1\r\n\r\nNEXT";
+        let (body, used) = all(input).unwrap();
+        assert_eq!(body, b"helloabcdefghijklmnopqrstuvwxyz");
+        assert_eq!(used, input.len() - 4);
+        for split in 0..input.len() {
+            let mut d = Decoder::default();
+            let mut got = Vec::new();
+            let a = d.decode(&input[..split], |b| got.extend_from_slice(b)).unwrap();
+            assert_eq!(a.used, split);
+            let b = d.decode(&input[split..], |b| got.extend_from_slice(b)).unwrap();
+            if split <= used {
+                assert!(b.done);
+                assert_eq!(split + b.used, used);
+            }
+            assert_eq!(got, body);
+        }
+    }
+
+    #[test]
+    fn refuses_what_the_checker_refuses() {
+        for (bad, v) in [
+            (&b"5\nhello\r\n0\r\n\r\n"[..], Violation::BareLf),
+            (b"x\r\n", Violation::ChunkSize),
+            (b"5\r\nhelloX\r\n", Violation::ChunkData),
+            (b"11111111111111111\r\n", Violation::ChunkSize),
+            (b"0\r\n a: b\r\n\r\n", Violation::ObsFold),
+            (b"0\r\n\rx", Violation::BareCr),
+        ] {
+            assert_eq!(all(bad).unwrap_err(), v, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn encodes_one_chunk_per_piece() {
+        let mut out = Vec::new();
+        encode(&mut out, b"");
+        encode(&mut out, &[b'a'; 26]);
+        out.extend_from_slice(END);
+        assert_eq!(out, [&b"1a\r\n"[..], &[b'a'; 26], b"\r\n0\r\n\r\n"].concat());
+    }
+}

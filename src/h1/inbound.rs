@@ -1,0 +1,146 @@
+//! The client's side of a native connection: the bytes read and not yet used, every one of
+//! them run through the framing checker (`crate::framing::Checker`) as it arrives, exactly
+//! as the hyper path's `Framed` does. Where the checker stops (an upgrade, CONNECT, an h2c
+//! preface, or a refusal) is remembered: no byte at or past that point is ever acted on by
+//! the native engine; the request there is handed to the hyper path, whose own checker
+//! finds the same thing and answers it as it always has.
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::framing::{Checker, Scan, Violation};
+
+use super::buffers;
+
+/// Where the checker stopped, as an index into the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stop {
+    pub at: usize,
+    /// `Some`: refused (inside a body when `!in_head`); `None`: not HTTP/1 from the end of
+    /// the head before `at` on.
+    pub refused: Option<(Violation, bool)>,
+}
+
+pub struct Inbound {
+    checker: Checker,
+    /// Taken from the pool while a request is in flight; empty (no allocation) while idle.
+    pub buf: Vec<u8>,
+    /// The first byte not used yet.
+    pub start: usize,
+    /// `buf[..checked]` is settled by the checker.
+    checked: usize,
+    pub stop: Option<Stop>,
+}
+
+impl Inbound {
+    pub fn new(checker: Checker) -> Self {
+        Inbound {
+            checker,
+            buf: Vec::new(),
+            start: 0,
+            checked: 0,
+            stop: None,
+        }
+    }
+
+    /// Bytes read and not used yet.
+    pub fn unused(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// Whether the buffer holds nothing: it then goes back to the pool.
+    pub fn release_if_empty(&mut self) {
+        if self.start == self.buf.len() && self.buf.capacity() > 0 {
+            buffers::give(std::mem::take(&mut self.buf));
+            self.start = 0;
+            self.checked = 0;
+            if let Some(stop) = &mut self.stop {
+                stop.at = 0;
+            }
+        }
+    }
+
+    /// Appends `bytes` (read by the idle wait) and checks them.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.room();
+        self.buf.extend_from_slice(bytes);
+        self.scan();
+    }
+
+    /// Whether the buffer is full from its first unused byte (a head too large for it).
+    pub fn full(&self) -> bool {
+        self.start == 0 && self.buf.len() == self.buf.capacity() && self.buf.capacity() > 0
+    }
+
+    /// Reads more from `io` (0: the client closed its side, or the buffer is full).
+    pub async fn fill<S: AsyncRead + Unpin>(&mut self, io: &mut S) -> std::io::Result<usize> {
+        self.room();
+        if self.buf.len() == self.buf.capacity() {
+            return Ok(0);
+        }
+        let n = io.read_buf(&mut self.buf).await?;
+        self.scan();
+        Ok(n)
+    }
+
+    /// The refusal the checker found before `end` (an index), if any.
+    pub fn refused_before(&self, end: usize) -> Option<Violation> {
+        self.stop
+            .and_then(|s| s.refused.filter(|_| s.at < end).map(|(v, _)| v))
+    }
+
+    /// Whether the checker has passed everything up to `end` without stopping.
+    pub fn settled(&self, end: usize) -> bool {
+        self.checked >= end && self.stop.is_none_or(|s| s.at > end)
+    }
+
+    /// Makes room at the end: a buffer from the pool, or the used bytes moved out.
+    fn room(&mut self) {
+        if self.buf.capacity() == 0 {
+            self.buf = buffers::take();
+        }
+        if self.start > 0 && (self.start == self.buf.len() || self.buf.len() == self.buf.capacity())
+        {
+            let start = self.start;
+            self.buf.drain(..start);
+            self.start = 0;
+            self.checked = self.checked.saturating_sub(start);
+            if let Some(stop) = &mut self.stop {
+                stop.at = stop.at.saturating_sub(start);
+            }
+        }
+    }
+
+    fn scan(&mut self) {
+        if self.stop.is_some() || self.checked >= self.buf.len() {
+            return;
+        }
+        let from = self.checked;
+        match self.checker.scan(&self.buf[from..]) {
+            Scan::Checking { settled } => self.checked = from + settled,
+            Scan::Unchecked { at } => {
+                self.checked = from + at;
+                self.stop = Some(Stop {
+                    at: from + at,
+                    refused: None,
+                });
+            }
+            Scan::Refused {
+                at,
+                violation,
+                in_head,
+            } => {
+                self.checked = from + at;
+                self.stop = Some(Stop {
+                    at: from + at,
+                    refused: Some((violation, in_head)),
+                });
+            }
+        }
+    }
+
+    /// Gives up the buffer's unused bytes (for the hyper path) and the buffer itself.
+    pub fn into_unused(mut self) -> Vec<u8> {
+        self.buf.drain(..self.start);
+        self.buf
+    }
+}

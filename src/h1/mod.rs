@@ -1,0 +1,252 @@
+//! The native HTTP/1.1 engine (`proxy.engine = "native"`): the proxy port's hot path on
+//! httparse and our own framing, without hyper's two state machines, two `HeaderMap`s and
+//! two per-connection buffers per forwarded request.
+//!
+//! # The seam
+//!
+//! Policy lives in ONE place, the hyper path's (`proxy::Proxy`, `public`, `listener`): the
+//! guard decision, the 503 (HTML or problem+json), holds, the maintenance page, public
+//! routes (`{prefix}/status`, events, banner), 414, the framing refusals and their
+//! accounting. This engine only *forwards*, and only requests that the same code says may
+//! be forwarded now:
+//!
+//! 1. Every byte the client sends goes through the framing checker ([`inbound`]) as on the
+//!    hyper path. Where the checker stops (upgrade, CONNECT, h2c preface, a refusal), this
+//!    engine stops acting.
+//! 2. A head is parsed once with httparse ([`request`]). A request that is not *plain*
+//!    (HTTP/1.0, absolute-form or `*` target, `Upgrade`, `Expect`, a head larger than one
+//!    buffer, anything httparse or the checker rejects) is not this engine's.
+//! 3. A plain request is put to `Proxy::admit`, which runs the hyper path's own checks in
+//!    the same order (public prefix, URI length, `Guard::classify`, and for a watched
+//!    request the released-and-not-queued test that counts it in flight). `None`: not ours.
+//! 4. What is not ours is handed to hyper **on the same connection**, at that request's
+//!    first byte: `listener::Rewind` replays the bytes already read, behind a fresh framing
+//!    checker, and hyper serves the rest of the connection exactly as it serves any
+//!    (`HttpApp::serve_handed`). So a refusal, a hold, a public route or a framing error
+//!    is answered by the code that answers it today, byte for byte.
+//! 5. An admitted request is forwarded by [`exchange`]: the head rewritten in one pass by
+//!    `proxy::forward`'s rules, the body streamed (a length counted, chunked decoded and
+//!    re-framed by [`chunked`], as strict as the checker; never buffered whole), the
+//!    response head parsed with httparse and re-framed ([`response`]), on one upstream
+//!    connection per request from a per-thread pool ([`origin`]). Buffers come from a
+//!    per-thread pool ([`buffers`]) only while a request is in flight.
+//!
+//! Any doubt about framing ends in the hyper path (which refuses with 400 and closes) or,
+//! mid-body, in a 400 and a closed connection: never a guess. With TLS on the proxy port or
+//! an https upstream, every connection is served by hyper (not built here yet).
+
+mod buffers;
+mod chunked;
+pub mod differential;
+mod exchange;
+mod inbound;
+mod origin;
+mod request;
+mod response;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::config::{Config, UnderscoreHeaders};
+use crate::deadline;
+use crate::framing::Checker;
+use crate::listener::{stopping, Connection, HttpApp, Observer, Rewind};
+use crate::metrics::{Metrics, Outcome};
+use crate::proxy::{is_idempotent, Proxy};
+
+use exchange::Ask;
+use inbound::Inbound;
+use origin::Origin;
+use request::{Parsed, Rewrite};
+
+/// Bytes an idle keep-alive connection reads its next request's first bytes into.
+const IDLE_READ: usize = 512;
+
+/// The proxy port's app with the native engine in front of the hyper one.
+pub struct Native {
+    hyper: Arc<HttpApp<Proxy>>,
+    proxy: Arc<Proxy>,
+    observer: Arc<Observer>,
+    metrics: Arc<Metrics>,
+    origin: Origin,
+    /// Off (TLS port or https upstream): every connection goes to hyper.
+    enabled: bool,
+    max_head: usize,
+    h2c: bool,
+    header_timeout: Duration,
+    linger: Duration,
+    upstream_retry: Duration,
+    upstream_timeout: Duration,
+    body_idle_timeout: Duration,
+    body_timeout: Duration,
+    drop_underscored: bool,
+    upstream_host: Option<Box<[u8]>>,
+}
+
+impl Native {
+    pub fn new(
+        cfg: &Config,
+        proxy: Arc<Proxy>,
+        hyper: Arc<HttpApp<Proxy>>,
+        observer: Arc<Observer>,
+        metrics: Arc<Metrics>,
+        linger: Duration,
+    ) -> Self {
+        let p = &cfg.proxy;
+        let enabled = !hyper.tls() && p.upstream.scheme_str() == Some("http");
+        if !enabled {
+            tracing::warn!("proxy.engine = \"native\" serves plain HTTP to an http:// upstream only; hyper serves this port");
+        }
+        Native {
+            hyper,
+            proxy,
+            observer,
+            metrics,
+            origin: Origin::new(&p.upstream, p.connect_timeout),
+            enabled,
+            max_head: p.max_header_size,
+            h2c: p.h2c,
+            header_timeout: p.header_timeout,
+            linger,
+            upstream_retry: p.upstream_retry,
+            upstream_timeout: p.upstream_timeout,
+            body_idle_timeout: p.body_idle_timeout,
+            body_timeout: p.body_timeout,
+            drop_underscored: p.underscore_headers == UnderscoreHeaders::Drop,
+            upstream_host: p
+                .upstream_host
+                .as_ref()
+                .map(|h| h.as_str().as_bytes().into()),
+        }
+    }
+
+    /// Serves requests until the connection ends (`None`) or one is not this engine's:
+    /// then the stream, the unused bytes from that request's first byte on, and whether
+    /// nothing was answered on the connection yet.
+    async fn serve(
+        &self,
+        mut stream: Stream,
+        client: &Connection,
+        shutdown: &ShutdownWatch,
+    ) -> Option<(Stream, Vec<u8>, bool)> {
+        let mut inb = Inbound::new(Checker::new(self.max_head, self.h2c));
+        let rw = Rewrite {
+            drop_underscored: self.drop_underscored,
+            host: self.upstream_host.as_deref(),
+            forwarded_for: client.ip_header.as_ref().map(|v| v.as_bytes()),
+            proto: if client.tls { b"https" } else { b"http" },
+        };
+        let mut first = true;
+        let mut lingering = false;
+        loop {
+            let mut by = deadline::after_tokio(tokio::time::Instant::now(), self.header_timeout);
+            let mut path: Option<Box<str>> = None;
+            let (plain, up_head) = loop {
+                if !inb.unused().is_empty() {
+                    let mut out = buffers::take();
+                    let access = self.observer.access();
+                    let parsed = request::parse(inb.unused(), &rw, &mut out, |m, p, len, h| {
+                        let admitted = self.proxy.admit(
+                            m,
+                            p,
+                            len,
+                            h.iter().map(|h| (h.name.as_bytes(), h.value)),
+                        )?;
+                        if access {
+                            path = Some(p.into());
+                        }
+                        Some(admitted)
+                    });
+                    match parsed {
+                        Parsed::Plain(p) if inb.settled(inb.start + p.head_len) => {
+                            break (p, out)
+                        }
+                        Parsed::Partial if !inb.full() => buffers::give(out),
+                        _ => {
+                            buffers::give(out);
+                            return Some((stream, inb.into_unused(), first));
+                        }
+                    }
+                    match tokio::time::timeout_at(by, inb.fill(&mut stream)).await {
+                        Ok(Ok(n)) if n > 0 => continue,
+                        _ => return None,
+                    }
+                }
+                // Idle: no buffer held, a few hundred bytes of the future's own.
+                let mut small = [0u8; IDLE_READ];
+                tokio::select! {
+                    biased;
+                    read = tokio::time::timeout_at(by, stream.read(&mut small)) => match read {
+                        Ok(Ok(n)) if n > 0 => inb.push(&small[..n]),
+                        _ => return None,
+                    },
+                    _ = stopping(shutdown.clone()), if !lingering => {
+                        // As the hyper path: a request that comes within `linger` is still
+                        // answered (with `Connection: close`); then the connection closes.
+                        lingering = true;
+                        by = by.min(deadline::after_tokio(tokio::time::Instant::now(), self.linger));
+                    }
+                }
+            };
+            let began = Instant::now();
+            inb.start += plain.head_len;
+            let stopping_now = || lingering || *shutdown.borrow();
+            let ask = Ask {
+                head: &up_head,
+                framing: plain.framing,
+                head_request: plain.method == http::Method::HEAD,
+                idempotent: is_idempotent(&plain.method),
+                close: plain.close || stopping_now(),
+            };
+            let ended = Box::pin(self.exchange(&mut stream, &mut inb, ask, stopping_now)).await;
+            buffers::give(up_head);
+            // A watched write counts in flight until its last byte both ways.
+            drop(plain.admitted);
+            let outcome = match ended.failure {
+                true => Outcome::of_failure(ended.status),
+                false => Outcome::Forwarded,
+            };
+            self.observer.record(
+                began,
+                path.as_deref()
+                    .map(|p| (plain.method.clone(), p, plain.bytes_in)),
+                outcome,
+                ended.status,
+                client.addr,
+                ended.bytes_out,
+            );
+            if !ended.keep_alive {
+                let _ = stream.shutdown().await;
+                return None;
+            }
+            first = false;
+            inb.release_if_empty();
+        }
+    }
+}
+
+#[async_trait]
+impl ServerApp for Native {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        if !self.enabled {
+            return self.hyper.process_new(stream, shutdown).await;
+        }
+        let (_open, client) = self.hyper.accept(&stream);
+        if let Some((stream, replay, first)) = self.serve(stream, &client, shutdown).await {
+            self.hyper
+                .serve_handed(Rewind::new(replay, stream), client, shutdown, first)
+                .await;
+        }
+        None
+    }
+}
