@@ -120,15 +120,19 @@ impl Native {
                 break self.fail(client, Failure::UpstreamNoAnswer, !body.done()).await;
             }
             rbuf.clear();
-            let mut early = false;
             if !body.done() {
                 let (mut ur, mut uw) = up.tcp.split();
                 let pumped = self
-                    .pump(client, inb, &mut body, &mut uw, &mut enc, &mut rbuf, &mut ur)
+                    .pump(client, inb, &mut body, &mut uw, &mut enc, &mut rbuf, Some(&mut ur))
                     .await;
                 match pumped {
                     Ok(()) => {}
-                    Err(PumpError::Early) => early = true,
+                    Err(PumpError::Early) => {
+                        let close = ask.close || stopping();
+                        break self
+                            .early(client, inb, &mut body, up, &mut rbuf, &mut enc, ask.head_request, close)
+                            .await;
+                    }
                     Err(PumpError::Client(f)) => {
                         if matches!(f, Failure::ClientBodyBroken) {
                             tracing::info!("client request body failed; not the upstream's fault");
@@ -142,11 +146,11 @@ impl Native {
                 }
             }
             let sent = Instant::now();
-            let close = ask.close || early || stopping();
+            let close = ask.close || stopping();
             let mut out = std::mem::take(&mut enc);
             out.clear();
             let head = match self
-                .response_head(&mut up, &mut rbuf, &mut out, ask.head_request, close)
+                .response_head(&mut up.tcp, &mut rbuf, &mut out, ask.head_request, close)
                 .await
             {
                 Ok(head) => head,
@@ -164,19 +168,19 @@ impl Native {
                     }
                     tracing::warn!(error = %e, "upstream request failed");
                     break self
-                        .fail(client, Failure::of_upstream(&e), early || !body.done())
+                        .fail(client, Failure::of_upstream(&e), !body.done())
                         .await;
                 }
             };
             self.metrics.upstream(sent.elapsed());
             let status = StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
-            let streamed = stream_body(client, &mut up, &mut rbuf, &mut out, &head).await;
+            let streamed = stream_body(client, &mut up.tcp, &mut rbuf, &mut out, &head).await;
             enc = out;
             let (bytes_out, complete) = match streamed {
                 Ok(n) => (n, true),
                 Err(n) => (n, false),
             };
-            if complete && head.reusable && !early && rbuf.is_empty() {
+            if complete && head.reusable && rbuf.is_empty() {
                 origin::checkin(up);
             }
             break 'attempts Ended {
@@ -203,7 +207,7 @@ impl Native {
         up: &mut WriteHalf<'_>,
         enc: &mut Vec<u8>,
         rbuf: &mut Vec<u8>,
-        ur: &mut tokio::net::tcp::ReadHalf<'_>,
+        mut watch: Option<&mut tokio::net::tcp::ReadHalf<'_>>,
     ) -> Result<(), PumpError> {
         let all_by = deadline::after_tokio(tokio::time::Instant::now(), self.body_timeout);
         loop {
@@ -257,10 +261,10 @@ impl Native {
                         Ok(Ok(_)) => break,
                         Err(_) => return Err(PumpError::Client(Failure::ClientBodyTimeout)),
                     },
-                    ready = ur.as_ref().readable() => {
-                        if ready.is_err() {
+                    ready = readable(&mut watch) => {
+                        let Some(ur) = watch.as_mut().filter(|_| ready.is_ok()) else {
                             return Err(PumpError::Upstream);
-                        }
+                        };
                         rbuf.reserve(buffers::SIZE);
                         match ur.as_ref().try_read_buf(rbuf) {
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
@@ -271,6 +275,62 @@ impl Native {
                 }
             }
         }
+    }
+
+    /// The upstream answered before the request body was all sent: the answer goes to the
+    /// client while the rest of the body still goes up (as on the hyper path); the
+    /// connection carries another request only if both end well. The upstream connection
+    /// is not reused.
+    #[allow(clippy::too_many_arguments)]
+    async fn early<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        client: &mut S,
+        inb: &mut Inbound,
+        body: &mut BodyIn,
+        mut up: Conn,
+        rbuf: &mut Vec<u8>,
+        enc: &mut Vec<u8>,
+        head_request: bool,
+        close: bool,
+    ) -> Ended {
+        let (mut ur, mut uw) = up.tcp.split();
+        let (mut cr, mut cw) = tokio::io::split(client);
+        let mut out = buffers::take();
+        let mut scratch = Vec::new();
+        let pump = self.pump(&mut cr, inb, body, &mut uw, enc, &mut scratch, None);
+        let answer = async {
+            let sent = Instant::now();
+            match self
+                .response_head(&mut ur, rbuf, &mut out, head_request, close)
+                .await
+            {
+                Ok(head) => {
+                    self.metrics.upstream(sent.elapsed());
+                    let status = StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
+                    let streamed = stream_body(&mut cw, &mut ur, rbuf, &mut out, &head).await;
+                    let (bytes_out, complete) = match streamed {
+                        Ok(n) => (n, true),
+                        Err(n) => (n, false),
+                    };
+                    Ended {
+                        status,
+                        failure: false,
+                        keep_alive: complete && !close,
+                        bytes_out,
+                    }
+                }
+                Err((e, _)) => {
+                    tracing::warn!(error = %e, "upstream request failed");
+                    self.fail(&mut cw, Failure::of_upstream(&e), true).await
+                }
+            }
+        };
+        let (pumped, mut ended) = tokio::join!(pump, answer);
+        buffers::give(out);
+        if pumped.is_err() {
+            ended.keep_alive = false;
+        }
+        ended
     }
 
     /// One write to the upstream, bounded like a client read: an upstream that stopped
@@ -285,9 +345,9 @@ impl Native {
 
     /// Reads the upstream's response head into `rbuf` (after any 1xx) and writes the
     /// client's into `out`; on failure, whether no byte of an answer came at all.
-    async fn response_head(
+    async fn response_head<R: AsyncRead + Unpin>(
         &self,
-        up: &mut Conn,
+        up: &mut R,
         rbuf: &mut Vec<u8>,
         out: &mut Vec<u8>,
         head_request: bool,
@@ -316,7 +376,7 @@ impl Native {
                 }
             }
             rbuf.reserve(buffers::SIZE - rbuf.len().min(buffers::SIZE));
-            match tokio::time::timeout_at(by, up.tcp.read_buf(rbuf)).await {
+            match tokio::time::timeout_at(by, up.read_buf(rbuf)).await {
                 Ok(Ok(n)) if n > 0 => any = true,
                 Ok(Ok(_)) => return Err((UpstreamError::Protocol("closed before answering"), !any)),
                 Ok(Err(e)) => return Err((UpstreamError::Connect(e), !any)),
@@ -369,11 +429,19 @@ impl Native {
     }
 }
 
+/// Resolves when the watched upstream has something to read (or never, unwatched).
+async fn readable(watch: &mut Option<&mut tokio::net::tcp::ReadHalf<'_>>) -> std::io::Result<()> {
+    match watch {
+        Some(ur) => ur.as_ref().readable().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Streams the response body to the client after `out` (the head); `Ok(bytes)`: all of it
 /// went out and the upstream's message ended where it said; `Err(bytes)`: cut short.
-async fn stream_body<S: AsyncWrite + Unpin>(
+async fn stream_body<S: AsyncWrite + Unpin, R: AsyncRead + Unpin>(
     client: &mut S,
-    up: &mut Conn,
+    up: &mut R,
     rbuf: &mut Vec<u8>,
     out: &mut Vec<u8>,
     head: &response::Head,
@@ -435,7 +503,7 @@ async fn stream_body<S: AsyncWrite + Unpin>(
             return Err(sent);
         }
         rbuf.reserve(buffers::SIZE);
-        match up.tcp.read_buf(rbuf).await {
+        match up.read_buf(rbuf).await {
             Ok(0) if head.body == Body::Close => {
                 out.extend_from_slice(chunked::END);
                 let ok = client.write_all(out).await.is_ok() && client.flush().await.is_ok();
