@@ -181,3 +181,24 @@ write("deadlines", "2pow63", with_durations(lambda v: "9223372036854775807s"))
 write("deadlines", "exposed", minimal.replace(b"127.0.0.1:8080", b"0.0.0.0:8080"))
 # The one that failed open before the bounds: only max_engaged far out of range.
 write("deadlines", "max-engaged-10000y", minimal + b'[guard]\nmax_engaged = "10000y"\n')
+
+# h1_boundaries: the first byte is where the chunked decoder's input is split; the rest a
+# request stream (pipelined requests, both framings, chunk extensions and trailers, and the
+# ambiguous framings tests/it/desync.rs sends).
+H1 = {
+    "get": b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    "pipelined": b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nPOST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcGET /c HTTP/1.1\r\nHost: a\r\n\r\n",
+    "chunked": b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\nT: 1\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    "cl-te": b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /x HTTP/1.1\r\nHost: a\r\n\r\n",
+    "te-cl": b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n5c\r\nGPOST / HTTP/1.1\r\n\r\n0\r\n\r\n",
+    "bare-lf": b"GET / HTTP/1.1\nHost: a\n\nGET /x HTTP/1.1\r\nHost: a\r\n\r\n",
+    "obs-fold": b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n",
+    "te-space": b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\nContent-Length: 3\r\n\r\nabc",
+    "leading-crlf": b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+    "http10": b"GET / HTTP/1.0\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    "upgrade": b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nGET /x HTTP/1.1\r\nHost: a\r\n\r\n",
+    "chunk-size-ws": b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3 \t;a\r\nabc\r\n0 \r\n\r\n",
+}
+for name, stream in H1.items():
+    for split in (0, 7, 255):
+        write("h1_boundaries", "%s-%d" % (name, split), bytes([split]) + stream)

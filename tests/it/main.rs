@@ -16,6 +16,7 @@ mod example_app;
 mod hardening;
 mod hold;
 mod lifecycle;
+mod native;
 mod monitoring;
 mod proxy;
 mod proxy_holes;

@@ -1,0 +1,176 @@
+//! `proxy.engine = "native"`: the httparse-based HTTP/1.1 path. What the app receives and
+//! what the client sees are the same as with hyper (the same raw requests through an
+//! instance of each engine, compared); one connection moves from the native path to hyper
+//! when a request is not the native path's (a guarded write), answered in order; answers
+//! of every framing (length, chunked, until close) reach the client whole. The rest of the
+//! suite runs against this engine with `WG_TEST_ENGINE=native`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::common::client::{RawConn, RawResp};
+use crate::common::pattern;
+use crate::common::upstream::{sha256_hex, Recorded};
+use crate::common::{Instance, Upstream, Wg};
+
+async fn with_engine(up: &Upstream, engine: &str, extra: &[&str]) -> Instance {
+    let mut wg = Wg::for_upstream(up)
+        .methods(&["POST"])
+        .proxy_line(&format!("engine = \"{engine}\""));
+    for line in extra {
+        wg = wg.proxy_line(line);
+    }
+    wg.start().await
+}
+
+/// A request as the app saw it, minus what differs between two instances (their ports).
+fn seen(r: &Recorded) -> (String, String, BTreeMap<String, Vec<String>>, Vec<u8>) {
+    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, value) in &r.headers {
+        headers
+            .entry(name.as_str().to_owned())
+            .or_default()
+            .push(value.to_str().unwrap_or("<binary>").to_owned());
+    }
+    (r.method.clone(), r.uri.clone(), headers, r.body.to_vec())
+}
+
+/// A response as the client saw it, without `date` (hyper adds one, the app's is kept).
+fn answer(r: &RawResp) -> (u16, BTreeMap<String, String>, Vec<u8>) {
+    let headers = r
+        .headers
+        .iter()
+        .filter(|(k, _)| k != "date")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    (r.status, headers, r.body.clone())
+}
+
+const REQUESTS: &[&str] = &[
+    "GET /plain?q=1&r=%2F HTTP/1.1\r\nHost: app.test\r\nUser-Agent: t\r\n\r\n",
+    "GET /hop HTTP/1.1\r\nHost: app.test\r\nConnection: keep-alive, X-Secret\r\nX-Secret: s\r\nKeep-Alive: 5\r\nTE: trailers\r\nProxy-Authorization: Basic eA==\r\nProxy-Connection: x\r\nTrailer: X-T\r\nX-Kept: k\r\n\r\n",
+    "GET /fwd HTTP/1.1\r\nHost: app.test\r\nX-Forwarded-For: 203.0.113.7\r\nx-forwarded-for: 198.51.100.1\r\nX-Forwarded-Host: front.test\r\nX-Forwarded-Proto: https\r\n\r\n",
+    "GET /named HTTP/1.1\r\nHost: app.test\r\nConnection: X-Forwarded-Host, x-forwarded-proto\r\nX-Forwarded-Host: evil.test\r\nX-Forwarded-Proto: https\r\n\r\n",
+    "POST /cl HTTP/1.1\r\nHost: app.test\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n\r\nhello world",
+    "PUT /chunked HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
+    "GET /__status/418 HTTP/1.1\r\nHost: app.test\r\nX_User: shadow\r\n\r\n",
+    "HEAD /__big/1000 HTTP/1.1\r\nHost: app.test\r\n\r\n",
+    "GET /__bigchunked/70000 HTTP/1.1\r\nHost: app.test\r\n\r\n",
+    "DELETE /__status/204 HTTP/1.1\r\nHost: app.test\r\n\r\n",
+];
+
+async fn run_all(wg: &Instance) -> Vec<RawResp> {
+    let mut conn = RawConn::connect(wg.proxy).await;
+    let mut answers = Vec::new();
+    for raw in REQUESTS {
+        conn.write(raw.as_bytes()).await;
+        answers.push(conn.read_response(raw.starts_with("HEAD")).await);
+    }
+    assert!(!conn.closed_within(Duration::from_millis(50)).await);
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_engines_forward_the_same_requests_and_answers_the_same_way() {
+    for extra in [&[][..], &["underscore_headers = \"drop\"", "upstream_host = \"internal.test:8080\""]] {
+        let up_hyper = Upstream::start().await;
+        let up_native = Upstream::start().await;
+        let hyper = with_engine(&up_hyper, "hyper", extra).await;
+        let native = with_engine(&up_native, "native", extra).await;
+        let (a, b) = (run_all(&hyper).await, run_all(&native).await);
+        for (i, (a, b)) in a.iter().zip(&b).enumerate() {
+            let (a, b) = (answer(a), answer(b));
+            // hyper answers a HEAD with the length of the body it would have sent.
+            assert_eq!(a, b, "answer to request {i} ({extra:?})");
+        }
+        let (a, b) = (up_hyper.records(), up_native.records());
+        assert_eq!(a.len(), REQUESTS.len());
+        assert_eq!(b.len(), REQUESTS.len());
+        for (i, (a, b)) in a.iter().zip(&b).enumerate() {
+            assert_eq!(seen(a), seen(b), "request {i} as the app saw it ({extra:?})");
+        }
+        if extra.is_empty() {
+            let fwd = &b[2];
+            assert_eq!(
+                fwd.header("x-forwarded-for"),
+                Some("203.0.113.7, 127.0.0.1")
+            );
+            assert_eq!(b[1].header("x-secret"), None);
+            assert_eq!(b[1].header("x-kept"), Some("k"));
+            assert_eq!(b[3].header("x-forwarded-host"), Some("app.test"));
+            assert_eq!(b[5].body.as_ref(), b"hello world");
+        } else {
+            assert_eq!(b[0].header("host"), Some("internal.test:8080"));
+            assert_eq!(b[6].header("x_user"), None);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_moves_to_hyper_at_a_guarded_write_and_answers_in_order() {
+    let up = Upstream::start().await;
+    let wg = with_engine(&up, "native", &[]).await;
+    assert_eq!(wg.engage("deploy", None).await.status, 201);
+    let mut conn = RawConn::connect(wg.proxy).await;
+    // Pipelined: a read (native), a guarded write (the hyper path's 503), a read after it.
+    conn.write(
+        b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /w HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET /b HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    let a = conn.read_response(false).await;
+    let w = conn.read_response(false).await;
+    let b = conn.read_response(false).await;
+    assert_eq!((a.status, w.status, b.status), (200, 503, 200));
+    assert!(a.text().contains("/a") && b.text().contains("/b"));
+    assert_eq!(w.header("retry-after"), Some("30"));
+    let uris: Vec<String> = up.records().iter().map(|r| r.uri.clone()).collect();
+    assert_eq!(uris, ["/a", "/b"], "the guarded write never reached the app");
+    // The public status route, on a fresh connection, is the hyper path's too.
+    let mut conn = RawConn::connect(wg.proxy).await;
+    conn.write(b"GET /.well-known/writeguard/status HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let status = conn.read_response(false).await;
+    assert_eq!(status.status, 200);
+    assert!(status.text().contains("\"guarded\":true"), "{}", status.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_of_every_framing_reach_the_client_whole() {
+    let up = Upstream::start().await;
+    let wg = with_engine(&up, "native", &[]).await;
+    let mut conn = RawConn::connect(wg.proxy).await;
+    for path in ["/__big/100000", "/__bigchunked/100000"] {
+        conn.write(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await;
+        let res = conn.read_response(false).await;
+        assert_eq!(res.status, 200);
+        assert_eq!(sha256_hex(&res.body), sha256_hex(&pattern(100_000, 7)), "{path}");
+    }
+    // An app that ends its answer by closing (no length, not chunked): chunked to the
+    // client, whose connection stays open.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let _ = s.read(&mut buf).await;
+        s.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end")
+            .await
+            .unwrap();
+    });
+    let wg = Wg::new(format!("http://{addr}"))
+        .proxy_line("engine = \"native\"")
+        .start()
+        .await;
+    let mut conn = RawConn::connect(wg.proxy).await;
+    conn.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let res = conn.read_response(false).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(res.text(), "until the end");
+    assert!(!conn.closed_within(Duration::from_millis(50)).await);
+    app.await.unwrap();
+}
