@@ -202,3 +202,6 @@ H1 = {
 for name, stream in H1.items():
     for split in (0, 7, 255):
         write("h1_boundaries", "%s-%d" % (name, split), bytes([split]) + stream)
+# h1_hyper: the same streams, without the split byte.
+for name, stream in H1.items():
+    write("h1_hyper", name, stream)

@@ -20,9 +20,9 @@ pub mod deadline;
 pub mod duration;
 mod framing;
 pub mod guard;
-mod http;
 /// The native HTTP/1.1 engine; public for its differential fuzz target.
 pub mod h1;
+mod http;
 mod listener;
 pub mod listening;
 mod logging;

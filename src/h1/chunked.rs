@@ -208,16 +208,21 @@ mod tests {
 
     #[test]
     fn decodes_at_every_split_the_same() {
-        let input = b"5;ext=1\r\nhello\r\n1a\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nx-t: 1\r\n\r\nNEXT";
+        let input =
+            b"5;ext=1\r\nhello\r\n1a\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nx-t: 1\r\n\r\nNEXT";
         let (body, used) = all(input).unwrap();
         assert_eq!(body, b"helloabcdefghijklmnopqrstuvwxyz");
         assert_eq!(used, input.len() - 4);
         for split in 0..input.len() {
             let mut d = Decoder::default();
             let mut got = Vec::new();
-            let a = d.decode(&input[..split], |b| got.extend_from_slice(b)).unwrap();
+            let a = d
+                .decode(&input[..split], |b| got.extend_from_slice(b))
+                .unwrap();
             assert_eq!(a.used, split);
-            let b = d.decode(&input[split..], |b| got.extend_from_slice(b)).unwrap();
+            let b = d
+                .decode(&input[split..], |b| got.extend_from_slice(b))
+                .unwrap();
             if split <= used {
                 assert!(b.done);
                 assert_eq!(split + b.used, used);
@@ -246,6 +251,9 @@ mod tests {
         encode(&mut out, b"");
         encode(&mut out, &[b'a'; 26]);
         out.extend_from_slice(END);
-        assert_eq!(out, [&b"1a\r\n"[..], &[b'a'; 26], b"\r\n0\r\n\r\n"].concat());
+        assert_eq!(
+            out,
+            [&b"1a\r\n"[..], &[b'a'; 26], b"\r\n0\r\n\r\n"].concat()
+        );
     }
 }

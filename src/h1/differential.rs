@@ -84,6 +84,56 @@ pub fn native_boundaries(input: &[u8], split: usize) -> Vec<usize> {
     ends
 }
 
+/// The requests the native engine would forward from `input`, as the upstream would get
+/// them: method, target, and the body's bytes (chunked bodies decoded).
+pub fn native_messages(input: &[u8]) -> Vec<(String, String, Vec<u8>)> {
+    let rw = Rewrite {
+        drop_underscored: false,
+        host: None,
+        forwarded_for: None,
+        proto: b"http",
+    };
+    let mut out = Vec::new();
+    let mut at = 0;
+    let mut messages = Vec::new();
+    while at < input.len() {
+        out.clear();
+        let mut target = String::new();
+        let parsed = request::parse(&input[at..], &rw, &mut out, |_, _, _, _| Some(()));
+        let Parsed::Plain(plain) = parsed else { break };
+        // The target as rewritten: the request line of `out`.
+        if let Some(line) = out.split(|&b| b == b'\r').next() {
+            let mut parts = line.split(|&b| b == b' ');
+            parts.next();
+            target = String::from_utf8_lossy(parts.next().unwrap_or(b"")).into_owned();
+        }
+        let body_at = at + plain.head_len;
+        let (body, end) = match plain.framing {
+            Framing::Length(n) => {
+                match usize::try_from(n).ok().and_then(|n| body_at.checked_add(n)) {
+                    Some(end) if end <= input.len() => (input[body_at..end].to_vec(), end),
+                    _ => break,
+                }
+            }
+            Framing::Chunked => {
+                let mut decoder = Decoder::default();
+                let mut body = Vec::new();
+                match decoder.decode(&input[body_at..], |d| body.extend_from_slice(d)) {
+                    Ok(d) if d.done => (body, body_at + d.used),
+                    _ => break,
+                }
+            }
+        };
+        messages.push((plain.method.as_str().to_owned(), target, body));
+        if plain.close {
+            // The engine closes the connection after its answer: nothing more is read.
+            break;
+        }
+        at = end;
+    }
+    messages
+}
+
 /// The property: every request the native engine frames, the checker frames the same.
 pub fn agree(input: &[u8], split: usize, max_head: usize) -> Result<(), String> {
     let native = native_boundaries(input, split);

@@ -117,20 +117,39 @@ impl Native {
                     }
                     continue;
                 }
-                break self.fail(client, Failure::UpstreamNoAnswer, !body.done()).await;
+                break self
+                    .fail(client, Failure::UpstreamNoAnswer, !body.done())
+                    .await;
             }
             rbuf.clear();
             if !body.done() {
                 let (mut ur, mut uw) = up.tcp.split();
                 let pumped = self
-                    .pump(client, inb, &mut body, &mut uw, &mut enc, &mut rbuf, Some(&mut ur))
+                    .pump(
+                        client,
+                        inb,
+                        &mut body,
+                        &mut uw,
+                        &mut enc,
+                        &mut rbuf,
+                        Some(&mut ur),
+                    )
                     .await;
                 match pumped {
                     Ok(()) => {}
                     Err(PumpError::Early) => {
                         let close = ask.close || stopping();
                         break self
-                            .early(client, inb, &mut body, up, &mut rbuf, &mut enc, ask.head_request, close)
+                            .early(
+                                client,
+                                inb,
+                                &mut body,
+                                up,
+                                &mut rbuf,
+                                &mut enc,
+                                ask.head_request,
+                                close,
+                            )
                             .await;
                     }
                     Err(PumpError::Client(f)) => {
@@ -306,7 +325,8 @@ impl Native {
             {
                 Ok(head) => {
                     self.metrics.upstream(sent.elapsed());
-                    let status = StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
+                    let status =
+                        StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
                     let streamed = stream_body(&mut cw, &mut ur, rbuf, &mut out, &head).await;
                     let (bytes_out, complete) = match streamed {
                         Ok(n) => (n, true),
@@ -378,7 +398,9 @@ impl Native {
             rbuf.reserve(buffers::SIZE - rbuf.len().min(buffers::SIZE));
             match tokio::time::timeout_at(by, up.read_buf(rbuf)).await {
                 Ok(Ok(n)) if n > 0 => any = true,
-                Ok(Ok(_)) => return Err((UpstreamError::Protocol("closed before answering"), !any)),
+                Ok(Ok(_)) => {
+                    return Err((UpstreamError::Protocol("closed before answering"), !any))
+                }
                 Ok(Err(e)) => return Err((UpstreamError::Connect(e), !any)),
                 Err(_) => return Err((UpstreamError::Timeout, false)),
             }
@@ -396,7 +418,11 @@ impl Native {
         let res = failure.response();
         let status = res.status();
         let (parts, body) = res.into_parts();
-        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         let closes = close || parts.headers.contains_key(http::header::CONNECTION);
         let mut out = Vec::with_capacity(256 + body.len());
         out.extend_from_slice(b"HTTP/1.1 ");

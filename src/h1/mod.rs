@@ -164,9 +164,7 @@ impl Native {
                         Some(admitted)
                     });
                     match parsed {
-                        Parsed::Plain(p) if inb.settled(inb.start + p.head_len) => {
-                            break (p, out)
-                        }
+                        Parsed::Plain(p) if inb.settled(inb.start + p.head_len) => break (p, out),
                         Parsed::Partial if !inb.full() => buffers::give(out),
                         _ => {
                             buffers::give(out);

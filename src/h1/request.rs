@@ -350,9 +350,16 @@ mod tests {
             forwarded_for: None,
             proto: b"https",
         };
-        let head = b"GET / HTTP/1.1\r\nhost: public.test\r\nx_user: admin\r\ncontent-length: 0\r\n\r\n";
+        let head =
+            b"GET / HTTP/1.1\r\nhost: public.test\r\nx_user: admin\r\ncontent-length: 0\r\n\r\n";
         let (p, out) = run(head, &rw);
-        assert!(matches!(p, Parsed::Plain(Plain { framing: Framing::Length(0), .. })));
+        assert!(matches!(
+            p,
+            Parsed::Plain(Plain {
+                framing: Framing::Length(0),
+                ..
+            })
+        ));
         assert_eq!(out, "GET / HTTP/1.1\r\nhost: internal:8080\r\ncontent-length: 0\r\nx-forwarded-host: public.test\r\nx-forwarded-proto: https\r\n\r\n");
     }
 
@@ -380,6 +387,9 @@ mod tests {
             assert!(matches!(p, Parsed::Hand), "{}", String::from_utf8_lossy(head));
             assert!(out.is_empty());
         }
-        assert!(matches!(run(b"GET / HTTP/1.1\r\nHo", &RW).0, Parsed::Partial));
+        assert!(matches!(
+            run(b"GET / HTTP/1.1\r\nHo", &RW).0,
+            Parsed::Partial
+        ));
     }
 }

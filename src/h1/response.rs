@@ -109,7 +109,9 @@ pub fn parse(buf: &[u8], head_request: bool, close: bool, out: &mut Vec<u8>) -> 
     for h in headers {
         let name = h.name.as_bytes();
         if super::request::is_hop_by_hop(name)
-            || named[..n_named].iter().any(|n| n.eq_ignore_ascii_case(name))
+            || named[..n_named]
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name))
         {
             continue;
         }
@@ -129,9 +131,7 @@ pub fn parse(buf: &[u8], head_request: bool, close: bool, out: &mut Vec<u8>) -> 
             out.extend_from_slice(b"\r\n");
         }
         Body::Chunked | Body::Close => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-        Body::None if !no_body && status != 204 => {
-            out.extend_from_slice(b"content-length: 0\r\n")
-        }
+        Body::None if !no_body && status != 204 => out.extend_from_slice(b"content-length: 0\r\n"),
         Body::None => {}
     }
     if close {
@@ -182,16 +182,45 @@ mod tests {
         let (p, out) = run(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive, x-hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nX-App: 1\r\n\r\nhello", false);
         let Parsed::Head(h) = p else { panic!() };
         assert_eq!((h.status, h.body, h.reusable), (200, Body::Length(5), true));
-        assert_eq!(out, "HTTP/1.1 200 OK\r\nX-App: 1\r\ncontent-length: 5\r\n\r\n");
-        let (p, out) = run(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false);
-        assert!(matches!(p, Parsed::Head(Head { body: Body::Chunked, reusable: true, .. })));
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 OK\r\nX-App: 1\r\ncontent-length: 5\r\n\r\n"
+        );
+        let (p, out) = run(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+        );
+        assert!(matches!(
+            p,
+            Parsed::Head(Head {
+                body: Body::Chunked,
+                reusable: true,
+                ..
+            })
+        ));
         assert_eq!(out, "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
         let (p, _) = run(b"HTTP/1.0 200 OK\r\n\r\n", false);
-        assert!(matches!(p, Parsed::Head(Head { body: Body::Close, reusable: false, .. })));
+        assert!(matches!(
+            p,
+            Parsed::Head(Head {
+                body: Body::Close,
+                reusable: false,
+                ..
+            })
+        ));
         let (p, out) = run(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true);
-        assert!(matches!(p, Parsed::Head(Head { body: Body::None, .. })));
+        assert!(matches!(
+            p,
+            Parsed::Head(Head {
+                body: Body::None,
+                ..
+            })
+        ));
         assert_eq!(out, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n");
-        assert!(matches!(run(b"HTTP/1.1 100 Continue\r\n\r\n", false).0, Parsed::Interim(25)));
+        assert!(matches!(
+            run(b"HTTP/1.1 100 Continue\r\n\r\n", false).0,
+            Parsed::Interim(25)
+        ));
         for bad in [
             &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"[..],
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",

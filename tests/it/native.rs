@@ -75,7 +75,13 @@ async fn run_all(wg: &Instance) -> Vec<RawResp> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_engines_forward_the_same_requests_and_answers_the_same_way() {
-    for extra in [&[][..], &["underscore_headers = \"drop\"", "upstream_host = \"internal.test:8080\""]] {
+    for extra in [
+        &[][..],
+        &[
+            "underscore_headers = \"drop\"",
+            "upstream_host = \"internal.test:8080\"",
+        ],
+    ] {
         let up_hyper = Upstream::start().await;
         let up_native = Upstream::start().await;
         let hyper = with_engine(&up_hyper, "hyper", extra).await;
@@ -90,7 +96,11 @@ async fn both_engines_forward_the_same_requests_and_answers_the_same_way() {
         assert_eq!(a.len(), REQUESTS.len());
         assert_eq!(b.len(), REQUESTS.len());
         for (i, (a, b)) in a.iter().zip(&b).enumerate() {
-            assert_eq!(seen(a), seen(b), "request {i} as the app saw it ({extra:?})");
+            assert_eq!(
+                seen(a),
+                seen(b),
+                "request {i} as the app saw it ({extra:?})"
+            );
         }
         if extra.is_empty() {
             let fwd = &b[2];
@@ -127,14 +137,22 @@ async fn one_connection_moves_to_hyper_at_a_guarded_write_and_answers_in_order()
     assert!(a.text().contains("/a") && b.text().contains("/b"));
     assert_eq!(w.header("retry-after"), Some("30"));
     let uris: Vec<String> = up.records().iter().map(|r| r.uri.clone()).collect();
-    assert_eq!(uris, ["/a", "/b"], "the guarded write never reached the app");
+    assert_eq!(
+        uris,
+        ["/a", "/b"],
+        "the guarded write never reached the app"
+    );
     // The public status route, on a fresh connection, is the hyper path's too.
     let mut conn = RawConn::connect(wg.proxy).await;
     conn.write(b"GET /.well-known/writeguard/status HTTP/1.1\r\nHost: x\r\n\r\n")
         .await;
     let status = conn.read_response(false).await;
     assert_eq!(status.status, 200);
-    assert!(status.text().contains("\"guarded\":true"), "{}", status.text());
+    assert!(
+        status.text().contains("\"guarded\":true"),
+        "{}",
+        status.text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,7 +165,11 @@ async fn answers_of_every_framing_reach_the_client_whole() {
             .await;
         let res = conn.read_response(false).await;
         assert_eq!(res.status, 200);
-        assert_eq!(sha256_hex(&res.body), sha256_hex(&pattern(100_000, 7)), "{path}");
+        assert_eq!(
+            sha256_hex(&res.body),
+            sha256_hex(&pattern(100_000, 7)),
+            "{path}"
+        );
     }
     // An app that ends its answer by closing (no length, not chunked): chunked to the
     // client, whose connection stays open.
