@@ -75,6 +75,11 @@ pub fn parse<'b, T>(
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Hand,
     };
+    // httparse takes a bare LF as a line end; the framing checker refuses it (and this
+    // engine acts on nothing the checker refuses, but does not lean on that alone).
+    if bare_lf(&buf[..head_len]) {
+        return Parsed::Hand;
+    }
     let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
         return Parsed::Hand;
     };
@@ -301,6 +306,11 @@ fn origin_form_path(target: &str) -> Option<&str> {
         }
     }
     Some(&target[..query.unwrap_or(b.len())])
+}
+
+/// Whether some LF in `head` does not follow a CR.
+fn bare_lf(head: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')
 }
 
 /// A `Content-Length` value: 1 to 19 digits (the framing checker's rule).

@@ -225,7 +225,7 @@ mod tests {
             &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"[..],
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
             b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
-            b"HTTP/1.1 200 OK\nX: 1\r\n\r\n\x00",
+            b"HTTP/1.1 200 OK\r\nX: 1\r\n folded\r\n\r\n",
         ] {
             assert!(matches!(run(bad, false).0, Parsed::Bad(_)), "{bad:?}");
         }
