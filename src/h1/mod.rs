@@ -164,7 +164,12 @@ impl Native {
                         Some(admitted)
                     });
                     match parsed {
-                        Parsed::Plain(p) if inb.settled(inb.start + p.head_len) => break (p, out),
+                        Parsed::Plain(p)
+                            if p.head_len <= self.max_head
+                                && inb.settled(inb.start + p.head_len) =>
+                        {
+                            break (p, out)
+                        }
                         Parsed::Partial if !inb.full() => buffers::give(out),
                         _ => {
                             buffers::give(out);
