@@ -51,10 +51,14 @@ pub enum Violation {
     HostMissing,
     HostRepeated,
     FramingHeaderAlias,
+    /// A trailer field that is not `name: value` by RFC 9110's grammar, or more than 100
+    /// (as hyper): found by the native engine's chunked decoder, which is stricter here
+    /// than this checker (which leaves trailers to hyper).
+    TrailerInvalid,
 }
 
 impl Violation {
-    pub const ALL: [Violation; 19] = [
+    pub const ALL: [Violation; 20] = [
         Violation::BareLf,
         Violation::BareCr,
         Violation::ObsFold,
@@ -74,6 +78,7 @@ impl Violation {
         Violation::HostMissing,
         Violation::HostRepeated,
         Violation::FramingHeaderAlias,
+        Violation::TrailerInvalid,
     ];
 
     pub(crate) fn from_u8(v: u8) -> Option<Violation> {
@@ -106,6 +111,7 @@ impl Violation {
             Violation::FramingHeaderAlias => {
                 "a header name spelling Content-Length or Transfer-Encoding with '_'"
             }
+            Violation::TrailerInvalid => "a malformed trailer field",
         }
     }
 }

@@ -16,7 +16,8 @@ enum State {
     DataCr,
     DataLf,
     TrailerStart,
-    TrailerLine,
+    TrailerName,
+    TrailerValue,
     TrailerLf,
     EndLf,
     Done,
@@ -28,6 +29,8 @@ pub struct Decoder {
     state: State,
     /// Extension (then trailer) bytes seen.
     budget: usize,
+    /// Trailer fields seen.
+    trailers: u8,
 }
 
 impl Default for Decoder {
@@ -35,6 +38,7 @@ impl Default for Decoder {
         Decoder {
             state: State::Size { size: 0, digits: 0 },
             budget: 0,
+            trailers: 0,
         }
     }
 }
@@ -86,7 +90,9 @@ impl Decoder {
         })
     }
 
-    /// The framing checker's `chunk_byte`, state for state.
+    /// The framing checker's `chunk_byte`, state for state; trailer fields are also held to
+    /// the grammar hyper holds them to (httparse's header rules, at most 100 fields), so
+    /// that what hyper would refuse is refused here too.
     fn byte(&mut self, b: u8) -> Result<(), Violation> {
         use State::*;
         use Violation::*;
@@ -143,15 +149,31 @@ impl Decoder {
                 b'\r' => EndLf,
                 b'\n' => return Err(BareLf),
                 b' ' | b'\t' => return Err(ObsFold),
-                _ => self.spend(MAX_TRAILERS, TrailersTooLarge, TrailerLine)?,
+                _ if is_token(b) => self.spend(MAX_TRAILERS, TrailersTooLarge, TrailerName)?,
+                _ => return Err(TrailerInvalid),
             },
-            TrailerLine => match b {
+            TrailerName => match b {
+                b':' => self.spend(MAX_TRAILERS, TrailersTooLarge, TrailerValue)?,
+                b'\n' => return Err(BareLf),
+                _ if is_token(b) => self.spend(MAX_TRAILERS, TrailersTooLarge, TrailerName)?,
+                _ => return Err(TrailerInvalid),
+            },
+            TrailerValue => match b {
                 b'\r' => TrailerLf,
                 b'\n' => return Err(BareLf),
-                _ => self.spend(MAX_TRAILERS, TrailersTooLarge, TrailerLine)?,
+                b'\t' | b' '..=0x7e | 0x80..=0xff => {
+                    self.spend(MAX_TRAILERS, TrailersTooLarge, TrailerValue)?
+                }
+                _ => return Err(TrailerInvalid),
             },
             TrailerLf => match b {
-                b'\n' => TrailerStart,
+                b'\n' => {
+                    self.trailers += 1;
+                    if self.trailers > 100 {
+                        return Err(TrailerInvalid);
+                    }
+                    TrailerStart
+                }
                 _ => return Err(BareCr),
             },
             EndLf => match b {
@@ -170,6 +192,11 @@ impl Decoder {
         }
         Ok(next)
     }
+}
+
+/// A byte of a field name (RFC 9110 §5.6.2 `tchar`).
+fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// Appends `data` to `out` as one chunk (nothing for empty data: that would end the body).
@@ -240,6 +267,9 @@ mod tests {
             (b"11111111111111111\r\n", Violation::ChunkSize),
             (b"0\r\n a: b\r\n\r\n", Violation::ObsFold),
             (b"0\r\n\rx", Violation::BareCr),
+            (b"0\r\n\x14: 1\r\n\r\n", Violation::TrailerInvalid),
+            (b"0\r\nx : 1\r\n\r\n", Violation::TrailerInvalid),
+            (b"0\r\nx: \x01\r\n\r\n", Violation::TrailerInvalid),
         ] {
             assert_eq!(all(bad).unwrap_err(), v, "{bad:?}");
         }
