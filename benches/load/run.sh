@@ -34,6 +34,8 @@
 #                          /tmp/wg-load.XXXXXX, kept after the run)
 #   WG_LOG                 passed to writeguard as WRITEGUARD_LOG (default: its own default,
 #                          access log off)
+#   WG_ENGINE              writeguard's proxy.engine ("hyper" or "native"; default: left
+#                          out, the binary's default)
 set -euo pipefail
 shopt -u patsub_replacement 2>/dev/null || true
 
@@ -153,6 +155,8 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 TOKEN=bench-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
 PROBLEM= # writeguard's 503 body, copied into the nginx and HAProxy configs
 HOLD_LINE= # writeguard's hold key, when its version has one
+ENGINE_LINE='# (proxy.engine: the default)'
+[[ -n ${WG_ENGINE:-} ]] && ENGINE_LINE="engine = \"$WG_ENGINE\""
 
 render() { # template -> output, substituting @NAME@
     local text
@@ -166,6 +170,7 @@ render() { # template -> output, substituting @NAME@
     text=${text//@TOKEN@/$TOKEN}
     text=${text//@PROBLEM@/$PROBLEM}
     text=${text//@HOLD_LINE@/$HOLD_LINE}
+    text=${text//@ENGINE_LINE@/$ENGINE_LINE}
     printf '%s\n' "$text" >"$2"
 }
 
@@ -386,7 +391,7 @@ done
     echo "# Load comparison, $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo
     echo "- machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), kernel $(uname -r), load average at start $LOAD_START, at end $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "- writeguard: $("$WG_BIN" --version 2>/dev/null | head -1), $WG_DESC; binary $WG_BIN"
+    echo "- writeguard: $("$WG_BIN" --version 2>/dev/null | head -1), $WG_DESC; binary $WG_BIN; proxy.engine ${WG_ENGINE:-(default)}"
     echo "- nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), HAProxy $(haproxy -v | head -1 | awk '{print $3}'), $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}')"
     echo "- wrk -t1 -c$CONNS, $ROUNDS interleaved rounds x ${DURATION}s per run, ${WARMUP}s warm-up; medians over rounds; ratios are medians of per-round ratios"
     echo
