@@ -16,6 +16,7 @@ use tokio::net::tcp::WriteHalf;
 
 use crate::deadline;
 use crate::http::Failure;
+use crate::metrics::Outcome;
 use crate::upstream::UpstreamError;
 
 use super::chunked::{self, Decoder};
@@ -28,8 +29,8 @@ use super::{buffers, Native};
 /// How an exchange ended, for the connection and the accounting.
 pub struct Ended {
     pub status: StatusCode,
-    /// The answer was ours (a failure), not the upstream's.
-    pub failure: bool,
+    /// What was done, for the metrics and the access line.
+    pub outcome: Outcome,
     /// The client connection may carry another request.
     pub keep_alive: bool,
     pub bytes_out: u64,
@@ -204,7 +205,7 @@ impl Native {
             }
             break 'attempts Ended {
                 status,
-                failure: false,
+                outcome: Outcome::Forwarded,
                 keep_alive: complete && !close,
                 bytes_out,
             };
@@ -334,7 +335,7 @@ impl Native {
                     };
                     Ended {
                         status,
-                        failure: false,
+                        outcome: Outcome::Forwarded,
                         keep_alive: complete && !close,
                         bytes_out,
                     }
@@ -416,42 +417,125 @@ impl Native {
         close: bool,
     ) -> Ended {
         let res = failure.response();
-        let status = res.status();
-        let (parts, body) = res.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        let closes = close || parts.headers.contains_key(http::header::CONNECTION);
-        let mut out = Vec::with_capacity(256 + body.len());
-        out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(status.as_str().as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-        out.extend_from_slice(b"\r\n");
-        for (name, value) in &parts.headers {
-            if name == http::header::CONNECTION {
-                continue;
+        let outcome = Outcome::of_failure(res.status());
+        write_ours(client, res, close, outcome).await
+    }
+
+    /// The guard's 503 for a plain request (`Admit::Refuse`): its body read and dropped
+    /// first, up to `proxy.drain_limit` within 2 s, as the hyper path does (`proxy::drain`);
+    /// past that, the answer says `Connection: close` and the rest is never read.
+    pub async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        client: &mut S,
+        inb: &mut Inbound,
+        framing: Framing,
+        html: bool,
+        close: bool,
+    ) -> Ended {
+        let drained = drain(client, inb, framing, self.proxy.drain_limit()).await;
+        let close = close || !drained;
+        let res = self.proxy.refusal(html, close);
+        write_ours(client, res, close, Outcome::Refused).await
+    }
+}
+
+/// Reads and drops a request body of at most `limit` bytes, for 2 s at most (as
+/// `proxy::drain`); false when it could not, and the connection must close.
+async fn drain<S: AsyncRead + Unpin>(
+    client: &mut S,
+    inb: &mut Inbound,
+    framing: Framing,
+    limit: u64,
+) -> bool {
+    let mut body = match framing {
+        Framing::Length(0) => return true,
+        Framing::Length(n) if n > limit => return false,
+        Framing::Length(n) => BodyIn::Length(n),
+        Framing::Chunked => BodyIn::Chunked(Decoder::default()),
+    };
+    let by = deadline::after_tokio(tokio::time::Instant::now(), Duration::from_secs(2));
+    let mut seen = 0u64;
+    loop {
+        let end = match inb.stop.and_then(|s| s.refused.map(|_| s.at)) {
+            Some(at) => at.max(inb.start),
+            None => inb.buf.len(),
+        };
+        let avail = &inb.buf[inb.start..end];
+        match &mut body {
+            BodyIn::Length(left) => {
+                let n = (*left).min(avail.len() as u64);
+                inb.start += n as usize;
+                *left -= n;
             }
-            out.extend_from_slice(name.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
+            BodyIn::Chunked(decoder) => {
+                let Ok(decoded) = decoder.decode(avail, |d| seen += d.len() as u64) else {
+                    return false;
+                };
+                inb.start += decoded.used;
+                if seen > limit {
+                    return false;
+                }
+            }
         }
-        out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
-        if closes {
-            out.extend_from_slice(b"connection: close\r\n");
+        if body.done() {
+            return true;
         }
+        if inb.refused_before(inb.start + 1).is_some() {
+            return false;
+        }
+        match tokio::time::timeout_at(by, inb.fill(client)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return false,
+        }
+    }
+}
+
+/// Writes an answer of ours (a failure or the 503: a whole body); `close`: with
+/// `Connection: close`, and the connection is not kept.
+async fn write_ours<S: AsyncWrite + Unpin>(
+    client: &mut S,
+    res: http::Response<crate::http::Body>,
+    close: bool,
+    outcome: Outcome,
+) -> Ended {
+    let status = res.status();
+    let (parts, body) = res.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let closes = close || parts.headers.contains_key(http::header::CONNECTION);
+    let mut out = buffers::take();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        if name == http::header::CONNECTION {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(&body);
-        let written = client.write_all(&out).await.is_ok() && client.flush().await.is_ok();
-        Ended {
-            status,
-            failure: true,
-            keep_alive: written && !closes,
-            bytes_out: body.len() as u64,
-        }
+    }
+    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(body.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if closes {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&body);
+    let written = client.write_all(&out).await.is_ok() && client.flush().await.is_ok();
+    buffers::give(out);
+    Ended {
+        status,
+        outcome,
+        keep_alive: written && !closes,
+        bytes_out: body.len() as u64,
     }
 }
 

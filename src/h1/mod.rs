@@ -57,8 +57,9 @@ use crate::config::{Config, UnderscoreHeaders};
 use crate::deadline;
 use crate::framing::Checker;
 use crate::listener::{stopping, Connection, HttpApp, Observer, Rewind};
-use crate::metrics::{Metrics, Outcome};
-use crate::proxy::{is_idempotent, Proxy};
+use crate::metrics::Metrics;
+use crate::proxy::{is_idempotent, Admit, Proxy};
+use crate::traffic::InFlight;
 
 use exchange::Ask;
 use inbound::Inbound;
@@ -67,6 +68,14 @@ use request::{Parsed, Rewrite};
 
 /// Bytes an idle keep-alive connection reads its next request's first bytes into.
 const IDLE_READ: usize = 512;
+
+/// What this engine does with a request `Proxy::admit` did not hand to hyper.
+enum Take {
+    /// Forward it; a watched write counts in flight while this lives.
+    Forward(Option<InFlight>),
+    /// The guard's 503, after draining the body.
+    Refuse { html: bool },
+}
 
 /// The proxy port's app with the native engine in front of the hyper one.
 pub struct Native {
@@ -152,12 +161,16 @@ impl Native {
                     let mut out = buffers::take();
                     let access = self.observer.access();
                     let parsed = request::parse(inb.unused(), &rw, &mut out, |m, p, len, h| {
-                        let admitted = self.proxy.admit(
+                        let admitted = match self.proxy.admit(
                             m,
                             p,
                             len,
                             h.iter().map(|h| (h.name.as_bytes(), h.value)),
-                        )?;
+                        ) {
+                            Admit::Hand => return None,
+                            Admit::Forward(write) => Take::Forward(write),
+                            Admit::Refuse { html } => Take::Refuse { html },
+                        };
                         if access {
                             path = Some(p.into());
                         }
@@ -207,14 +220,18 @@ impl Native {
                 idempotent: is_idempotent(&plain.method),
                 close: plain.close || stopping_now(),
             };
-            let ended = Box::pin(self.exchange(&mut stream, &mut inb, ask, stopping_now)).await;
-            buffers::give(up_head);
-            // A watched write counts in flight until its last byte both ways.
-            drop(plain.admitted);
-            let outcome = match ended.failure {
-                true => Outcome::of_failure(ended.status),
-                false => Outcome::Forwarded,
+            let ended = match plain.admitted {
+                Take::Refuse { html } => {
+                    Box::pin(self.refuse(&mut stream, &mut inb, plain.framing, html, ask.close))
+                        .await
+                }
+                // A watched write counts in flight (`_write`) until its last byte both ways.
+                Take::Forward(_write) => {
+                    Box::pin(self.exchange(&mut stream, &mut inb, ask, stopping_now)).await
+                }
             };
+            buffers::give(up_head);
+            let outcome = ended.outcome;
             self.observer.record(
                 began,
                 path.as_deref()

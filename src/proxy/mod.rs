@@ -98,28 +98,40 @@ impl Proxy {
     }
 
     /// The native HTTP/1.1 engine's question for a plain request (origin-form target, no
-    /// `Upgrade`, not `CONNECT`): may it forward this one itself? `Some(write)`: yes (a
-    /// watched request counted in flight by `write`); `None`: hand it to the hyper path,
-    /// which answers it exactly as it answers every request (public routes, 414, the 503,
-    /// holds, the banner). The same checks in the same order as [`Handler::handle`].
+    /// `Upgrade`, not `CONNECT`): forward it itself ([`Admit::Forward`], a watched request
+    /// counted in flight), answer the guard's 503 at once ([`Admit::Refuse`]: guarded, holding
+    /// off), or hand it to the hyper path ([`Admit::Hand`]), which answers it exactly as it
+    /// answers every request (public routes, 414, holds, the banner). The same checks in the
+    /// same order as [`Handler::handle`], `watched` and `hold_or_refuse`.
     pub fn admit<'h>(
         &self,
         method: &http::Method,
         path: &str,
         target_len: usize,
-        headers: impl Iterator<Item = (&'h [u8], &'h [u8])>,
-    ) -> Option<Option<InFlight>> {
+        headers: impl Iterator<Item = (&'h [u8], &'h [u8])> + Clone,
+    ) -> Admit {
         if self.public.inject_banner || self.public.owns(path) {
-            return None;
+            return Admit::Hand;
         }
         if target_len > self.max_uri_length {
-            return None;
+            return Admit::Hand;
         }
-        match self.guard.classify_raw(method, path, headers) {
-            Decision::Forward => Some(None),
+        match self.guard.classify_raw(method, path, headers.clone()) {
+            Decision::Forward => Admit::Forward(None),
             kind => match self.released(kind) {
-                Released::Go(write) => Some(Some(write)),
-                Released::Queued | Released::Guarded => None,
+                Released::Go(write) => Admit::Forward(Some(write)),
+                // `hold_or_refuse`'s first branch: holding off, the 503 at once.
+                Released::Guarded
+                    if kind == Decision::Hold && self.guard.snapshot().settings.hold.is_zero() =>
+                {
+                    let html = refusal::prefers_html_of(
+                        headers
+                            .filter(|(name, _)| name.eq_ignore_ascii_case(b"accept"))
+                            .map(|(_, value)| value),
+                    );
+                    Admit::Refuse { html }
+                }
+                Released::Queued | Released::Guarded => Admit::Hand,
             },
         }
     }
@@ -211,6 +223,11 @@ impl Proxy {
     async fn refuse(&self, req: Request<Incoming>, close: bool) -> Response<Body> {
         let html = refusal::prefers_html(req.headers());
         let keep_alive = drain(req.into_body(), self.drain_limit).await;
+        self.refusal(html, close || !keep_alive)
+    }
+
+    /// The 503 itself, for a client that prefers `html` (both engines write this one).
+    pub fn refusal(&self, html: bool, close: bool) -> Response<Body> {
         let snapshot = self.guard.snapshot();
         let retry = Guard::refused_retry_of(&snapshot);
         let why = refusal::Why {
@@ -220,7 +237,13 @@ impl Proxy {
             since: snapshot.since,
             page: snapshot.settings.page.as_deref(),
         };
-        refusal::refusal(html, &why, close || !keep_alive)
+        refusal::refusal(html, &why, close)
+    }
+
+    /// `proxy.drain_limit`: how much of a refused request's body is read to keep its
+    /// connection.
+    pub fn drain_limit(&self) -> u64 {
+        self.drain_limit
     }
 }
 
@@ -265,6 +288,16 @@ impl Handler for Proxy {
         };
         (answered_by(outcome, &res), res)
     }
+}
+
+/// What the native engine may do with a plain request ([`Proxy::admit`]).
+pub enum Admit {
+    /// Forward it; a watched write counts in flight until its last byte both ways.
+    Forward(Option<InFlight>),
+    /// The guard's 503 ([`Proxy::refusal`]), after the body is drained.
+    Refuse { html: bool },
+    /// The hyper path serves it.
+    Hand,
 }
 
 /// What [`Proxy::released`] found.

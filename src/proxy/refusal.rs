@@ -12,12 +12,24 @@ use crate::http::{full, Body};
 /// Whether the client prefers HTML: `text/html` named explicitly, with a quality at least
 /// that of JSON. A bare `*/*` (curl, most API clients) gets JSON.
 pub(super) fn prefers_html(headers: &HeaderMap) -> bool {
+    prefers_html_of(headers.get_all(ACCEPT).iter().map(|v| v.as_bytes()))
+}
+
+/// [`prefers_html`] of the `Accept` values as sent (the native engine's raw head).
+pub(super) fn prefers_html_of<'a>(accepts: impl Iterator<Item = &'a [u8]>) -> bool {
     let mut html = 0.0f32;
     let mut json = 0.0f32;
-    for accept in headers.get_all(ACCEPT) {
-        let Ok(accept) = accept.to_str() else {
+    for accept in accepts {
+        // As `HeaderValue::to_str`: visible ASCII only.
+        let Ok(accept) = std::str::from_utf8(accept) else {
             continue;
         };
+        if !accept
+            .bytes()
+            .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+        {
+            continue;
+        }
         for range in accept.split(',') {
             let mut parts = range.split(';');
             let media = parts.next().unwrap_or("").trim();

@@ -119,40 +119,106 @@ async fn both_engines_forward_the_same_requests_and_answers_the_same_way() {
     }
 }
 
+/// Guarded writes while engaged (holding off): the same 503s from both engines.
+const REFUSED: &[&str] = &[
+    "POST /w1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+    "POST /w2 HTTP/1.1\r\nHost: x\r\nAccept: text/html,*/*;q=0.8\r\nContent-Length: 0\r\n\r\n",
+    "PATCH /w3 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    "GET /w4 HTTP/1.1\r\nHost: x\r\nX-HTTP-Method-Override: DELETE\r\n\r\n",
+    "GET /read HTTP/1.1\r\nHost: x\r\n\r\n",
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_connection_moves_to_hyper_at_a_guarded_write_and_answers_in_order() {
+async fn a_guarded_write_gets_the_same_503_from_both_engines_and_the_connection_goes_on() {
+    let mut answers = Vec::new();
+    for engine in ["hyper", "native"] {
+        let up = Upstream::start().await;
+        let wg = Wg::for_upstream(&up)
+            .methods(&["POST", "PATCH", "DELETE"])
+            .proxy_line(&format!("engine = \"{engine}\""))
+            .proxy_line("drain_limit = 100")
+            .start()
+            .await;
+        assert_eq!(wg.engage("deploy", None).await.status, 201);
+        let mut conn = RawConn::connect(wg.proxy).await;
+        let mut got = Vec::new();
+        for raw in REFUSED {
+            conn.write(raw.as_bytes()).await;
+            got.push(answer(&conn.read_response(false).await));
+        }
+        assert!(
+            !conn.closed_within(Duration::from_millis(50)).await,
+            "{engine}"
+        );
+        // A body over drain_limit: the 503, and the connection closes.
+        conn.write(b"POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+            .await;
+        let big = conn.read_response(false).await;
+        assert_eq!(big.status, 503, "{engine}");
+        assert_eq!(big.header("connection"), Some("close"), "{engine}");
+        assert!(conn.closed_within(Duration::from_secs(5)).await, "{engine}");
+        got.push(answer(&big));
+        let uris: Vec<String> = up.records().iter().map(|r| r.uri.clone()).collect();
+        assert_eq!(
+            uris,
+            ["/read"],
+            "{engine}: no guarded write reached the app"
+        );
+        answers.push(got);
+    }
+    for (i, (a, b)) in answers[0].iter().zip(&answers[1]).enumerate() {
+        assert_eq!(a, b, "answer {i}: hyper, then native");
+    }
+    assert_eq!(answers[1][0].0, 503);
+    assert_eq!(
+        answers[1][0].1.get("retry-after").map(String::as_str),
+        Some("30")
+    );
+    assert!(answers[1][1].1["content-type"].starts_with("text/html"));
+    assert_eq!(answers[1][4].0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_moves_to_hyper_where_the_native_path_stops_and_answers_in_order() {
     let up = Upstream::start().await;
-    let wg = with_engine(&up, "native", &[]).await;
-    assert_eq!(wg.engage("deploy", None).await.status, 201);
+    let wg = Wg::for_upstream(&up)
+        .methods(&["POST"])
+        .hold("30s")
+        .proxy_line("engine = \"native\"")
+        .start()
+        .await;
     let mut conn = RawConn::connect(wg.proxy).await;
-    // Pipelined: a read (native), a guarded write (the hyper path's 503), a read after it.
+    // Pipelined: a read (native), the public status route (the hyper path's), a read after
+    // it (now on hyper too), and an HTTP/1.0 request.
     conn.write(
-        b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /w HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET /b HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /.well-known/writeguard/status HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n",
     )
     .await;
     let a = conn.read_response(false).await;
-    let w = conn.read_response(false).await;
-    let b = conn.read_response(false).await;
-    assert_eq!((a.status, w.status, b.status), (200, 503, 200));
-    assert!(a.text().contains("/a") && b.text().contains("/b"));
-    assert_eq!(w.header("retry-after"), Some("30"));
-    let uris: Vec<String> = up.records().iter().map(|r| r.uri.clone()).collect();
-    assert_eq!(
-        uris,
-        ["/a", "/b"],
-        "the guarded write never reached the app"
-    );
-    // The public status route, on a fresh connection, is the hyper path's too.
-    let mut conn = RawConn::connect(wg.proxy).await;
-    conn.write(b"GET /.well-known/writeguard/status HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await;
     let status = conn.read_response(false).await;
-    assert_eq!(status.status, 200);
+    let b = conn.read_response(false).await;
+    assert_eq!((a.status, status.status, b.status), (200, 200, 200));
+    assert!(a.text().contains("/a") && b.text().contains("/b"));
     assert!(
-        status.text().contains("\"guarded\":true"),
+        status.text().contains("\"guarded\":false"),
         "{}",
         status.text()
     );
+    // Engaged with holding on: a guarded write is held by the hyper path, then forwarded
+    // once released; the connection it came on goes on.
+    assert_eq!(wg.engage("deploy", None).await.status, 201);
+    let mut conn = RawConn::connect(wg.proxy).await;
+    conn.write(b"GET /c HTTP/1.1\r\nHost: x\r\n\r\nPOST /held HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok")
+        .await;
+    assert_eq!(conn.read_response(false).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(up.count_method("POST"), 0, "held, not forwarded");
+    crate::common::released(&wg).await;
+    let held = conn.read_response(false).await;
+    assert_eq!(held.status, 200, "{}", held.text());
+    assert_eq!(up.count_method("POST"), 1);
+    let uris: Vec<String> = up.records().iter().map(|r| r.uri.clone()).collect();
+    assert_eq!(uris, ["/a", "/b", "/c", "/held"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
