@@ -7,18 +7,22 @@
 //! Policy lives in ONE place, the hyper path's (`proxy::Proxy`, `public`, `listener`): the
 //! guard decision, the 503 (HTML or problem+json), holds, the maintenance page, public
 //! routes (`{prefix}/status`, events, banner), 414, the framing refusals and their
-//! accounting. This engine only *forwards*, and only requests that the same code says may
-//! be forwarded now:
+//! accounting. This engine forwards, and answers the guard's 503 built by that same code,
+//! and only for requests that code says so of:
 //!
 //! 1. Every byte the client sends goes through the framing checker ([`inbound`]) as on the
 //!    hyper path. Where the checker stops (upgrade, CONNECT, h2c preface, a refusal), this
 //!    engine stops acting.
 //! 2. A head is parsed once with httparse ([`request`]). A request that is not *plain*
 //!    (HTTP/1.0, absolute-form or `*` target, `Upgrade`, `Expect`, a head larger than one
-//!    buffer, anything httparse or the checker rejects) is not this engine's.
+//!    buffer or than `max_header_size`, anything httparse or the checker rejects) is not
+//!    this engine's.
 //! 3. A plain request is put to `Proxy::admit`, which runs the hyper path's own checks in
 //!    the same order (public prefix, URI length, `Guard::classify`, and for a watched
-//!    request the released-and-not-queued test that counts it in flight). `None`: not ours.
+//!    request the released-and-not-queued test that counts it in flight, or, guarded with
+//!    holding off, the 503 at once). It answers Forward, Refuse (the page or problem+json
+//!    chosen by the same `Accept` rule; the answer itself from `Proxy::refusal`, its body
+//!    drained as `proxy::drain` does), or Hand.
 //! 4. What is not ours is handed to hyper **on the same connection**, at that request's
 //!    first byte: `listener::Rewind` replays the bytes already read, behind a fresh framing
 //!    checker, and hyper serves the rest of the connection exactly as it serves any
@@ -31,7 +35,8 @@
 //!    connection per request from a per-thread pool ([`origin`]). Buffers come from a
 //!    per-thread pool ([`buffers`]) only while a request is in flight.
 //!
-//! Any doubt about framing ends in the hyper path (which refuses with 400 and closes) or,
+//! The 503 of a held write (holding on), the hold itself, and everything else are the hyper
+//! path's. Any doubt about framing ends in the hyper path (which refuses with 400 and closes) or,
 //! mid-body, in a 400 and a closed connection: never a guess. With TLS on the proxy port or
 //! an https upstream, every connection is served by hyper (not built here yet).
 
