@@ -524,6 +524,7 @@ async fn write_ours<S: AsyncWrite + Unpin>(
     out.extend_from_slice(b"content-length: ");
     out.extend_from_slice(body.len().to_string().as_bytes());
     out.extend_from_slice(b"\r\n");
+    super::date::append(&mut out);
     if closes {
         out.extend_from_slice(b"connection: close\r\n");
     }

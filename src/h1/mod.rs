@@ -42,6 +42,7 @@
 
 mod buffers;
 mod chunked;
+mod date;
 pub mod differential;
 mod exchange;
 mod inbound;

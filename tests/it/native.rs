@@ -38,13 +38,16 @@ fn seen(r: &Recorded) -> (String, String, BTreeMap<String, Vec<String>>, Vec<u8>
     (r.method.clone(), r.uri.clone(), headers, r.body.to_vec())
 }
 
-/// A response as the client saw it, without `date` (hyper adds one, the app's is kept).
+/// A response as the client saw it; of `date` (the app's, or added when it sent none),
+/// only that there is one.
 fn answer(r: &RawResp) -> (u16, BTreeMap<String, String>, Vec<u8>) {
     let headers = r
         .headers
         .iter()
-        .filter(|(k, _)| k != "date")
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .map(|(k, v)| match k.as_str() {
+            "date" => (k.clone(), "<a date>".to_owned()),
+            _ => (k.clone(), v.clone()),
+        })
         .collect();
     (r.status, headers, r.body.clone())
 }
