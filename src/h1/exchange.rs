@@ -26,6 +26,9 @@ use super::request::Framing;
 use super::response::{self, Body};
 use super::{buffers, Native};
 
+/// The largest response head taken from the upstream: hyper's client read buffer limit.
+const MAX_RESPONSE_HEAD: usize = 8192 + 4096 * 100;
+
 /// How an exchange ended, for the connection and the accounting.
 pub struct Ended {
     pub status: StatusCode,
@@ -390,13 +393,13 @@ impl Native {
                     response::Parsed::Bad(why) => {
                         return Err((UpstreamError::Protocol(why), false));
                     }
-                    response::Parsed::Partial if rbuf.len() >= buffers::SIZE => {
+                    response::Parsed::Partial if rbuf.len() >= MAX_RESPONSE_HEAD => {
                         return Err((UpstreamError::Protocol("response head too large"), false));
                     }
                     response::Parsed::Partial => {}
                 }
             }
-            rbuf.reserve(buffers::SIZE - rbuf.len().min(buffers::SIZE));
+            rbuf.reserve(buffers::SIZE);
             match tokio::time::timeout_at(by, up.read_buf(rbuf)).await {
                 Ok(Ok(n)) if n > 0 => any = true,
                 Ok(Ok(_)) => {
