@@ -144,3 +144,70 @@ impl Inbound {
         self.buf
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inbound(bytes: &[u8]) -> Inbound {
+        let mut inb = Inbound::new(Checker::new(8192, false));
+        for piece in bytes.chunks(7) {
+            inb.push(piece);
+        }
+        inb
+    }
+
+    #[test]
+    fn a_refused_head_stops_everything_from_its_first_byte() {
+        let good = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+        let mut stream = good.to_vec();
+        stream.extend_from_slice(b"GET /b HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n");
+        let inb = inbound(&stream);
+        assert!(inb.settled(good.len() - 1));
+        // The bad head starts right where the good request ends: not settled there.
+        assert!(!inb.settled(good.len()));
+        assert_eq!(inb.stop.map(|s| s.at), Some(good.len()));
+        assert_eq!(inb.refused_before(good.len()), None);
+        assert!(inb.refused_before(good.len() + 1).is_some());
+    }
+
+    #[test]
+    fn a_bad_chunk_is_refused_inside_the_body() {
+        let head = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut stream = head.to_vec();
+        stream.extend_from_slice(b"3\r\nabcX\r\n");
+        let inb = inbound(&stream);
+        assert!(inb.settled(head.len()));
+        let stop = inb.stop.expect("refused");
+        assert_eq!(stop.at, head.len() + 6);
+        assert_eq!(stop.refused.map(|(_, in_head)| in_head), Some(false));
+    }
+
+    #[test]
+    fn an_upgrade_stops_the_checking_at_the_end_of_its_head() {
+        let head = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n";
+        let mut stream = head.to_vec();
+        stream.extend_from_slice(b"\x81\x05hello");
+        let inb = inbound(&stream);
+        assert_eq!(
+            inb.stop,
+            Some(Stop {
+                at: head.len(),
+                refused: None
+            })
+        );
+        assert!(!inb.settled(head.len()));
+    }
+
+    #[test]
+    fn used_bytes_are_moved_out_and_positions_follow() {
+        let one = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+        let mut inb = inbound(one);
+        inb.start = one.len();
+        inb.release_if_empty();
+        assert_eq!(inb.buf.capacity(), 0, "an idle connection holds no buffer");
+        inb.push(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(inb.start, 0);
+        assert!(inb.settled(one.len() - 1));
+    }
+}
