@@ -36,6 +36,18 @@ fn minimal_config_gets_the_documented_defaults() {
 }
 
 #[test]
+fn engine_is_hyper_by_default_or_native() {
+    let c = Config::parse(MINIMAL, &[]).expect("valid");
+    assert_eq!(c.proxy.engine, Engine::Hyper);
+    let native = MINIMAL.replace("[admin]", "engine = \"native\"\n[admin]");
+    let c = Config::parse(&native, &[]).expect("valid");
+    assert_eq!(c.proxy.engine, Engine::Native);
+    let bad = MINIMAL.replace("[admin]", "engine = \"fast\"\n[admin]");
+    let got = issues(&bad);
+    assert!(got.iter().any(|i| i.starts_with("proxy.engine")), "{got:?}");
+}
+
+#[test]
 fn underscore_headers_is_pass_or_drop() {
     let drop = MINIMAL.replace("[admin]", "underscore_headers = \"drop\"\n[admin]");
     let c = Config::parse(&drop, &[]).expect("valid");
