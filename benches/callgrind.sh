@@ -6,7 +6,7 @@
 # (default 24510). Each binary: started under callgrind, warmed up 3 s, counters zeroed,
 # `wrk -t1 -c8 -d10s`, counters dumped; instructions / requests. WG_CG_OUT=<dir> keeps each
 # dump there as <n>-<mode>.callgrind (n: the binary's place in the arguments, from 1), for
-# `callgrind_annotate`.
+# `callgrind_annotate`. WG_ENGINE=hyper|native sets proxy.engine (default: the binary's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 1 ] || { echo "usage: $0 BIN [BIN...]" >&2; exit 2; }
@@ -24,6 +24,7 @@ measure() { # BIN MODE N
   local bin=$1 mode=$2 n=$3 vg out reqs ir dump
   sed -e "s#@DIR@#$dir#g" -e "s#@UPSTREAM_PORT@#$up#g" -e "s#@WG_PORT@#$wg#g" \
       -e "s#@ADMIN_PORT@#$admin#g" -e "s#@TOKEN@#$token#g" -e "s#@HOLD_LINE@#hold = \"0s\"#g" \
+      -e "s#@ENGINE_LINE@#${WG_ENGINE:+engine = \"$WG_ENGINE\"}#g" \
       benches/load/writeguard.toml.in > "$dir/wg.toml"
   rm -f "$dir"/writeguard.state* "$dir"/cg.out*
   valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" "$bin" run -c "$dir/wg.toml" \
