@@ -29,9 +29,9 @@
 //!    (`HttpApp::serve_handed`). So a refusal, a hold, a public route or a framing error
 //!    is answered by the code that answers it today, byte for byte.
 //! 5. An admitted request is forwarded by [`exchange`]: the head rewritten in one pass by
-//!    `proxy::forward`'s rules, the body streamed (a length counted, chunked decoded and
-//!    re-framed by [`chunked`], as strict as the checker; never buffered whole), the
-//!    response head parsed with httparse and re-framed ([`response`]), on one upstream
+//!    `proxy::forward`'s rules, the body streamed ([`upload`]: a length counted, chunked
+//!    decoded and re-framed by [`chunked`], as strict as the checker; never buffered whole),
+//!    the response head parsed with httparse and re-framed ([`response`], [`reply`]), on one upstream
 //!    connection per request from a per-thread pool ([`origin`]). Buffers come from a
 //!    per-thread pool ([`buffers`]) only while a request is in flight.
 //!
@@ -47,8 +47,10 @@ pub mod differential;
 mod exchange;
 mod inbound;
 mod origin;
+mod reply;
 mod request;
 mod response;
+mod upload;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
