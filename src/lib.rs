@@ -28,6 +28,7 @@ mod proxy;
 mod public;
 mod redirect;
 mod reload;
+mod stale;
 pub mod stdwebhook;
 pub mod store;
 mod traffic;

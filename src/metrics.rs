@@ -8,6 +8,7 @@
 //! the webhook and the admin API hand it what they saw.
 
 mod recent;
+mod stale;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -23,6 +24,7 @@ use prometheus_client::registry::Registry;
 
 pub use recent::Recently;
 use recent::{Recent, CAPACITY};
+pub use stale::{Eviction, StaleMetrics};
 
 /// What happened to a request, as `writeguard_requests_total{outcome}` and the access line
 /// say it. `Admin`: a request on the admin port (access line only, not counted).
@@ -212,6 +214,8 @@ pub struct Metrics {
     connections: Gauge,
     store_ok: Gauge,
     recent: Mutex<Recent>,
+    /// The stale-read store's (`[stale]`): registered whether it is on or not.
+    pub stale: StaleMetrics,
 }
 
 impl Metrics {
@@ -288,6 +292,7 @@ impl Metrics {
             "store_ok",
             "1 while the guard state is stored and confirmed (0: fail-safe)",
         );
+        let stale = StaleMetrics::register(&mut registry);
         registry.register(
             "build",
             "This build",
@@ -309,6 +314,7 @@ impl Metrics {
             connections,
             store_ok,
             recent: Mutex::new(Recent::new(CAPACITY)),
+            stale,
         })
     }
 
@@ -416,6 +422,9 @@ mod tests {
             "writeguard_engagements 0",
             "writeguard_in_flight_writes 0",
             "writeguard_build_info{version=\"",
+            "writeguard_stale_stored_total 0",
+            "writeguard_stale_evicted_total{reason=\"size\"} 0",
+            "writeguard_stale_bytes 0",
             "# EOF",
         ] {
             assert!(text.contains(line), "{line} missing in\n{text}");

@@ -14,7 +14,7 @@ use std::time::Duration;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Secret};
 use crate::guard::{self, Guard, Source};
@@ -24,6 +24,7 @@ use crate::http::Body;
 use crate::listener::{Connection, Handler, OpenConnections};
 use crate::metrics::{self, DeployResult, DeploySource, Live, Metrics, Outcome};
 use crate::reload::Reloader;
+use crate::stale::{self, Stale};
 use crate::webhook::Webhook;
 
 pub use error::AdminError;
@@ -38,12 +39,24 @@ pub struct Admin {
     metrics: Arc<Metrics>,
     metrics_token: Option<Secret>,
     connections: Arc<OpenConnections>,
+    stale: Option<Arc<Stale>>,
 }
 
-/// What `/metrics` needs besides the guard.
+/// What `/metrics` and `/status` need besides the guard.
 pub struct Monitoring {
     pub metrics: Arc<Metrics>,
     pub connections: Arc<OpenConnections>,
+    /// `[stale]`, when on: what it holds goes in `/status`.
+    pub stale: Option<Arc<Stale>>,
+}
+
+/// The `/status` document: the guard's, and with `[stale]` on, what the store holds.
+#[derive(Serialize)]
+struct StatusDocument {
+    #[serde(flatten)]
+    guard: guard::Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stale: Option<stale::Held>,
 }
 
 /// The operator dashboard: one self-contained page that talks to this API.
@@ -95,6 +108,14 @@ impl Admin {
             metrics: monitoring.metrics,
             metrics_token: cfg.admin.metrics_token.clone(),
             connections: monitoring.connections,
+            stale: monitoring.stale,
+        }
+    }
+
+    fn status(&self) -> StatusDocument {
+        StatusDocument {
+            guard: self.guard.status(),
+            stale: self.stale.as_ref().map(|s| s.held()),
         }
     }
 
@@ -108,6 +129,10 @@ impl Admin {
             bearer(req, token)?;
         }
         let status = self.guard.status();
+        if let Some(stale) = &self.stale {
+            // The store's evictions are counted as its pending work is done.
+            stale.held();
+        }
         let live = Live {
             guarded: status.guarded,
             engagements: status.engagements.len(),
@@ -151,7 +176,7 @@ impl Admin {
             } else {
                 text(StatusCode::OK, "ready\n", false)
             }),
-            (&Method::GET, "/status") => Ok(json(StatusCode::OK, &self.guard.status())),
+            (&Method::GET, "/status") => Ok(json(StatusCode::OK, &self.status())),
             (&Method::GET, "/metrics") => self.metrics(&req),
             (&Method::GET, "/metrics/recent") => self.recent(&req),
             (&Method::GET, "/deploys") => Ok(json(StatusCode::OK, &self.deploys())),

@@ -31,6 +31,7 @@ use crate::listener::{Headroom, HttpApp, HttpOptions, Observer, OpenConnections,
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::redirect::Redirect;
+use crate::stale::Stale;
 use crate::reload::Reloader;
 use crate::store::{FileStore, RedisStore};
 use crate::webhook::Webhook;
@@ -96,12 +97,14 @@ pub fn run(cfg: Config, config_path: &Path, upgrade: bool) -> anyhow::Result<()>
     // The metrics' handles, created once for the process.
     let metrics = Metrics::new();
     let webhook = Webhook::new(&cfg.upsun, &cfg.webhooks, metrics.clone());
+    let stale = Stale::new(&cfg.stale, metrics.clone());
     let proxy = Arc::new(Proxy::new(
         &cfg,
         guard.clone(),
         webhook.clone(),
         headroom.clone(),
         metrics.clone(),
+        stale.clone(),
     ));
     let observe = |port| Observer::new(metrics.clone(), cfg.log.access, port);
     let tls = match &cfg.proxy.tls {
@@ -120,6 +123,7 @@ pub fn run(cfg: Config, config_path: &Path, upgrade: bool) -> anyhow::Result<()>
     let monitoring = Monitoring {
         metrics: metrics.clone(),
         connections: connections.clone(),
+        stale,
     };
     let reloader = Arc::new(Reloader::new(&cfg, config_path, guard.clone(), tls.clone()));
     let admin = Arc::new(Admin::new(

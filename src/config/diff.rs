@@ -16,6 +16,7 @@ impl Config {
             ("server", self.server == new.server),
             ("public", self.public == new.public),
             ("log", self.log == new.log),
+            ("stale", self.stale == new.stale),
         ];
         sections
             .into_iter()

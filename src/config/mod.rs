@@ -10,6 +10,8 @@ mod methods;
 mod reader;
 mod secret;
 mod sections;
+mod size;
+mod stale;
 mod state;
 mod suggest;
 mod tls;
@@ -28,6 +30,8 @@ use sections::{
     read_admin, read_guard, read_log, read_proxy, read_public, read_server, read_upsun,
     read_webhooks,
 };
+pub use stale::{ServeWhen, StaleConfig};
+use stale::read_stale;
 use state::read_state;
 pub use tls::TlsConfig;
 
@@ -102,6 +106,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub public: PublicConfig,
     pub log: LogConfig,
+    pub stale: StaleConfig,
 }
 
 /// What the log looks like (`[log]`): read once at start (a reload cannot change it).
@@ -377,6 +382,7 @@ impl Config {
         let server = read_server(&mut root, &state, r);
         let public = read_public(&mut root, r);
         let log = read_log(&mut root, env, r);
+        let stale = read_stale(&mut root, r);
         let Reading {
             mut issues,
             sources,
@@ -432,6 +438,7 @@ impl Config {
                     server,
                     public,
                     log,
+                    stale,
                 };
                 Ok((config, sources))
             }
@@ -442,7 +449,7 @@ impl Config {
     /// Every configured duration, with its key: what the running code turns into deadlines
     /// (the `deadlines` fuzz target computes them all). The structs are taken apart field by
     /// field, so a new field cannot be added without deciding here whether it is one.
-    pub fn durations(&self) -> [(&'static str, Duration); 10] {
+    pub fn durations(&self) -> [(&'static str, Duration); 11] {
         let ProxyConfig {
             listen: _,
             upstream: _,
@@ -480,6 +487,13 @@ impl Config {
             upgrade_sock: _,
             pid_file: _,
         } = self.server;
+        let StaleConfig {
+            enabled: _,
+            max_bytes: _,
+            max_object: _,
+            grace,
+            serve_when: _,
+        } = self.stale;
         [
             ("proxy.connect_timeout", connect_timeout),
             ("proxy.upstream_retry", upstream_retry),
@@ -491,6 +505,7 @@ impl Config {
             ("guard.max_engaged", max_engaged),
             ("guard.hold", hold),
             ("server.shutdown_grace", shutdown_grace),
+            ("stale.grace", grace),
         ]
     }
 

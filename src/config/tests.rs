@@ -157,7 +157,8 @@ fn every_duration_has_an_upper_bound() {
          body_timeout = \"{huge}\"\nupstream_timeout = \"{huge}\"\n\
          [admin]\ntoken = \"a-long-token\"\n\
          [guard]\nretry_after = \"{huge}\"\nmax_engaged = \"10000y\"\nhold = \"{huge}\"\n\
-         [server]\nshutdown_grace = \"{huge}\"\n"
+         [server]\nshutdown_grace = \"{huge}\"\n\
+         [stale]\ngrace = \"{huge}\"\n"
     );
     let got = issues(&text);
     let every = Config::parse(MINIMAL, &[]).expect("valid").durations();

@@ -1,0 +1,211 @@
+//! Stale reads: while the app fails (a deploy took it down), a GET or HEAD whose answer was
+//! stored gets that answer instead of a 502, the way a CDN's grace period or nginx's
+//! `proxy_cache_use_stale` do it. Not a cache: every request still goes to the app, and a
+//! stored answer is only served when the app fails (or, with `serve_when =
+//! "upstream-error-or-guarded"`, while the guard is engaged).
+//!
+//! The seam, for any data path: [`Stale::ask`] before forwarding (a cheap look at the
+//! request head), then [`Stale::answer`] with what came back: a failure is answered from the
+//! store ([`Stale::stored`]), a storable answer gets its body teed into it ([`Stale::keep`]).
+//! What may be stored is [`rules`]' call, what it is filed under [`key`]'s, the bounded store
+//! is [`store`], the copy on the way [`tee`], an entry and the answer made of it [`entry`].
+//!
+//! Above `http`, `metrics` and `config`; below `proxy` and `admin`.
+
+mod entry;
+mod key;
+mod rules;
+mod store;
+mod tee;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::header::{self, HeaderMap, HeaderName};
+use http::{Method, Request, Response, Uri};
+use serde::Serialize;
+
+use crate::config::{ServeWhen, StaleConfig};
+use crate::http::Body;
+use crate::metrics::Metrics;
+
+pub use entry::Because;
+use entry::{Slot, Stored};
+use store::Store;
+use tee::{Copy, Tee};
+
+/// A stored answer younger than this is not replaced by a new copy: a page asked for
+/// thousands of times a second is copied once a second, not on every request.
+const REFRESH: Duration = Duration::from_secs(1);
+
+pub struct Stale {
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    grace: Duration,
+    max_object: u64,
+    max_bytes: u64,
+    when_guarded: bool,
+}
+
+/// A GET or HEAD on its way to the app, as far as the store goes.
+pub struct Asked {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    primary: String,
+    /// Its answer is wanted in the store: nothing fresh or recent is there.
+    keep: bool,
+}
+
+/// What the store holds, for `/status`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Held {
+    pub answers: u64,
+    pub bytes: u64,
+    pub max_bytes: u64,
+}
+
+impl Stale {
+    /// `None` when `[stale]` is off.
+    pub fn new(cfg: &StaleConfig, metrics: Arc<Metrics>) -> Option<Arc<Stale>> {
+        cfg.enabled.then(|| {
+            Arc::new(Stale {
+                store: Arc::new(Store::new(cfg.max_bytes, metrics.clone())),
+                metrics,
+                grace: cfg.grace,
+                max_object: cfg.max_object,
+                max_bytes: cfg.max_bytes,
+                when_guarded: cfg.serve_when == ServeWhen::UpstreamErrorOrGuarded,
+            })
+        })
+    }
+
+    /// Whether stored answers are served, without asking the app, while guarded.
+    pub fn serves_while_guarded(&self) -> bool {
+        self.when_guarded
+    }
+
+    /// Before forwarding: a GET or HEAD with a host gets an [`Asked`]; anything else passes
+    /// untouched (`None`).
+    pub fn ask<B>(&self, req: &Request<B>) -> Option<Asked> {
+        let method = req.method();
+        if method != Method::GET && method != Method::HEAD {
+            return None;
+        }
+        let primary = key::primary(req.uri(), req.headers())?;
+        let keep = *method == Method::GET
+            && self
+                .find(&primary, req.headers())
+                .is_none_or(|stored| {
+                    let now = SystemTime::now();
+                    !stored.fresh_at(now) && !stored.newer_than(now, REFRESH)
+                });
+        Some(Asked {
+            method: method.clone(),
+            uri: req.uri().clone(),
+            headers: req.headers().clone(),
+            primary,
+            keep,
+        })
+    }
+
+    /// What came back from forwarding `asked`: writeguard's own 502/504 (the app refused,
+    /// reset or did not answer in time) or the app's 500/502/503/504 is replaced by the
+    /// stored answer when there is one it may serve; any other answer goes to the client
+    /// as it is, teed into the store when it may be kept.
+    pub fn answer(&self, asked: Asked, res: Response<Body>) -> Response<Body> {
+        let status = res.status().as_u16();
+        let failed = match res.body() {
+            Body::Full(_) => matches!(status, 502 | 504),
+            Body::Upstream(_) => matches!(status, 500 | 502 | 503 | 504),
+            Body::Boxed(_) => false,
+        };
+        if failed {
+            return self.stored(&asked, Because::AppFailed).unwrap_or(res);
+        }
+        self.keep(asked, res)
+    }
+
+    /// The stored answer to `asked` if there is one it may get now: within its time, of
+    /// the same variant, and shared when the request carries credentials.
+    pub fn stored(&self, asked: &Asked, because: Because) -> Option<Response<Body>> {
+        let stored = self.find(&asked.primary, &asked.headers)?;
+        let now = SystemTime::now();
+        if !stored.servable_at(now) || (rules::has_credentials(&asked.headers) && !stored.shared)
+        {
+            return None;
+        }
+        self.metrics.stale.served();
+        Some(stored.response(now, because))
+    }
+
+    /// The app's answer to `asked`, with its body teed into the store when it may be kept.
+    pub fn keep(&self, asked: Asked, res: Response<Body>) -> Response<Body> {
+        if !asked.keep {
+            return res;
+        }
+        let declared = res
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_object) {
+            return res;
+        }
+        let now = SystemTime::now();
+        let verdict = rules::verdict(
+            &rules::Request {
+                method: &asked.method,
+                uri: &asked.uri,
+                headers: &asked.headers,
+            },
+            &rules::Response {
+                status: res.status(),
+                headers: res.headers(),
+            },
+            now,
+            self.grace,
+        );
+        let Some(verdict) = verdict else { return res };
+        let (key, vary) = if verdict.vary.is_empty() {
+            (asked.primary, None)
+        } else {
+            let names: Arc<[HeaderName]> = verdict.vary.clone().into();
+            let key = key::variant(&asked.primary, &names, &asked.headers);
+            (key, Some((asked.primary, Slot::Vary(names))))
+        };
+        let copy = Copy {
+            store: self.store.clone(),
+            key,
+            vary,
+            status: res.status(),
+            headers: res.headers().clone(),
+            received: now,
+            verdict,
+            max: usize::try_from(self.max_object).unwrap_or(usize::MAX),
+            body: Vec::with_capacity(declared.map_or(0, |n| n as usize)),
+        };
+        res.map(|body| Body::boxed(Tee::new(body, copy)))
+    }
+
+    /// What the store holds now.
+    pub fn held(&self) -> Held {
+        let (answers, bytes) = self.store.held();
+        Held {
+            answers,
+            bytes,
+            max_bytes: self.max_bytes,
+        }
+    }
+
+    /// The stored answer for this primary key and these request headers, of any age.
+    fn find(&self, primary: &str, headers: &HeaderMap) -> Option<Arc<Stored>> {
+        match self.store.get(primary)? {
+            Slot::Answer(stored) => Some(stored),
+            Slot::Vary(names) => match self.store.get(&key::variant(primary, &names, headers))? {
+                Slot::Answer(stored) => Some(stored),
+                Slot::Vary(_) => None,
+            },
+        }
+    }
+}
