@@ -31,8 +31,8 @@ use crate::listener::{Headroom, HttpApp, HttpOptions, Observer, OpenConnections,
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::redirect::Redirect;
-use crate::stale::Stale;
 use crate::reload::Reloader;
+use crate::stale::Stale;
 use crate::store::{FileStore, RedisStore};
 use crate::webhook::Webhook;
 use pidfile::PidFile;

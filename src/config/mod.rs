@@ -30,8 +30,8 @@ use sections::{
     read_admin, read_guard, read_log, read_proxy, read_public, read_server, read_upsun,
     read_webhooks,
 };
-pub use stale::{ServeWhen, StaleConfig};
 use stale::read_stale;
+pub use stale::{ServeWhen, StaleConfig};
 use state::read_state;
 pub use tls::TlsConfig;
 

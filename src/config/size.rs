@@ -67,7 +67,15 @@ mod tests {
         assert_eq!(parse("1GiB"), Some(1 << 30));
         assert_eq!(parse("100"), Some(100));
         assert_eq!(parse("100B"), Some(100));
-        for bad in ["64MB", "64mb", "MiB", "", "-1KiB", "1.5MiB", "99999999999999999999GiB"] {
+        for bad in [
+            "64MB",
+            "64mb",
+            "MiB",
+            "",
+            "-1KiB",
+            "1.5MiB",
+            "99999999999999999999GiB",
+        ] {
             assert_eq!(parse(bad), None, "{bad}");
         }
     }

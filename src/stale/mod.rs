@@ -94,12 +94,10 @@ impl Stale {
         }
         let primary = key::primary(req.uri(), req.headers())?;
         let keep = *method == Method::GET
-            && self
-                .find(&primary, req.headers())
-                .is_none_or(|stored| {
-                    let now = SystemTime::now();
-                    !stored.fresh_at(now) && !stored.newer_than(now, REFRESH)
-                });
+            && self.find(&primary, req.headers()).is_none_or(|stored| {
+                let now = SystemTime::now();
+                !stored.fresh_at(now) && !stored.newer_than(now, REFRESH)
+            });
         Some(Asked {
             method: method.clone(),
             uri: req.uri().clone(),
@@ -131,8 +129,7 @@ impl Stale {
     pub fn stored(&self, asked: &Asked, because: Because) -> Option<Response<Body>> {
         let stored = self.find(&asked.primary, &asked.headers)?;
         let now = SystemTime::now();
-        if !stored.servable_at(now) || (rules::has_credentials(&asked.headers) && !stored.shared)
-        {
+        if !stored.servable_at(now) || (rules::has_credentials(&asked.headers) && !stored.shared) {
             return None;
         }
         self.metrics.stale.served();

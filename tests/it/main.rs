@@ -26,6 +26,7 @@ mod reload;
 mod replicas;
 mod retry_eta;
 mod shared_state;
+mod stale;
 mod tls;
 mod webhook;
 mod webhook_holes;

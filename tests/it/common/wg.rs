@@ -39,6 +39,8 @@ pub struct Wg {
     pub log_extra: String,
     /// TOML lines for `[webhooks]` (left out when empty).
     pub webhooks_extra: String,
+    /// TOML lines for `[stale]` (left out when empty).
+    pub stale_extra: String,
 }
 
 impl Wg {
@@ -64,6 +66,7 @@ impl Wg {
             admin_extra: String::new(),
             log_extra: String::new(),
             webhooks_extra: String::new(),
+            stale_extra: String::new(),
         }
     }
 
@@ -112,6 +115,13 @@ impl Wg {
     pub fn webhooks_line(mut self, line: &str) -> Self {
         self.webhooks_extra += line;
         self.webhooks_extra += "\n";
+        self
+    }
+
+    /// One more line in `[stale]`.
+    pub fn stale_line(mut self, line: &str) -> Self {
+        self.stale_extra += line;
+        self.stale_extra += "\n";
         self
     }
 
@@ -238,6 +248,9 @@ impl Wg {
         t += &format!("guard_pending = {}\n\n", self.guard_pending);
         if !self.webhooks_extra.is_empty() {
             t += &format!("[webhooks]\n{}\n", self.webhooks_extra);
+        }
+        if !self.stale_extra.is_empty() {
+            t += &format!("[stale]\n{}\n", self.stale_extra);
         }
         if !self.public_extra.is_empty() {
             t += &format!("[public]\n{}\n", self.public_extra);
