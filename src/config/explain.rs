@@ -282,6 +282,26 @@ impl Config {
             ),
             ("log.access", access.to_string()),
         ]);
+        let StaleConfig {
+            enabled,
+            max_bytes,
+            max_object,
+            grace,
+            serve_when,
+        } = &self.stale;
+        out.extend([
+            ("stale.enabled", enabled.to_string()),
+            ("stale.max_bytes", max_bytes.to_string()),
+            ("stale.max_object", max_object.to_string()),
+            ("stale.grace", duration(*grace)),
+            (
+                "stale.serve_when",
+                string(match serve_when {
+                    ServeWhen::UpstreamError => "upstream-error",
+                    ServeWhen::UpstreamErrorOrGuarded => "upstream-error-or-guarded",
+                }),
+            ),
+        ]);
         out.into_iter()
             .map(|(key, value)| Setting {
                 key,

@@ -591,7 +591,7 @@ fn explain_shows_every_value_with_its_source_and_masks_secrets() {
         .iter()
         .map(|(s, _)| s.split(" = ").next().unwrap())
         .collect();
-    assert_eq!(keys.len(), 50, "{keys:?}");
+    assert_eq!(keys.len(), 55, "{keys:?}");
     assert!(keys.contains(&"state.audit_log") && !keys.contains(&"state.redis_url"));
 }
 
@@ -628,4 +628,49 @@ fn relative_paths_are_relative_to_the_config_file() {
         Config::parse_in(&text, &[], Some(Path::new("/etc/wg"))),
         Err(ParseError::Invalid(i)) if i[0].to_string() == "state.path: must not be empty"
     ));
+}
+
+#[test]
+fn stale_is_off_by_default_and_reads_sizes_and_its_mode() {
+    let c = Config::parse(MINIMAL, &[]).expect("valid");
+    assert_eq!(c.stale, StaleConfig::default());
+    assert!(!c.stale.enabled);
+    let text = format!(
+        "{MINIMAL}[stale]\nenabled = true\nmax_bytes = \"8MiB\"\nmax_object = 65536\n\
+         grace = \"10m\"\nserve_when = \"upstream-error-or-guarded\"\n"
+    );
+    let c = Config::parse(&text, &[]).expect("valid");
+    assert_eq!(
+        c.stale,
+        StaleConfig {
+            enabled: true,
+            max_bytes: 8 << 20,
+            max_object: 65536,
+            grace: Duration::from_secs(600),
+            serve_when: ServeWhen::UpstreamErrorOrGuarded,
+        }
+    );
+}
+
+#[test]
+fn stale_refuses_wrong_sizes_and_modes_with_their_keys() {
+    let text = format!(
+        "{MINIMAL}[stale]\nmax_bytes = \"64MB\"\nmax_object = \"2GiB\"\n\
+         serve_when = \"always\"\ngrace = \"8d\"\ncache = true\n"
+    );
+    let got = issues(&text);
+    for key in [
+        "stale.max_bytes: is not a size",
+        "stale.max_object: 2147483648 bytes is out of range",
+        "stale.serve_when: \"always\" is not one of",
+        "stale.grace: \"8d\" is out of range",
+        "stale.cache: unknown key",
+    ] {
+        assert!(got.iter().any(|i| i.starts_with(key)), "{key} missing from {got:#?}");
+    }
+    let text = format!("{MINIMAL}[stale]\nmax_bytes = \"1MiB\"\nmax_object = \"2MiB\"\n");
+    assert_eq!(
+        issues(&text),
+        ["stale.max_object: must not be larger than max_bytes"]
+    );
 }
