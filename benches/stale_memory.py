@@ -55,7 +55,8 @@ def page(n, size):
     return (head * (size // len(head) + 1))[:size]
 
 
-async def upstream_conn(reader, writer, size):
+async def upstream_conn(reader, writer, size, open_writers):
+    open_writers.add(writer)
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -70,9 +71,10 @@ async def upstream_conn(reader, writer, size):
                 + body
             )
             await writer.drain()
-    except (asyncio.IncompleteReadError, ConnectionError):
+    except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
         pass
     finally:
+        open_writers.discard(writer)
         writer.close()
 
 
@@ -155,8 +157,9 @@ def prctl_pdeathsig():
 async def run(args):
     budget = size_bytes(args.budget)
     n_pages = args.factor * budget // args.page
+    open_writers = set()
     upstream = await asyncio.start_server(
-        lambda r, w: upstream_conn(r, w, args.page), "127.0.0.1", 0, backlog=1024
+        lambda r, w: upstream_conn(r, w, args.page, open_writers), "127.0.0.1", 0, backlog=1024
     )
     up_port = upstream.sockets[0].getsockname()[1]
     proxy_port, admin_port = free_port(), free_port()
@@ -207,7 +210,11 @@ async def run(args):
         report["second_pass_statuses"] = statuses
         report["rss_after_second_pass_kib"] = rss_kib(wg.pid)
         report["metrics"] = metrics(admin_port)
+        # The app goes down: no new connection, and the open ones (writeguard's pool) cut.
         upstream.close()
+        for w in list(open_writers):
+            w.transport.abort()
+        await asyncio.sleep(0.2)
         last = list(range(n_pages - 100, n_pages))
         # New connections: the upstream's are closed with it.
         statuses, from_store = await asyncio.wait_for(ask(proxy_port, last, 4), 60)

@@ -666,7 +666,10 @@ fn stale_refuses_wrong_sizes_and_modes_with_their_keys() {
         "stale.grace: \"8d\" is out of range",
         "stale.cache: unknown key",
     ] {
-        assert!(got.iter().any(|i| i.starts_with(key)), "{key} missing from {got:#?}");
+        assert!(
+            got.iter().any(|i| i.starts_with(key)),
+            "{key} missing from {got:#?}"
+        );
     }
     let text = format!("{MINIMAL}[stale]\nmax_bytes = \"1MiB\"\nmax_object = \"2MiB\"\n");
     assert_eq!(

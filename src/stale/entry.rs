@@ -70,16 +70,14 @@ pub enum Because {
 impl Stored {
     pub(super) fn new(
         status: StatusCode,
-        mut headers: HeaderMap,
+        headers: &HeaderMap,
         body: Bytes,
         received: SystemTime,
         verdict: &Verdict,
     ) -> Stored {
-        // Set again when served.
-        headers.remove(header::AGE);
         Stored {
             status,
-            headers,
+            headers: detached(headers),
             body,
             received,
             age: verdict.age,
@@ -134,4 +132,22 @@ impl Stored {
         );
         res
     }
+}
+
+/// A copy of `headers` that owns its bytes, without `Age` (set again when served). hyper's
+/// parsed values are slices of the connection's read buffer: a stored clone of them would keep
+/// that whole buffer (and the body bytes read with the head) alive for as long as the answer
+/// is stored, out of sight of the budget.
+fn detached(headers: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        if name == header::AGE {
+            continue;
+        }
+        let mut copy =
+            HeaderValue::from_bytes(value.as_bytes()).expect("the bytes of a header value are one");
+        copy.set_sensitive(value.is_sensitive());
+        out.append(name.clone(), copy);
+    }
+    out
 }

@@ -47,14 +47,23 @@ pub struct Stale {
     when_guarded: bool,
 }
 
-/// A GET or HEAD on its way to the app, as far as the store goes.
+/// A GET or HEAD on its way to the app, as far as the store goes: what is held for it now,
+/// and, when its answer is wanted in the store, the request head that decides it.
 pub struct Asked {
-    method: Method,
+    primary: String,
+    /// The answer held for this request (of its variant), looked up once before forwarding.
+    held: Option<Arc<Stored>>,
+    /// It carries `Cookie` or `Authorization`.
+    credentials: bool,
+    /// Its answer is wanted in the store (nothing fresh or recent is held): the request head
+    /// [`rules`] judge it by. Copied only then: the common read costs one lookup.
+    keep: Option<Head>,
+}
+
+/// The request head kept to judge its answer.
+struct Head {
     uri: Uri,
     headers: HeaderMap,
-    primary: String,
-    /// Its answer is wanted in the store: nothing fresh or recent is there.
-    keep: bool,
 }
 
 /// What the store holds, for `/status`.
@@ -93,17 +102,20 @@ impl Stale {
             return None;
         }
         let primary = key::primary(req.uri(), req.headers())?;
-        let keep = *method == Method::GET
-            && self.find(&primary, req.headers()).is_none_or(|stored| {
+        let held = self.find(&primary, req.headers());
+        let wanted = *method == Method::GET
+            && held.as_ref().is_none_or(|stored| {
                 let now = SystemTime::now();
                 !stored.fresh_at(now) && !stored.newer_than(now, REFRESH)
             });
         Some(Asked {
-            method: method.clone(),
-            uri: req.uri().clone(),
-            headers: req.headers().clone(),
             primary,
-            keep,
+            held,
+            credentials: rules::has_credentials(req.headers()),
+            keep: wanted.then(|| Head {
+                uri: req.uri().clone(),
+                headers: req.headers().clone(),
+            }),
         })
     }
 
@@ -127,9 +139,9 @@ impl Stale {
     /// The stored answer to `asked` if there is one it may get now: within its time, of
     /// the same variant, and shared when the request carries credentials.
     pub fn stored(&self, asked: &Asked, because: Because) -> Option<Response<Body>> {
-        let stored = self.find(&asked.primary, &asked.headers)?;
+        let stored = asked.held.as_ref()?;
         let now = SystemTime::now();
-        if !stored.servable_at(now) || (rules::has_credentials(&asked.headers) && !stored.shared) {
+        if !stored.servable_at(now) || (asked.credentials && !stored.shared) {
             return None;
         }
         self.metrics.stale.served();
@@ -138,9 +150,7 @@ impl Stale {
 
     /// The app's answer to `asked`, with its body teed into the store when it may be kept.
     pub fn keep(&self, asked: Asked, res: Response<Body>) -> Response<Body> {
-        if !asked.keep {
-            return res;
-        }
+        let Some(head) = asked.keep else { return res };
         let declared = res
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -152,9 +162,9 @@ impl Stale {
         let now = SystemTime::now();
         let verdict = rules::verdict(
             &rules::Request {
-                method: &asked.method,
-                uri: &asked.uri,
-                headers: &asked.headers,
+                method: &Method::GET,
+                uri: &head.uri,
+                headers: &head.headers,
             },
             &rules::Response {
                 status: res.status(),
@@ -168,7 +178,7 @@ impl Stale {
             (asked.primary, None)
         } else {
             let names: Arc<[HeaderName]> = verdict.vary.clone().into();
-            let key = key::variant(&asked.primary, &names, &asked.headers);
+            let key = key::variant(&asked.primary, &names, &head.headers);
             (key, Some((asked.primary, Slot::Vary(names))))
         };
         let copy = Copy {

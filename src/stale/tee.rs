@@ -52,7 +52,7 @@ impl Tee {
         let Some(copy) = self.copy.take() else { return };
         let stored = Stored::new(
             copy.status,
-            copy.headers,
+            &copy.headers,
             Bytes::from(copy.body),
             copy.received,
             &copy.verdict,
