@@ -15,7 +15,8 @@ pub(super) fn primary(uri: &Uri, headers: &HeaderMap) -> Option<String> {
     };
     let target = uri.path_and_query().map_or("/", |p| p.as_str());
     let mut key = String::with_capacity(host.len() + 1 + target.len());
-    key.extend(host.chars().map(|c| c.to_ascii_lowercase()));
+    key.push_str(host);
+    key.make_ascii_lowercase();
     key.push(' ');
     key.push_str(target);
     Some(key)
