@@ -1,12 +1,14 @@
 //! Stale reads (`[stale]`) over real sockets: pages the app served are served again, with
-//! `Age` and `Cache-Status`, while the app is stopped or failing; what may not be stored
-//! (private, Set-Cookie, credentials, no-store, too large, must-revalidate) gets the usual
-//! 502; `Vary` picks the variant; `serve_when = "upstream-error-or-guarded"` serves them
-//! without asking the app while the guard is engaged; the store's numbers show in
-//! `/metrics` and `/status`.
+//! `Age` and `Cache-Status`, while the app is stopped, answering 5xx or not answering in
+//! time; what may not be stored (private, Set-Cookie, credentials, no-store, too large,
+//! must-revalidate) gets the usual 502; `Vary` picks the variant; `stale-if-error` and the
+//! grace bound how long; `serve_when = "upstream-error-or-guarded"` serves stored pages
+//! without asking the app while the guard is engaged; the store's numbers show in `/metrics`
+//! and `/status`.
 
 use std::time::Duration;
 
+use crate::common::faulty::Faulty;
 use crate::common::{engaged, Instance, Req, Upstream, Wg};
 
 /// A `[stale]` instance in front of `up`, the app's failures answered without retrying.
@@ -393,4 +395,28 @@ async fn the_budget_evicts_and_holds() {
         n
     };
     assert_eq!(served as f64, answers);
+}
+
+#[tokio::test]
+async fn an_app_that_stops_answering_gets_the_stored_page_after_the_timeout() {
+    let faulty = Faulty::start().await;
+    let wg = Wg::new(faulty.url())
+        .proxy_line("upstream_retry = \"0s\"")
+        .proxy_line("upstream_timeout = \"300ms\"")
+        .stale_line("enabled = true")
+        .start()
+        .await;
+    let ok = wg.proxy(wg.proxy_req("GET", "/ok")).await;
+    assert_eq!((ok.status.as_u16(), ok.text().as_str()), (200, "ok"));
+    // The pooled connection goes (the app answers garbage on it); new ones are never read.
+    assert_eq!(wg.proxy(wg.proxy_req("GET", "/garbage")).await.status, 502);
+    faulty.mute(true);
+    let res = wg.proxy(wg.proxy_req("GET", "/ok")).await;
+    assert_eq!((res.status.as_u16(), res.text().as_str()), (200, "ok"));
+    assert_eq!(
+        res.header("cache-status"),
+        Some("writeguard; hit; fwd=stale")
+    );
+    let other = wg.proxy(wg.proxy_req("GET", "/ok?never=asked")).await;
+    assert_eq!(other.status, 504);
 }
