@@ -7,6 +7,7 @@ mod explain;
 mod exposure;
 mod limits;
 mod methods;
+mod pipelines;
 mod reader;
 mod secret;
 mod sections;
@@ -22,6 +23,8 @@ use std::time::Duration;
 use http::{Method, Uri};
 
 pub use explain::{Setting, Source, Sources};
+use pipelines::{read_github, read_gitlab};
+pub use pipelines::{GithubConfig, GitlabConfig};
 use reader::Reading;
 pub use secret::Secret;
 use sections::{
@@ -98,6 +101,8 @@ pub struct Config {
     pub guard: GuardConfig,
     pub upsun: UpsunConfig,
     pub webhooks: WebhooksConfig,
+    pub github: GithubConfig,
+    pub gitlab: GitlabConfig,
     pub state: StateConfig,
     pub server: ServerConfig,
     pub public: PublicConfig,
@@ -373,6 +378,8 @@ impl Config {
         let guard = read_guard(&mut root, r);
         let upsun = read_upsun(&mut root, env, r);
         let webhooks = read_webhooks(&mut root, env, r);
+        let github = read_github(&mut root, env, r);
+        let gitlab = read_gitlab(&mut root, env, r);
         let state = read_state(&mut root, env, upsun.as_ref(), r);
         let server = read_server(&mut root, &state, r);
         let public = read_public(&mut root, r);
@@ -414,6 +421,8 @@ impl Config {
                     "upsun.shared_key",
                     upsun.as_ref().and_then(|u| u.shared_key.as_ref()),
                 ),
+                ("github.secret", github.secret.as_ref()),
+                ("gitlab.token", gitlab.token.as_ref()),
             ],
             &mut issues,
         );
@@ -428,6 +437,8 @@ impl Config {
                     guard,
                     upsun,
                     webhooks,
+                    github,
+                    gitlab,
                     state,
                     server,
                     public,

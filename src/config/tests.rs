@@ -590,7 +590,7 @@ fn explain_shows_every_value_with_its_source_and_masks_secrets() {
         .iter()
         .map(|(s, _)| s.split(" = ").next().unwrap())
         .collect();
-    assert_eq!(keys.len(), 50, "{keys:?}");
+    assert_eq!(keys.len(), 58, "{keys:?}");
     assert!(keys.contains(&"state.audit_log") && !keys.contains(&"state.redis_url"));
 }
 
