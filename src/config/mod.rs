@@ -523,7 +523,7 @@ impl Config {
                 .join(",")
         };
         format!(
-            "proxy {}{} -> {}, admin {}, guarding {} (allow {} path prefixes), webhooks {}, state {}",
+            "proxy {}{} -> {}, admin {}, guarding {} (allow {} path prefixes), webhooks {}{}, state {}",
             list(&self.proxy.listen),
             match (&self.proxy.tls, self.proxy.redirect_listen.is_empty()) {
                 (None, _) => String::new(),
@@ -546,6 +546,21 @@ impl Config {
                 (Some(_), _) => "signed",
                 (None, true) => "UNSIGNED (allow_unsigned = true)",
                 (None, false) => "refused (no upsun.shared_key)",
+            },
+            {
+                let deploy: Vec<&str> = [
+                    (!self.webhooks.secrets.is_empty(), "standard"),
+                    (self.github.secret.is_some(), "github"),
+                    (self.gitlab.enabled(), "gitlab"),
+                ]
+                .into_iter()
+                .filter_map(|(on, name)| on.then_some(name))
+                .collect();
+                if deploy.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (deploy: {})", deploy.join(", "))
+                }
             },
             match &self.state.backend {
                 StateBackend::File => self.state.path.display().to_string(),
