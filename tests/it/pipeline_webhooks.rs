@@ -53,6 +53,12 @@ async fn github(wg: &Instance, event: &str, delivery: &str, body: &str) -> Resp 
     wg.admin(req).await
 }
 
+/// A `deployment_status` of `deployment` (status id `id`, `state`) as delivery `delivery`.
+async fn status(wg: &Instance, delivery: &str, deployment: u64, id: u64, state: &str) -> Resp {
+    let body = github_status(deployment, id, state);
+    github(wg, "deployment_status", delivery, &body).await
+}
+
 async fn gitlab(wg: &Instance, token: &str, key: Option<&str>, body: &str) -> Resp {
     let mut req = Req::new("POST", "/webhooks/gitlab")
         .header("content-type", "application/json")
@@ -89,24 +95,19 @@ fn assert_ok(res: &Resp, guarded: bool, ignored: bool) {
     assert_eq!(doc.get("ignored").is_some(), ignored, "{doc}");
 }
 
-/// The value of one sample of `/metrics`.
-async fn metric(wg: &Instance, sample: &str) -> f64 {
+/// `writeguard_<family>_total{source, result}` in `/metrics`.
+async fn counted(wg: &Instance, family: &str, source: &str, result: &str) -> f64 {
+    let sample = format!("writeguard_{family}_total{{source=\"{source}\",result=\"{result}\"}}");
     let text = wg.admin(Req::get("/metrics")).await.text();
     text.lines()
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+        .find_map(|l| l.strip_prefix(&sample)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no {sample} in /metrics:\n{text}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn github_in_progress_engages_and_success_releases() {
     let (up, wg) = with_github("repository = \"codertocat/hello-world\"").await;
-    let res = github(
-        &wg,
-        "deployment_status",
-        "d-1",
-        &github_status(145988746, 1, "in_progress"),
-    )
-    .await;
+    let res = status(&wg, "d-1", 145988746, 1, "in_progress").await;
     assert_ok(&res, true, false);
     assert!(writes_blocked(&wg, &up).await);
     let status = wg.status().await;
@@ -136,22 +137,8 @@ async fn github_in_progress_engages_and_success_releases() {
         .filter_map(|r| r["source"].as_str())
         .collect();
     assert_eq!(sources, ["github", "github"], "{history}");
-    assert_eq!(
-        metric(
-            &wg,
-            "writeguard_deploys_total{source=\"github\",result=\"success\"}"
-        )
-        .await,
-        1.0
-    );
-    assert_eq!(
-        metric(
-            &wg,
-            "writeguard_webhooks_total{source=\"github\",result=\"accepted\"}"
-        )
-        .await,
-        2.0
-    );
+    assert_eq!(counted(&wg, "deploys", "github", "success").await, 1.0);
+    assert_eq!(counted(&wg, "webhooks", "github", "accepted").await, 2.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,31 +146,13 @@ async fn github_statuses_apply_in_order_and_deliveries_once() {
     let (up, wg) = with_github("").await;
     // A re-run: in_progress (status 6) is delivered before the failure (status 5) it
     // follows. The late failure is older: ignored, the guard stays.
-    let res = github(
-        &wg,
-        "deployment_status",
-        "d-6",
-        &github_status(7, 6, "in_progress"),
-    )
-    .await;
+    let res = status(&wg, "d-6", 7, 6, "in_progress").await;
     assert_ok(&res, true, false);
-    let res = github(
-        &wg,
-        "deployment_status",
-        "d-5",
-        &github_status(7, 5, "failure"),
-    )
-    .await;
+    let res = status(&wg, "d-5", 7, 5, "failure").await;
     assert_ok(&res, true, true);
     assert!(writes_blocked(&wg, &up).await);
     // A redelivery of a delivery already taken: ignored, whatever it says.
-    let res = github(
-        &wg,
-        "deployment_status",
-        "d-6",
-        &github_status(7, 8, "success"),
-    )
-    .await;
+    let res = status(&wg, "d-6", 7, 8, "success").await;
     assert_ok(&res, true, true);
     assert!(res.json()["ignored"]
         .as_str()
@@ -191,40 +160,15 @@ async fn github_statuses_apply_in_order_and_deliveries_once() {
         .contains("already delivered"));
     assert!(wg.guarded().await);
     // The newest status ends it; a later start of the same deployment never re-engages.
-    let res = github(
-        &wg,
-        "deployment_status",
-        "d-8",
-        &github_status(7, 8, "success"),
-    )
-    .await;
+    let res = status(&wg, "d-8", 7, 8, "success").await;
     assert_ok(&res, false, false);
-    let res = github(
-        &wg,
-        "deployment_status",
-        "d-9",
-        &github_status(7, 9, "in_progress"),
-    )
-    .await;
+    let res = status(&wg, "d-9", 7, 9, "in_progress").await;
     assert_ok(&res, false, true);
     assert!(!writes_blocked(&wg, &up).await);
     // A duplicate end (another delivery) is acknowledged and counted once.
-    let res = github(
-        &wg,
-        "deployment_status",
-        "d-10",
-        &github_status(7, 10, "inactive"),
-    )
-    .await;
+    let res = status(&wg, "d-10", 7, 10, "inactive").await;
     assert_ok(&res, false, true);
-    assert_eq!(
-        metric(
-            &wg,
-            "writeguard_deploys_total{source=\"github\",result=\"success\"}"
-        )
-        .await,
-        1.0
-    );
+    assert_eq!(counted(&wg, "deploys", "github", "success").await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -257,11 +201,7 @@ async fn github_bad_signatures_and_bodies_change_nothing() {
     assert_eq!(wg.admin(tampered).await.status, 401);
     assert!(!wg.guarded().await);
     assert_eq!(
-        metric(
-            &wg,
-            "writeguard_webhooks_total{source=\"github\",result=\"bad_signature\"}"
-        )
-        .await,
+        counted(&wg, "webhooks", "github", "bad_signature").await,
         3.0
     );
 
@@ -275,13 +215,7 @@ async fn github_bad_signatures_and_bodies_change_nothing() {
     assert_ok(&github(&wg, "ping", "x5", ping).await, false, true);
     assert_ok(&github(&wg, "push", "x6", &body).await, false, true);
     // A state that waits: ignored without guard_queued.
-    let res = github(
-        &wg,
-        "deployment_status",
-        "x7",
-        &github_status(2, 1, "queued"),
-    )
-    .await;
+    let res = status(&wg, "x7", 2, 1, "queued").await;
     assert_ok(&res, false, true);
     assert!(!wg.guarded().await);
 }
@@ -375,14 +309,7 @@ async fn gitlab_running_engages_and_success_releases() {
     let deploys = wg.admin(Req::get("/deploys")).await.json();
     assert_eq!(deploys[0]["id"], "gitlab:15", "{deploys}");
     assert_eq!(deploys[0]["result"], "success", "{deploys}");
-    assert_eq!(
-        metric(
-            &wg,
-            "writeguard_deploys_total{source=\"gitlab\",result=\"success\"}"
-        )
-        .await,
-        1.0
-    );
+    assert_eq!(counted(&wg, "deploys", "gitlab", "success").await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -445,14 +372,7 @@ async fn gitlab_order_duplicates_scope_and_bad_input() {
         false,
     );
     assert!(!writes_blocked(&wg, &up).await);
-    assert_eq!(
-        metric(
-            &wg,
-            "writeguard_deploys_total{source=\"gitlab\",result=\"cancelled\"}"
-        )
-        .await,
-        1.0
-    );
+    assert_eq!(counted(&wg, "deploys", "gitlab", "cancelled").await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
