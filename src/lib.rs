@@ -18,6 +18,8 @@ pub mod config;
 pub mod deadline;
 pub mod duration;
 mod framing;
+pub mod github;
+mod gitlab;
 pub mod guard;
 mod http;
 mod listener;

@@ -123,6 +123,21 @@ pub enum DeploySource {
     Upsun,
     Manual,
     Webhook,
+    Github,
+    Gitlab,
+}
+
+impl From<crate::guard::Source> for DeploySource {
+    fn from(source: crate::guard::Source) -> DeploySource {
+        use crate::guard::Source;
+        match source {
+            Source::Upsun => DeploySource::Upsun,
+            Source::Webhook => DeploySource::Webhook,
+            Source::Github => DeploySource::Github,
+            Source::Gitlab => DeploySource::Gitlab,
+            Source::Manual | Source::Store => DeploySource::Manual,
+        }
+    }
 }
 
 /// Which endpoint a webhook delivery came to (`writeguard_webhooks_total{source}`).
@@ -131,6 +146,10 @@ pub enum WebhookSource {
     Upsun,
     /// Standard Webhooks, `POST /webhooks/deploy`.
     Webhook,
+    /// `POST /webhooks/github`.
+    Github,
+    /// `POST /webhooks/gitlab`.
+    Gitlab,
 }
 
 /// How a deploy ended (`writeguard_deploys_total{result}`): Upsun's activity result, or for
@@ -155,11 +174,12 @@ impl DeployResult {
         DeployResult::Other,
     ];
 
-    /// Upsun's `result` of a finished activity.
-    pub fn of_upsun(result: Option<&str>) -> DeployResult {
+    /// A sender's result of a finished deploy (Upsun's `result`, GitHub's and GitLab's
+    /// final state).
+    pub fn of(result: Option<&str>) -> DeployResult {
         match result {
             Some("success") => DeployResult::Success,
-            Some("failure") => DeployResult::Failure,
+            Some("failure" | "failed" | "error") => DeployResult::Failure,
             Some("cancelled" | "canceled") => DeployResult::Cancelled,
             _ => DeployResult::Other,
         }
@@ -202,8 +222,8 @@ pub struct Metrics {
     requests: [Counter; 7],
     request_duration: Histogram,
     upstream_duration: Histogram,
-    webhooks: [[Counter; 6]; 2],
-    deploys: [[Counter; 6]; 3],
+    webhooks: [[Counter; 6]; 4],
+    deploys: [[Counter; 6]; 5],
     engaged_seconds: Counter<f64, AtomicU64>,
     /// Since when the guard is engaged (as last observed).
     engaged_since: Mutex<Option<Instant>>,
@@ -242,7 +262,7 @@ impl Metrics {
             upstream_duration.clone(),
         );
         let webhooks_family = Family::<Labels2, Counter>::default();
-        let webhooks = ["upsun", "webhook"].map(|source| {
+        let webhooks = ["upsun", "webhook", "github", "gitlab"].map(|source| {
             WebhookResult::ALL.map(|r| {
                 webhooks_family.get_or_create_owned(&[("source", source), ("result", r.as_str())])
             })
@@ -253,7 +273,7 @@ impl Metrics {
             webhooks_family,
         );
         let deploys_family = Family::<Labels2, Counter>::default();
-        let deploys = ["upsun", "manual", "webhook"].map(|source| {
+        let deploys = ["upsun", "manual", "webhook", "github", "gitlab"].map(|source| {
             DeployResult::ALL.map(|r| {
                 deploys_family.get_or_create_owned(&[("source", source), ("result", r.as_str())])
             })
@@ -401,7 +421,7 @@ mod tests {
         m.request(Outcome::Refused, Duration::from_millis(2));
         m.request(Outcome::Admin, Duration::from_millis(2));
         m.webhook(WebhookSource::Upsun, WebhookResult::BadSignature);
-        m.deploy(DeploySource::Upsun, DeployResult::of_upsun(Some("success")));
+        m.deploy(DeploySource::Upsun, DeployResult::of(Some("success")));
         let text = m.encode(&Live {
             guarded: true,
             held: 3,

@@ -17,12 +17,12 @@ use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Secret};
-use crate::guard::{self, Guard, Source};
+use crate::guard::{self, Guard};
 use crate::http::read::read_body;
 use crate::http::respond::{asset, json, text};
 use crate::http::Body;
 use crate::listener::{Connection, Handler, OpenConnections};
-use crate::metrics::{self, DeployResult, DeploySource, Live, Metrics, Outcome};
+use crate::metrics::{self, DeployResult, Live, Metrics, Outcome};
 use crate::reload::Reloader;
 use crate::stale::{self, Stale};
 use crate::webhook::Webhook;
@@ -191,11 +191,17 @@ impl Admin {
             (&Method::POST, "/webhooks/deploy") => {
                 Ok(self.webhook.handle_deploy(&self.guard, req, "admin").await)
             }
+            (&Method::POST, "/webhooks/github") => {
+                Ok(self.webhook.handle_github(&self.guard, req, "admin").await)
+            }
+            (&Method::POST, "/webhooks/gitlab") => {
+                Ok(self.webhook.handle_gitlab(&self.guard, req, "admin").await)
+            }
             (
                 _,
                 "/" | "/healthz" | "/readyz" | "/status" | "/metrics" | "/metrics/recent"
                 | "/deploys" | "/history" | "/guard" | "/reload" | "/webhooks/upsun"
-                | "/webhooks/deploy",
+                | "/webhooks/deploy" | "/webhooks/github" | "/webhooks/gitlab",
             ) => Err(AdminError::MethodNotAllowed),
             _ => Err(AdminError::NotFound),
         }
@@ -319,12 +325,7 @@ impl Admin {
         let gone = guard::blocking(move || guard.release(all)).await?;
         tracing::info!(released = gone.len(), all, "guard released by operator");
         for e in &gone {
-            let source = match e.source {
-                Source::Upsun => DeploySource::Upsun,
-                Source::Webhook => DeploySource::Webhook,
-                Source::Manual | Source::Store => DeploySource::Manual,
-            };
-            self.metrics.deploy(source, DeployResult::Released);
+            self.metrics.deploy(e.source.into(), DeployResult::Released);
         }
         Ok(json(StatusCode::OK, &self.guard.status()))
     }

@@ -96,7 +96,7 @@ pub fn run(cfg: Config, config_path: &Path, upgrade: bool) -> anyhow::Result<()>
     // One webhook endpoint for both routes: the bound on bodies being read is global.
     // The metrics' handles, created once for the process.
     let metrics = Metrics::new();
-    let webhook = Webhook::new(&cfg.upsun, &cfg.webhooks, metrics.clone());
+    let webhook = Webhook::new(&cfg, metrics.clone());
     let stale = Stale::new(&cfg.stale, metrics.clone());
     let proxy = Arc::new(Proxy::new(
         &cfg,

@@ -136,6 +136,19 @@ impl Config {
             guard_pending,
         } = &self.upsun;
         let WebhooksConfig { secrets, tolerance } = &self.webhooks;
+        let GithubConfig {
+            secret: github_secret,
+            repository,
+            environments: github_environments,
+            guard_queued,
+        } = &self.github;
+        let GitlabConfig {
+            token: gitlab_token,
+            signing_secret,
+            project: gitlab_project,
+            environments: gitlab_environments,
+        } = &self.gitlab;
+        let masked = |s: &Option<Secret>| optional(s.as_ref().map(|_| MASKED.into()));
         let StateConfig {
             path: state_path,
             audit_log,
@@ -233,6 +246,20 @@ impl Config {
                 },
             ),
             ("webhooks.tolerance", duration(*tolerance)),
+            ("github.secret", masked(github_secret)),
+            (
+                "github.repository",
+                optional(repository.as_deref().map(string)),
+            ),
+            ("github.environments", strings(github_environments)),
+            ("github.guard_queued", guard_queued.to_string()),
+            ("gitlab.token", masked(gitlab_token)),
+            ("gitlab.signing_secret", masked(signing_secret)),
+            (
+                "gitlab.project",
+                optional(gitlab_project.as_deref().map(string)),
+            ),
+            ("gitlab.environments", strings(gitlab_environments)),
             ("public.prefix", string(prefix)),
             ("public.cors_origins", strings(cors_origins)),
             ("public.inject_banner", inject_banner.to_string()),

@@ -7,6 +7,7 @@ mod explain;
 mod exposure;
 mod limits;
 mod methods;
+mod pipelines;
 mod reader;
 mod secret;
 mod sections;
@@ -24,6 +25,8 @@ use std::time::Duration;
 use http::{Method, Uri};
 
 pub use explain::{Setting, Source, Sources};
+use pipelines::{read_github, read_gitlab};
+pub use pipelines::{GithubConfig, GitlabConfig};
 use reader::Reading;
 pub use secret::Secret;
 use sections::{
@@ -102,6 +105,8 @@ pub struct Config {
     pub guard: GuardConfig,
     pub upsun: UpsunConfig,
     pub webhooks: WebhooksConfig,
+    pub github: GithubConfig,
+    pub gitlab: GitlabConfig,
     pub state: StateConfig,
     pub server: ServerConfig,
     pub public: PublicConfig,
@@ -378,6 +383,8 @@ impl Config {
         let guard = read_guard(&mut root, r);
         let upsun = read_upsun(&mut root, env, r);
         let webhooks = read_webhooks(&mut root, env, r);
+        let github = read_github(&mut root, env, r);
+        let gitlab = read_gitlab(&mut root, env, r);
         let state = read_state(&mut root, env, upsun.as_ref(), r);
         let server = read_server(&mut root, &state, r);
         let public = read_public(&mut root, r);
@@ -420,6 +427,8 @@ impl Config {
                     "upsun.shared_key",
                     upsun.as_ref().and_then(|u| u.shared_key.as_ref()),
                 ),
+                ("github.secret", github.secret.as_ref()),
+                ("gitlab.token", gitlab.token.as_ref()),
             ],
             &mut issues,
         );
@@ -434,6 +443,8 @@ impl Config {
                     guard,
                     upsun,
                     webhooks,
+                    github,
+                    gitlab,
                     state,
                     server,
                     public,
@@ -527,7 +538,7 @@ impl Config {
                 .join(",")
         };
         format!(
-            "proxy {}{} -> {}, admin {}, guarding {} (allow {} path prefixes), webhooks {}, state {}",
+            "proxy {}{} -> {}, admin {}, guarding {} (allow {} path prefixes), webhooks {}{}, state {}",
             list(&self.proxy.listen),
             match (&self.proxy.tls, self.proxy.redirect_listen.is_empty()) {
                 (None, _) => String::new(),
@@ -550,6 +561,21 @@ impl Config {
                 (Some(_), _) => "signed",
                 (None, true) => "UNSIGNED (allow_unsigned = true)",
                 (None, false) => "refused (no upsun.shared_key)",
+            },
+            {
+                let deploy: Vec<&str> = [
+                    (!self.webhooks.secrets.is_empty(), "standard"),
+                    (self.github.secret.is_some(), "github"),
+                    (self.gitlab.enabled(), "gitlab"),
+                ]
+                .into_iter()
+                .filter_map(|(on, name)| on.then_some(name))
+                .collect();
+                if deploy.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (deploy: {})", deploy.join(", "))
+                }
             },
             match &self.state.backend {
                 StateBackend::File => self.state.path.display().to_string(),

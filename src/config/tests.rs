@@ -148,6 +148,63 @@ fn webhook_secrets_are_a_list_from_the_file_or_the_environment() {
 }
 
 #[test]
+fn github_and_gitlab_sections_are_read_and_checked() {
+    let c = Config::parse(MINIMAL, &[]).expect("valid");
+    assert!(c.github.secret.is_none() && !c.gitlab.enabled());
+    let text = format!(
+        "{MINIMAL}\n[github]\nsecret = \"gh-secret\"\nrepository = \"acme/shop\"\n\
+         environments = [\"production\"]\nguard_queued = true\n\
+         [gitlab]\ntoken_env = \"GL\"\nsigning_secret = \"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\"\n\
+         project = \"group/sub/shop\"\n"
+    );
+    let env = [("GL", "gl-token"), ("WRITEGUARD_GITHUB_SECRET", "from-env")];
+    let c = Config::parse(&text, &env).expect("valid");
+    assert_eq!(
+        c.github.secret.as_ref().map(Secret::expose),
+        Some("from-env")
+    );
+    assert_eq!(c.github.repository.as_deref(), Some("acme/shop"));
+    assert_eq!(c.github.environments, ["production"]);
+    assert!(c.github.guard_queued);
+    assert_eq!(
+        c.gitlab.token.as_ref().map(Secret::expose),
+        Some("gl-token")
+    );
+    assert!(c.gitlab.signing_secret.is_some() && c.gitlab.enabled());
+    assert_eq!(c.gitlab.project.as_deref(), Some("group/sub/shop"));
+
+    let bad = format!(
+        "{MINIMAL}\n[github]\nsecret = \"\"\nrepository = \"shop\"\nguard_queud = true\n\
+         [gitlab]\nsigning_secret = \"whsec_not base64!\"\nproject = \"/shop\"\n"
+    );
+    let got = issues(&bad);
+    for key in [
+        "github.secret: must not be empty",
+        "github.repository: must be",
+        "github.guard_queud",
+        "gitlab.signing_secret: is not base64",
+        "gitlab.project: must be",
+    ] {
+        assert!(got.iter().any(|i| i.starts_with(key)), "{key}: {got:?}");
+    }
+    assert!(!got.iter().any(|i| i.contains("not base64!")), "{got:?}");
+
+    // Off loopback, a short GitHub secret or GitLab token is refused.
+    let exposed = format!(
+        "{}\n[github]\nsecret = \"short\"\n[gitlab]\ntoken = \"short\"\n",
+        MINIMAL
+            .replace("127.0.0.1:8080", "0.0.0.0:8080")
+            .replace("a-long-token", "a-long-enough-admin-token")
+    );
+    let got = issues(&exposed);
+    assert!(
+        got.iter().any(|i| i.starts_with("github.secret")),
+        "{got:?}"
+    );
+    assert!(got.iter().any(|i| i.starts_with("gitlab.token")), "{got:?}");
+}
+
+#[test]
 fn every_duration_has_an_upper_bound() {
     let huge = "9223372036854775807s";
     let text = format!(
@@ -591,7 +648,7 @@ fn explain_shows_every_value_with_its_source_and_masks_secrets() {
         .iter()
         .map(|(s, _)| s.split(" = ").next().unwrap())
         .collect();
-    assert_eq!(keys.len(), 55, "{keys:?}");
+    assert_eq!(keys.len(), 63, "{keys:?}");
     assert!(keys.contains(&"state.audit_log") && !keys.contains(&"state.redis_url"));
 }
 

@@ -17,6 +17,7 @@ mod hardening;
 mod hold;
 mod lifecycle;
 mod monitoring;
+mod pipeline_webhooks;
 mod proxy;
 mod proxy_holes;
 mod public;

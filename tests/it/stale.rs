@@ -11,11 +11,16 @@ use std::time::Duration;
 use crate::common::faulty::Faulty;
 use crate::common::{engaged, Instance, Req, Upstream, Wg};
 
-/// A `[stale]` instance in front of `up`, the app's failures answered without retrying.
-fn stale(up: &Upstream) -> Wg {
+/// A `[stale]` instance in front of `up` with these more `[stale]` lines, the app's failures
+/// answered without retrying.
+fn stale(up: &Upstream, lines: &[&str]) -> Wg {
     Wg::for_upstream(up)
         .proxy_line("upstream_retry = \"0s\"")
-        .stale_line("enabled = true")
+        .section(&stale_section(lines))
+}
+
+fn stale_section(lines: &[&str]) -> String {
+    format!("[stale]\nenabled = true\n{}", lines.join("\n"))
 }
 
 /// The value of the metric sample named exactly `name` (with its labels).
@@ -64,7 +69,7 @@ async fn cacheable_pages_outlive_the_app_and_the_rest_gets_502() {
         &[b"for all"],
     );
     up.canned("created", 201, &[], &[b"c"]);
-    let wg = stale(&up).stale_line("max_object = \"1KiB\"").start().await;
+    let wg = stale(&up, &["max_object = \"1KiB\""]).start().await;
     let get = |path: &str| wg.proxy_req("GET", path);
 
     // While the app is up, every request reaches it and its answers pass untouched.
@@ -194,7 +199,7 @@ async fn cacheable_pages_outlive_the_app_and_the_rest_gets_502() {
 async fn an_app_answering_5xx_gets_the_stored_page_and_vary_picks_the_variant() {
     let up = Upstream::start().await;
     up.canned("flip", 200, &[("vary", "Accept-Language")], &[b"bonjour"]);
-    let wg = stale(&up).start().await;
+    let wg = stale(&up, &[]).start().await;
     let get = |lang: Option<&str>| {
         let req = wg.proxy_req("GET", "/__canned/flip");
         match lang {
@@ -241,7 +246,7 @@ async fn stale_if_error_bounds_the_time_and_grace_the_rest() {
         &[b"s"],
     );
     up.canned("graced", 200, &[], &[b"g"]);
-    let wg = stale(&up).stale_line("grace = \"1h\"").start().await;
+    let wg = stale(&up, &["grace = \"1h\""]).start().await;
     for name in ["short", "graced"] {
         assert_eq!(
             wg.proxy(wg.proxy_req("GET", &format!("/__canned/{name}")))
@@ -276,7 +281,7 @@ async fn stale_if_error_bounds_the_time_and_grace_the_rest() {
 async fn past_the_grace_the_502_comes_back() {
     let mut up = Upstream::start().await;
     up.canned("page", 200, &[], &[PAGE]);
-    let wg = stale(&up).stale_line("grace = \"1s\"").start().await;
+    let wg = stale(&up, &["grace = \"1s\""]).start().await;
     assert_eq!(
         wg.proxy(wg.proxy_req("GET", "/__canned/page")).await.status,
         200
@@ -329,8 +334,7 @@ async fn while_guarded_stored_pages_are_served_without_asking_the_app() {
     let up = Upstream::start().await;
     up.canned("page", 200, &[], &[PAGE]);
     up.canned("other", 200, &[], &[b"other"]);
-    let wg = stale(&up)
-        .stale_line("serve_when = \"upstream-error-or-guarded\"")
+    let wg = stale(&up, &["serve_when = \"upstream-error-or-guarded\""])
         .start()
         .await;
     assert_eq!(
@@ -361,9 +365,7 @@ async fn while_guarded_stored_pages_are_served_without_asking_the_app() {
 async fn the_budget_evicts_and_holds() {
     let mut up = Upstream::start().await;
     let body = vec![b'z'; 400 * 1024];
-    let wg = stale(&up)
-        .stale_line("max_bytes = \"1MiB\"")
-        .stale_line("max_object = \"512KiB\"")
+    let wg = stale(&up, &["max_bytes = \"1MiB\"", "max_object = \"512KiB\""])
         .start()
         .await;
     for i in 0..6 {
@@ -403,7 +405,7 @@ async fn an_app_that_stops_answering_gets_the_stored_page_after_the_timeout() {
     let wg = Wg::new(faulty.url())
         .proxy_line("upstream_retry = \"0s\"")
         .proxy_line("upstream_timeout = \"300ms\"")
-        .stale_line("enabled = true")
+        .section(&stale_section(&[]))
         .start()
         .await;
     let ok = wg.proxy(wg.proxy_req("GET", "/ok")).await;

@@ -39,8 +39,8 @@ pub struct Wg {
     pub log_extra: String,
     /// TOML lines for `[webhooks]` (left out when empty).
     pub webhooks_extra: String,
-    /// TOML lines for `[stale]` (left out when empty).
-    pub stale_extra: String,
+    /// Whole sections (`[github]`, `[gitlab]`...) appended as they are.
+    pub sections: String,
 }
 
 impl Wg {
@@ -66,7 +66,7 @@ impl Wg {
             admin_extra: String::new(),
             log_extra: String::new(),
             webhooks_extra: String::new(),
-            stale_extra: String::new(),
+            sections: String::new(),
         }
     }
 
@@ -118,10 +118,10 @@ impl Wg {
         self
     }
 
-    /// One more line in `[stale]`.
-    pub fn stale_line(mut self, line: &str) -> Self {
-        self.stale_extra += line;
-        self.stale_extra += "\n";
+    /// A whole section (header and lines), appended to the config as it is.
+    pub fn section(mut self, toml: &str) -> Self {
+        self.sections += toml;
+        self.sections += "\n";
         self
     }
 
@@ -249,9 +249,6 @@ impl Wg {
         if !self.webhooks_extra.is_empty() {
             t += &format!("[webhooks]\n{}\n", self.webhooks_extra);
         }
-        if !self.stale_extra.is_empty() {
-            t += &format!("[stale]\n{}\n", self.stale_extra);
-        }
         if !self.public_extra.is_empty() {
             t += &format!("[public]\n{}\n", self.public_extra);
         }
@@ -266,6 +263,7 @@ impl Wg {
             q(&dir.join("upgrade.sock").to_string_lossy()),
             q(&dir.join("writeguard.pid").to_string_lossy())
         );
+        t += &self.sections;
         t
     }
 
