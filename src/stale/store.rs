@@ -1,6 +1,7 @@
-//! The bounded store: a moka cache weighed in bytes (least recently used answers go first
-//! when `stale.max_bytes` is full), each answer expiring once past the time it may be
-//! served. What goes in and out is counted in the metrics as it happens.
+//! The bounded store: a moka cache weighed in bytes. When `stale.max_bytes` is full, the
+//! least used answers go first, and a new one asked for less often than those it would push
+//! out is turned away (TinyLFU). Each answer expires once past the time it may be served.
+//! What goes in and out is counted in the metrics as it happens.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
