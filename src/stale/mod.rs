@@ -216,3 +216,107 @@ impl Stale {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+
+    use crate::http::BoxError;
+
+    fn stale() -> Arc<Stale> {
+        let cfg = StaleConfig {
+            enabled: true,
+            ..StaleConfig::default()
+        };
+        Stale::new(&cfg, Metrics::new()).expect("enabled")
+    }
+
+    fn get(path: &str) -> Request<()> {
+        Request::get(path)
+            .header(header::HOST, "site")
+            .body(())
+            .unwrap()
+    }
+
+    /// An app answer whose body is these frames (an `Err` breaks it off there).
+    fn answer(frames: Vec<Result<&'static str, &'static str>>) -> Response<Body> {
+        let frames = frames.into_iter().map(|f| {
+            f.map(|d| Frame::data(Bytes::from_static(d.as_bytes())))
+                .map_err(|e| BoxError::from(e))
+        });
+        Response::new(Body::boxed(StreamBody::new(futures_util::stream::iter(
+            frames,
+        ))))
+    }
+
+    fn held(stale: &Stale, path: &str) -> bool {
+        let asked = stale.ask(&get(path)).expect("a GET");
+        stale.stored(&asked, Because::AppFailed).is_some()
+    }
+
+    #[tokio::test]
+    async fn only_answers_that_end_whole_are_kept() {
+        let stale = stale();
+        let whole = stale.answer(
+            stale.ask(&get("/whole")).unwrap(),
+            answer(vec![Ok("a"), Ok("b")]),
+        );
+        let body = whole.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "ab");
+        assert!(held(&stale, "/whole"));
+
+        let broken = stale.answer(
+            stale.ask(&get("/broken")).unwrap(),
+            answer(vec![Ok("a"), Err("reset")]),
+        );
+        assert!(broken.into_body().collect().await.is_err());
+        assert!(!held(&stale, "/broken"));
+
+        // The client went away after the first piece: the rest was never read.
+        let mut gone = stale
+            .answer(
+                stale.ask(&get("/gone")).unwrap(),
+                answer(vec![Ok("a"), Ok("b")]),
+            )
+            .into_body();
+        let first = gone.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "a");
+        drop(gone);
+        assert!(!held(&stale, "/gone"));
+    }
+
+    #[tokio::test]
+    async fn a_failure_is_answered_from_the_store_and_other_answers_pass() {
+        let stale = stale();
+        let page = stale.answer(stale.ask(&get("/p")).unwrap(), answer(vec![Ok("page")]));
+        page.into_body().collect().await.unwrap();
+        for failure in [
+            crate::http::Failure::UpstreamUnreachable,
+            crate::http::Failure::UpstreamTimeout,
+        ] {
+            let res = stale.answer(stale.ask(&get("/p")).unwrap(), failure.response());
+            assert_eq!(res.status(), 200, "{failure:?}");
+            assert_eq!(res.headers()["cache-status"], "writeguard; hit; fwd=stale");
+        }
+        // Not a failure: writeguard's own 400, and an answer for a path with nothing held.
+        let refused = crate::http::Failure::ClientBodyBroken.response();
+        assert_eq!(
+            stale
+                .answer(stale.ask(&get("/p")).unwrap(), refused)
+                .status(),
+            400
+        );
+        let missing = crate::http::Failure::UpstreamUnreachable.response();
+        assert_eq!(
+            stale
+                .answer(stale.ask(&get("/q")).unwrap(), missing)
+                .status(),
+            502
+        );
+        // Writes are not asked about.
+        assert!(stale.ask(&Request::post("/p").body(()).unwrap()).is_none());
+    }
+}
