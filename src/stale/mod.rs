@@ -245,7 +245,7 @@ mod tests {
     fn answer(frames: Vec<Result<&'static str, &'static str>>) -> Response<Body> {
         let frames = frames.into_iter().map(|f| {
             f.map(|d| Frame::data(Bytes::from_static(d.as_bytes())))
-                .map_err(|e| BoxError::from(e))
+                .map_err(BoxError::from)
         });
         Response::new(Body::boxed(StreamBody::new(futures_util::stream::iter(
             frames,
