@@ -7,6 +7,10 @@
 # `wrk -t1 -c8 -d10s`, counters dumped; instructions / requests. WG_CG_OUT=<dir> keeps each
 # dump there as <n>-<mode>.callgrind (n: the binary's place in the arguments, from 1), for
 # `callgrind_annotate`. WG_ENGINE=hyper|native sets proxy.engine (default: the binary's).
+# Modes (WG_CG_MODES, default "get get_stale post"): `get`, the proxied GET; `get_stale`, the
+# same GET with `[stale] enabled = true` appended to the config (nginx's `/small` carries no
+# caching headers: stored, with no freshness, and copied again at most once a second); `post`,
+# the guarded 503.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 1 ] || { echo "usage: $0 BIN [BIN...]" >&2; exit 2; }
@@ -26,6 +30,11 @@ measure() { # BIN MODE N
       -e "s#@ADMIN_PORT@#$admin#g" -e "s#@TOKEN@#$token#g" -e "s#@HOLD_LINE@#hold = \"0s\"#g" \
       -e "s#@ENGINE_LINE@#${WG_ENGINE:+engine = \"$WG_ENGINE\"}#g" \
       benches/load/writeguard.toml.in > "$dir/wg.toml"
+  if [ "$mode" = get_stale ]; then
+    printf '\n[stale]\nenabled = true\n' >> "$dir/wg.toml"
+  fi
+  local wrk_mode=$mode
+  [ "$mode" = get_stale ] && wrk_mode=get
   rm -f "$dir"/writeguard.state* "$dir"/cg.out*
   valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" "$bin" run -c "$dir/wg.toml" \
       > "$dir/wg.log" 2>&1 &
@@ -38,9 +47,9 @@ measure() { # BIN MODE N
     curl -s -X POST -H "authorization: Bearer $token" -d '{"reason":"bench","ttl":"1h"}' \
         "127.0.0.1:$admin/guard" > /dev/null
   fi
-  WRK_MODE=$mode wrk -t1 -c8 -d3s -s benches/load/wrk.lua "http://127.0.0.1:$wg/small" > /dev/null 2>&1
+  WRK_MODE=$wrk_mode wrk -t1 -c8 -d3s -s benches/load/wrk.lua "http://127.0.0.1:$wg/small" > /dev/null 2>&1
   callgrind_control -z "$vg" > /dev/null 2>&1
-  out=$(WRK_MODE=$mode wrk -t1 -c8 -d10s -s benches/load/wrk.lua "http://127.0.0.1:$wg/small" 2>&1)
+  out=$(WRK_MODE=$wrk_mode wrk -t1 -c8 -d10s -s benches/load/wrk.lua "http://127.0.0.1:$wg/small" 2>&1)
   callgrind_control -d "$vg" > /dev/null 2>&1
   sleep 1
   reqs=$(echo "$out" | awk '/requests in/ {print $1}')
@@ -52,7 +61,7 @@ measure() { # BIN MODE N
   kill "$vg"; wait "$vg" 2>/dev/null || true
 }
 
-for mode in get post; do
+for mode in ${WG_CG_MODES:-get get_stale post}; do
   n=0
   for bin in "$@"; do
     n=$((n + 1))

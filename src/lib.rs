@@ -19,6 +19,8 @@ pub mod config;
 pub mod deadline;
 pub mod duration;
 mod framing;
+pub mod github;
+mod gitlab;
 pub mod guard;
 /// The native HTTP/1.1 engine; public for its differential fuzz target.
 pub mod h1;
@@ -31,6 +33,7 @@ mod proxy;
 mod public;
 mod redirect;
 mod reload;
+mod stale;
 pub mod stdwebhook;
 pub mod store;
 mod traffic;

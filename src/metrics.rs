@@ -8,6 +8,7 @@
 //! the webhook and the admin API hand it what they saw.
 
 mod recent;
+mod stale;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -23,6 +24,7 @@ use prometheus_client::registry::Registry;
 
 pub use recent::Recently;
 use recent::{Recent, CAPACITY};
+pub use stale::{Eviction, StaleMetrics};
 
 /// What happened to a request, as `writeguard_requests_total{outcome}` and the access line
 /// say it. `Admin`: a request on the admin port (access line only, not counted).
@@ -121,6 +123,21 @@ pub enum DeploySource {
     Upsun,
     Manual,
     Webhook,
+    Github,
+    Gitlab,
+}
+
+impl From<crate::guard::Source> for DeploySource {
+    fn from(source: crate::guard::Source) -> DeploySource {
+        use crate::guard::Source;
+        match source {
+            Source::Upsun => DeploySource::Upsun,
+            Source::Webhook => DeploySource::Webhook,
+            Source::Github => DeploySource::Github,
+            Source::Gitlab => DeploySource::Gitlab,
+            Source::Manual | Source::Store => DeploySource::Manual,
+        }
+    }
 }
 
 /// Which endpoint a webhook delivery came to (`writeguard_webhooks_total{source}`).
@@ -129,6 +146,10 @@ pub enum WebhookSource {
     Upsun,
     /// Standard Webhooks, `POST /webhooks/deploy`.
     Webhook,
+    /// `POST /webhooks/github`.
+    Github,
+    /// `POST /webhooks/gitlab`.
+    Gitlab,
 }
 
 /// How a deploy ended (`writeguard_deploys_total{result}`): Upsun's activity result, or for
@@ -153,11 +174,12 @@ impl DeployResult {
         DeployResult::Other,
     ];
 
-    /// Upsun's `result` of a finished activity.
-    pub fn of_upsun(result: Option<&str>) -> DeployResult {
+    /// A sender's result of a finished deploy (Upsun's `result`, GitHub's and GitLab's
+    /// final state).
+    pub fn of(result: Option<&str>) -> DeployResult {
         match result {
             Some("success") => DeployResult::Success,
-            Some("failure") => DeployResult::Failure,
+            Some("failure" | "failed" | "error") => DeployResult::Failure,
             Some("cancelled" | "canceled") => DeployResult::Cancelled,
             _ => DeployResult::Other,
         }
@@ -200,8 +222,8 @@ pub struct Metrics {
     requests: [Counter; 7],
     request_duration: Histogram,
     upstream_duration: Histogram,
-    webhooks: [[Counter; 6]; 2],
-    deploys: [[Counter; 6]; 3],
+    webhooks: [[Counter; 6]; 4],
+    deploys: [[Counter; 6]; 5],
     engaged_seconds: Counter<f64, AtomicU64>,
     /// Since when the guard is engaged (as last observed).
     engaged_since: Mutex<Option<Instant>>,
@@ -212,6 +234,8 @@ pub struct Metrics {
     connections: Gauge,
     store_ok: Gauge,
     recent: Mutex<Recent>,
+    /// The stale-read store's (`[stale]`): registered whether it is on or not.
+    pub stale: StaleMetrics,
 }
 
 impl Metrics {
@@ -238,7 +262,7 @@ impl Metrics {
             upstream_duration.clone(),
         );
         let webhooks_family = Family::<Labels2, Counter>::default();
-        let webhooks = ["upsun", "webhook"].map(|source| {
+        let webhooks = ["upsun", "webhook", "github", "gitlab"].map(|source| {
             WebhookResult::ALL.map(|r| {
                 webhooks_family.get_or_create_owned(&[("source", source), ("result", r.as_str())])
             })
@@ -249,7 +273,7 @@ impl Metrics {
             webhooks_family,
         );
         let deploys_family = Family::<Labels2, Counter>::default();
-        let deploys = ["upsun", "manual", "webhook"].map(|source| {
+        let deploys = ["upsun", "manual", "webhook", "github", "gitlab"].map(|source| {
             DeployResult::ALL.map(|r| {
                 deploys_family.get_or_create_owned(&[("source", source), ("result", r.as_str())])
             })
@@ -288,6 +312,7 @@ impl Metrics {
             "store_ok",
             "1 while the guard state is stored and confirmed (0: fail-safe)",
         );
+        let stale = StaleMetrics::register(&mut registry);
         registry.register(
             "build",
             "This build",
@@ -309,6 +334,7 @@ impl Metrics {
             connections,
             store_ok,
             recent: Mutex::new(Recent::new(CAPACITY)),
+            stale,
         })
     }
 
@@ -395,7 +421,7 @@ mod tests {
         m.request(Outcome::Refused, Duration::from_millis(2));
         m.request(Outcome::Admin, Duration::from_millis(2));
         m.webhook(WebhookSource::Upsun, WebhookResult::BadSignature);
-        m.deploy(DeploySource::Upsun, DeployResult::of_upsun(Some("success")));
+        m.deploy(DeploySource::Upsun, DeployResult::of(Some("success")));
         let text = m.encode(&Live {
             guarded: true,
             held: 3,
@@ -416,6 +442,9 @@ mod tests {
             "writeguard_engagements 0",
             "writeguard_in_flight_writes 0",
             "writeguard_build_info{version=\"",
+            "writeguard_stale_stored_total 0",
+            "writeguard_stale_evicted_total{reason=\"size\"} 0",
+            "writeguard_stale_bytes 0",
             "# EOF",
         ] {
             assert!(text.contains(line), "{line} missing in\n{text}");

@@ -14,16 +14,17 @@ use std::time::Duration;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Secret};
-use crate::guard::{self, Guard, Source};
+use crate::guard::{self, Guard};
 use crate::http::read::read_body;
 use crate::http::respond::{asset, json, text};
 use crate::http::Body;
 use crate::listener::{Connection, Handler, OpenConnections};
-use crate::metrics::{self, DeployResult, DeploySource, Live, Metrics, Outcome};
+use crate::metrics::{self, DeployResult, Live, Metrics, Outcome};
 use crate::reload::Reloader;
+use crate::stale::{self, Stale};
 use crate::webhook::Webhook;
 
 pub use error::AdminError;
@@ -38,12 +39,24 @@ pub struct Admin {
     metrics: Arc<Metrics>,
     metrics_token: Option<Secret>,
     connections: Arc<OpenConnections>,
+    stale: Option<Arc<Stale>>,
 }
 
-/// What `/metrics` needs besides the guard.
+/// What `/metrics` and `/status` need besides the guard.
 pub struct Monitoring {
     pub metrics: Arc<Metrics>,
     pub connections: Arc<OpenConnections>,
+    /// `[stale]`, when on: what it holds goes in `/status`.
+    pub stale: Option<Arc<Stale>>,
+}
+
+/// The `/status` document: the guard's, and with `[stale]` on, what the store holds.
+#[derive(Serialize)]
+struct StatusDocument {
+    #[serde(flatten)]
+    guard: guard::Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stale: Option<stale::Held>,
 }
 
 /// The operator dashboard: one self-contained page that talks to this API.
@@ -95,6 +108,14 @@ impl Admin {
             metrics: monitoring.metrics,
             metrics_token: cfg.admin.metrics_token.clone(),
             connections: monitoring.connections,
+            stale: monitoring.stale,
+        }
+    }
+
+    fn status(&self) -> StatusDocument {
+        StatusDocument {
+            guard: self.guard.status(),
+            stale: self.stale.as_ref().map(|s| s.held()),
         }
     }
 
@@ -108,6 +129,10 @@ impl Admin {
             bearer(req, token)?;
         }
         let status = self.guard.status();
+        if let Some(stale) = &self.stale {
+            // The store's evictions are counted as its pending work is done.
+            stale.held();
+        }
         let live = Live {
             guarded: status.guarded,
             engagements: status.engagements.len(),
@@ -151,7 +176,7 @@ impl Admin {
             } else {
                 text(StatusCode::OK, "ready\n", false)
             }),
-            (&Method::GET, "/status") => Ok(json(StatusCode::OK, &self.guard.status())),
+            (&Method::GET, "/status") => Ok(json(StatusCode::OK, &self.status())),
             (&Method::GET, "/metrics") => self.metrics(&req),
             (&Method::GET, "/metrics/recent") => self.recent(&req),
             (&Method::GET, "/deploys") => Ok(json(StatusCode::OK, &self.deploys())),
@@ -166,11 +191,17 @@ impl Admin {
             (&Method::POST, "/webhooks/deploy") => {
                 Ok(self.webhook.handle_deploy(&self.guard, req, "admin").await)
             }
+            (&Method::POST, "/webhooks/github") => {
+                Ok(self.webhook.handle_github(&self.guard, req, "admin").await)
+            }
+            (&Method::POST, "/webhooks/gitlab") => {
+                Ok(self.webhook.handle_gitlab(&self.guard, req, "admin").await)
+            }
             (
                 _,
                 "/" | "/healthz" | "/readyz" | "/status" | "/metrics" | "/metrics/recent"
                 | "/deploys" | "/history" | "/guard" | "/reload" | "/webhooks/upsun"
-                | "/webhooks/deploy",
+                | "/webhooks/deploy" | "/webhooks/github" | "/webhooks/gitlab",
             ) => Err(AdminError::MethodNotAllowed),
             _ => Err(AdminError::NotFound),
         }
@@ -294,12 +325,7 @@ impl Admin {
         let gone = guard::blocking(move || guard.release(all)).await?;
         tracing::info!(released = gone.len(), all, "guard released by operator");
         for e in &gone {
-            let source = match e.source {
-                Source::Upsun => DeploySource::Upsun,
-                Source::Webhook => DeploySource::Webhook,
-                Source::Manual | Source::Store => DeploySource::Manual,
-            };
-            self.metrics.deploy(source, DeployResult::Released);
+            self.metrics.deploy(e.source.into(), DeployResult::Released);
         }
         Ok(json(StatusCode::OK, &self.guard.status()))
     }

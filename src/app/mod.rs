@@ -33,6 +33,7 @@ use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::redirect::Redirect;
 use crate::reload::Reloader;
+use crate::stale::Stale;
 use crate::store::{FileStore, RedisStore};
 use crate::webhook::Webhook;
 use pidfile::PidFile;
@@ -96,13 +97,15 @@ pub fn run(cfg: Config, config_path: &Path, upgrade: bool) -> anyhow::Result<()>
     // One webhook endpoint for both routes: the bound on bodies being read is global.
     // The metrics' handles, created once for the process.
     let metrics = Metrics::new();
-    let webhook = Webhook::new(&cfg.upsun, &cfg.webhooks, metrics.clone());
+    let webhook = Webhook::new(&cfg, metrics.clone());
+    let stale = Stale::new(&cfg.stale, metrics.clone());
     let proxy = Arc::new(Proxy::new(
         &cfg,
         guard.clone(),
         webhook.clone(),
         headroom.clone(),
         metrics.clone(),
+        stale.clone(),
     ));
     let observe = |port| Observer::new(metrics.clone(), cfg.log.access, port);
     let tls = match &cfg.proxy.tls {
@@ -148,6 +151,7 @@ pub fn run(cfg: Config, config_path: &Path, upgrade: bool) -> anyhow::Result<()>
     let monitoring = Monitoring {
         metrics: metrics.clone(),
         connections: connections.clone(),
+        stale,
     };
     let reloader = Arc::new(Reloader::new(&cfg, config_path, guard.clone(), tls.clone()));
     let admin = Arc::new(Admin::new(

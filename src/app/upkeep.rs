@@ -14,10 +14,10 @@ use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{Config, StateBackend};
-use crate::guard::{Guard, Source};
+use crate::guard::Guard;
 use crate::listener::Headroom;
 use crate::listening;
-use crate::metrics::{DeployResult, DeploySource, Metrics};
+use crate::metrics::{DeployResult, Metrics};
 use crate::reload::Reloader;
 
 /// How long our listeners may take to come up before start-up fails. A bind takes
@@ -158,12 +158,7 @@ impl Upkeep {
             let done = tokio::task::spawn_blocking(move || guard.expire()).await;
             if let Ok(Ok(gone)) = &done {
                 for e in gone {
-                    let source = match e.source {
-                        Source::Upsun => DeploySource::Upsun,
-                        Source::Webhook => DeploySource::Webhook,
-                        Source::Manual | Source::Store => DeploySource::Manual,
-                    };
-                    self.metrics.deploy(source, DeployResult::Expired);
+                    self.metrics.deploy(e.source.into(), DeployResult::Expired);
                 }
             }
             match done {

@@ -12,10 +12,13 @@ impl Config {
             ("admin", self.admin == new.admin),
             ("upsun", self.upsun == new.upsun),
             ("webhooks", self.webhooks == new.webhooks),
+            ("github", self.github == new.github),
+            ("gitlab", self.gitlab == new.gitlab),
             ("state", self.state == new.state),
             ("server", self.server == new.server),
             ("public", self.public == new.public),
             ("log", self.log == new.log),
+            ("stale", self.stale == new.stale),
         ];
         sections
             .into_iter()

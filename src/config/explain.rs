@@ -137,6 +137,19 @@ impl Config {
             guard_pending,
         } = &self.upsun;
         let WebhooksConfig { secrets, tolerance } = &self.webhooks;
+        let GithubConfig {
+            secret: github_secret,
+            repository,
+            environments: github_environments,
+            guard_queued,
+        } = &self.github;
+        let GitlabConfig {
+            token: gitlab_token,
+            signing_secret,
+            project: gitlab_project,
+            environments: gitlab_environments,
+        } = &self.gitlab;
+        let masked = |s: &Option<Secret>| optional(s.as_ref().map(|_| MASKED.into()));
         let StateConfig {
             path: state_path,
             audit_log,
@@ -241,6 +254,20 @@ impl Config {
                 },
             ),
             ("webhooks.tolerance", duration(*tolerance)),
+            ("github.secret", masked(github_secret)),
+            (
+                "github.repository",
+                optional(repository.as_deref().map(string)),
+            ),
+            ("github.environments", strings(github_environments)),
+            ("github.guard_queued", guard_queued.to_string()),
+            ("gitlab.token", masked(gitlab_token)),
+            ("gitlab.signing_secret", masked(signing_secret)),
+            (
+                "gitlab.project",
+                optional(gitlab_project.as_deref().map(string)),
+            ),
+            ("gitlab.environments", strings(gitlab_environments)),
             ("public.prefix", string(prefix)),
             ("public.cors_origins", strings(cors_origins)),
             ("public.inject_banner", inject_banner.to_string()),
@@ -289,6 +316,26 @@ impl Config {
                 }),
             ),
             ("log.access", access.to_string()),
+        ]);
+        let StaleConfig {
+            enabled,
+            max_bytes,
+            max_object,
+            grace,
+            serve_when,
+        } = &self.stale;
+        out.extend([
+            ("stale.enabled", enabled.to_string()),
+            ("stale.max_bytes", max_bytes.to_string()),
+            ("stale.max_object", max_object.to_string()),
+            ("stale.grace", duration(*grace)),
+            (
+                "stale.serve_when",
+                string(match serve_when {
+                    ServeWhen::UpstreamError => "upstream-error",
+                    ServeWhen::UpstreamErrorOrGuarded => "upstream-error-or-guarded",
+                }),
+            ),
         ]);
         out.into_iter()
             .map(|(key, value)| Setting {

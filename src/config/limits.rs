@@ -37,3 +37,6 @@ pub(super) const SHUTDOWN_GRACE: RangeInclusive<Duration> = Duration::ZERO..=HOU
 /// deploy unseen.
 pub(super) const STALE_AFTER: RangeInclusive<Duration> =
     Duration::from_millis(500)..=Duration::from_secs(300);
+/// Past a week, a page is no longer what the site says; deploys take minutes.
+pub(super) const STALE_GRACE: RangeInclusive<Duration> =
+    Duration::ZERO..=Duration::from_secs(7 * 86_400);

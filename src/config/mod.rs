@@ -7,9 +7,12 @@ mod explain;
 mod exposure;
 mod limits;
 mod methods;
+mod pipelines;
 mod reader;
 mod secret;
 mod sections;
+mod size;
+mod stale;
 mod state;
 mod suggest;
 mod tls;
@@ -22,12 +25,16 @@ use std::time::Duration;
 use http::{Method, Uri};
 
 pub use explain::{Setting, Source, Sources};
+use pipelines::{read_github, read_gitlab};
+pub use pipelines::{GithubConfig, GitlabConfig};
 use reader::Reading;
 pub use secret::Secret;
 use sections::{
     read_admin, read_guard, read_log, read_proxy, read_public, read_server, read_upsun,
     read_webhooks,
 };
+use stale::read_stale;
+pub use stale::{ServeWhen, StaleConfig};
 use state::read_state;
 pub use tls::TlsConfig;
 
@@ -98,10 +105,13 @@ pub struct Config {
     pub guard: GuardConfig,
     pub upsun: UpsunConfig,
     pub webhooks: WebhooksConfig,
+    pub github: GithubConfig,
+    pub gitlab: GitlabConfig,
     pub state: StateConfig,
     pub server: ServerConfig,
     pub public: PublicConfig,
     pub log: LogConfig,
+    pub stale: StaleConfig,
 }
 
 /// What the log looks like (`[log]`): read once at start (a reload cannot change it).
@@ -386,10 +396,13 @@ impl Config {
         let guard = read_guard(&mut root, r);
         let upsun = read_upsun(&mut root, env, r);
         let webhooks = read_webhooks(&mut root, env, r);
+        let github = read_github(&mut root, env, r);
+        let gitlab = read_gitlab(&mut root, env, r);
         let state = read_state(&mut root, env, upsun.as_ref(), r);
         let server = read_server(&mut root, &state, r);
         let public = read_public(&mut root, r);
         let log = read_log(&mut root, env, r);
+        let stale = read_stale(&mut root, r);
         let Reading {
             mut issues,
             sources,
@@ -427,6 +440,8 @@ impl Config {
                     "upsun.shared_key",
                     upsun.as_ref().and_then(|u| u.shared_key.as_ref()),
                 ),
+                ("github.secret", github.secret.as_ref()),
+                ("gitlab.token", gitlab.token.as_ref()),
             ],
             &mut issues,
         );
@@ -441,10 +456,13 @@ impl Config {
                     guard,
                     upsun,
                     webhooks,
+                    github,
+                    gitlab,
                     state,
                     server,
                     public,
                     log,
+                    stale,
                 };
                 Ok((config, sources))
             }
@@ -455,7 +473,7 @@ impl Config {
     /// Every configured duration, with its key: what the running code turns into deadlines
     /// (the `deadlines` fuzz target computes them all). The structs are taken apart field by
     /// field, so a new field cannot be added without deciding here whether it is one.
-    pub fn durations(&self) -> [(&'static str, Duration); 10] {
+    pub fn durations(&self) -> [(&'static str, Duration); 11] {
         let ProxyConfig {
             listen: _,
             upstream: _,
@@ -494,6 +512,13 @@ impl Config {
             upgrade_sock: _,
             pid_file: _,
         } = self.server;
+        let StaleConfig {
+            enabled: _,
+            max_bytes: _,
+            max_object: _,
+            grace,
+            serve_when: _,
+        } = self.stale;
         [
             ("proxy.connect_timeout", connect_timeout),
             ("proxy.upstream_retry", upstream_retry),
@@ -505,6 +530,7 @@ impl Config {
             ("guard.max_engaged", max_engaged),
             ("guard.hold", hold),
             ("server.shutdown_grace", shutdown_grace),
+            ("stale.grace", grace),
         ]
     }
 
@@ -526,7 +552,7 @@ impl Config {
                 .join(",")
         };
         format!(
-            "proxy {}{} -> {}, admin {}, guarding {} (allow {} path prefixes), webhooks {}, state {}",
+            "proxy {}{} -> {}, admin {}, guarding {} (allow {} path prefixes), webhooks {}{}, state {}",
             list(&self.proxy.listen),
             match (&self.proxy.tls, self.proxy.redirect_listen.is_empty()) {
                 (None, _) => String::new(),
@@ -549,6 +575,21 @@ impl Config {
                 (Some(_), _) => "signed",
                 (None, true) => "UNSIGNED (allow_unsigned = true)",
                 (None, false) => "refused (no upsun.shared_key)",
+            },
+            {
+                let deploy: Vec<&str> = [
+                    (!self.webhooks.secrets.is_empty(), "standard"),
+                    (self.github.secret.is_some(), "github"),
+                    (self.gitlab.enabled(), "gitlab"),
+                ]
+                .into_iter()
+                .filter_map(|(on, name)| on.then_some(name))
+                .collect();
+                if deploy.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (deploy: {})", deploy.join(", "))
+                }
             },
             match &self.state.backend {
                 StateBackend::File => self.state.path.display().to_string(),

@@ -89,7 +89,7 @@ impl<'a> Reader<'a> {
         self.reading.issues.push(ConfigIssue::new(key, message));
     }
 
-    fn take(&mut self, key: &str) -> Option<Value> {
+    pub(super) fn take(&mut self, key: &str) -> Option<Value> {
         self.known.push(key.to_owned());
         let value = self.table.remove(key)?;
         let key = self.key(key);
@@ -121,7 +121,7 @@ impl<'a> Reader<'a> {
         Some(self.reading.resolve(&raw))
     }
 
-    fn wrong_type(&mut self, key: &str, expected: &str, found: &Value) {
+    pub(super) fn wrong_type(&mut self, key: &str, expected: &str, found: &Value) {
         let found = found.type_str();
         self.issue(key, format!("must be {expected}, found {found}"));
     }

@@ -160,6 +160,63 @@ fn webhook_secrets_are_a_list_from_the_file_or_the_environment() {
 }
 
 #[test]
+fn github_and_gitlab_sections_are_read_and_checked() {
+    let c = Config::parse(MINIMAL, &[]).expect("valid");
+    assert!(c.github.secret.is_none() && !c.gitlab.enabled());
+    let text = format!(
+        "{MINIMAL}\n[github]\nsecret = \"gh-secret\"\nrepository = \"acme/shop\"\n\
+         environments = [\"production\"]\nguard_queued = true\n\
+         [gitlab]\ntoken_env = \"GL\"\nsigning_secret = \"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\"\n\
+         project = \"group/sub/shop\"\n"
+    );
+    let env = [("GL", "gl-token"), ("WRITEGUARD_GITHUB_SECRET", "from-env")];
+    let c = Config::parse(&text, &env).expect("valid");
+    assert_eq!(
+        c.github.secret.as_ref().map(Secret::expose),
+        Some("from-env")
+    );
+    assert_eq!(c.github.repository.as_deref(), Some("acme/shop"));
+    assert_eq!(c.github.environments, ["production"]);
+    assert!(c.github.guard_queued);
+    assert_eq!(
+        c.gitlab.token.as_ref().map(Secret::expose),
+        Some("gl-token")
+    );
+    assert!(c.gitlab.signing_secret.is_some() && c.gitlab.enabled());
+    assert_eq!(c.gitlab.project.as_deref(), Some("group/sub/shop"));
+
+    let bad = format!(
+        "{MINIMAL}\n[github]\nsecret = \"\"\nrepository = \"shop\"\nguard_queud = true\n\
+         [gitlab]\nsigning_secret = \"whsec_not base64!\"\nproject = \"/shop\"\n"
+    );
+    let got = issues(&bad);
+    for key in [
+        "github.secret: must not be empty",
+        "github.repository: must be",
+        "github.guard_queud",
+        "gitlab.signing_secret: is not base64",
+        "gitlab.project: must be",
+    ] {
+        assert!(got.iter().any(|i| i.starts_with(key)), "{key}: {got:?}");
+    }
+    assert!(!got.iter().any(|i| i.contains("not base64!")), "{got:?}");
+
+    // Off loopback, a short GitHub secret or GitLab token is refused.
+    let exposed = format!(
+        "{}\n[github]\nsecret = \"short\"\n[gitlab]\ntoken = \"short\"\n",
+        MINIMAL
+            .replace("127.0.0.1:8080", "0.0.0.0:8080")
+            .replace("a-long-token", "a-long-enough-admin-token")
+    );
+    let got = issues(&exposed);
+    assert!(
+        got.iter().any(|i| i.starts_with("github.secret")),
+        "{got:?}"
+    );
+    assert!(got.iter().any(|i| i.starts_with("gitlab.token")), "{got:?}");
+}
+
+#[test]
 fn every_duration_has_an_upper_bound() {
     let huge = "9223372036854775807s";
     let text = format!(
@@ -169,7 +226,8 @@ fn every_duration_has_an_upper_bound() {
          body_timeout = \"{huge}\"\nupstream_timeout = \"{huge}\"\n\
          [admin]\ntoken = \"a-long-token\"\n\
          [guard]\nretry_after = \"{huge}\"\nmax_engaged = \"10000y\"\nhold = \"{huge}\"\n\
-         [server]\nshutdown_grace = \"{huge}\"\n"
+         [server]\nshutdown_grace = \"{huge}\"\n\
+         [stale]\ngrace = \"{huge}\"\n"
     );
     let got = issues(&text);
     let every = Config::parse(MINIMAL, &[]).expect("valid").durations();
@@ -602,7 +660,7 @@ fn explain_shows_every_value_with_its_source_and_masks_secrets() {
         .iter()
         .map(|(s, _)| s.split(" = ").next().unwrap())
         .collect();
-    assert_eq!(keys.len(), 51, "{keys:?}");
+    assert_eq!(keys.len(), 64, "{keys:?}");
     assert!(keys.contains(&"state.audit_log") && !keys.contains(&"state.redis_url"));
 }
 
@@ -639,4 +697,52 @@ fn relative_paths_are_relative_to_the_config_file() {
         Config::parse_in(&text, &[], Some(Path::new("/etc/wg"))),
         Err(ParseError::Invalid(i)) if i[0].to_string() == "state.path: must not be empty"
     ));
+}
+
+#[test]
+fn stale_is_off_by_default_and_reads_sizes_and_its_mode() {
+    let c = Config::parse(MINIMAL, &[]).expect("valid");
+    assert_eq!(c.stale, StaleConfig::default());
+    assert!(!c.stale.enabled);
+    let text = format!(
+        "{MINIMAL}[stale]\nenabled = true\nmax_bytes = \"8MiB\"\nmax_object = 65536\n\
+         grace = \"10m\"\nserve_when = \"upstream-error-or-guarded\"\n"
+    );
+    let c = Config::parse(&text, &[]).expect("valid");
+    assert_eq!(
+        c.stale,
+        StaleConfig {
+            enabled: true,
+            max_bytes: 8 << 20,
+            max_object: 65536,
+            grace: Duration::from_secs(600),
+            serve_when: ServeWhen::UpstreamErrorOrGuarded,
+        }
+    );
+}
+
+#[test]
+fn stale_refuses_wrong_sizes_and_modes_with_their_keys() {
+    let text = format!(
+        "{MINIMAL}[stale]\nmax_bytes = \"64MB\"\nmax_object = \"2GiB\"\n\
+         serve_when = \"always\"\ngrace = \"8d\"\ncache = true\n"
+    );
+    let got = issues(&text);
+    for key in [
+        "stale.max_bytes: is not a size",
+        "stale.max_object: 2147483648 bytes is out of range",
+        "stale.serve_when: \"always\" is not one of",
+        "stale.grace: \"8d\" is out of range",
+        "stale.cache: unknown key",
+    ] {
+        assert!(
+            got.iter().any(|i| i.starts_with(key)),
+            "{key} missing from {got:#?}"
+        );
+    }
+    let text = format!("{MINIMAL}[stale]\nmax_bytes = \"1MiB\"\nmax_object = \"2MiB\"\n");
+    assert_eq!(
+        issues(&text),
+        ["stale.max_object: must not be larger than max_bytes"]
+    );
 }

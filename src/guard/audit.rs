@@ -63,12 +63,22 @@ impl Origin {
         }
     }
 
-    /// A signed deploy webhook (Standard Webhooks).
+    /// A signed deploy webhook from a pipeline (Standard Webhooks, GitHub, GitLab): the
+    /// audit's `source` names the sender.
     pub fn sender(event: &DeployEvent) -> Self {
+        let (source, actor) = match event.source {
+            Source::Github => ("github", "github deployment_status"),
+            Source::Gitlab => ("gitlab", "gitlab deployment hook"),
+            _ => ("webhook", "deploy webhook"),
+        };
+        let actor = match event.key.project.as_str() {
+            "" => actor.to_owned(),
+            project => format!("{actor} ({project})"),
+        };
         Origin {
-            source: "webhook",
-            actor: "deploy webhook".into(),
-            why: format!("deploy webhook: {}", event.state),
+            source,
+            actor,
+            why: format!("{source}: deploy {}", event.state),
             activity: Some(event.id.clone()),
         }
     }
@@ -93,8 +103,8 @@ pub(super) fn audit_records(
 ) -> Vec<AuditRecord> {
     let engaged = new.span(now).is_some();
     let activity = |e: &Engagement| match e.source {
-        Source::Upsun | Source::Webhook => Some(e.id.clone()),
-        Source::Manual | Source::Store => origin.activity.clone(),
+        source if source.keyed() => Some(e.id.clone()),
+        _ => origin.activity.clone(),
     };
     let record = |e: &Engagement, action: &str, reason: &str| AuditRecord {
         when: now,

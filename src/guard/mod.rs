@@ -431,16 +431,16 @@ impl Guard {
         })
     }
 
-    /// A Standard Webhooks delivery (`webhook-id` `message_id`, remembered `keep_ids`).
+    /// A deploy event from a sender other than Upsun, with its delivery id and how long
+    /// that id is remembered (see [`GuardState::apply_message`]).
     pub fn apply_message(
         &self,
-        message_id: &str,
+        delivery: Option<(&str, Duration)>,
         event: &DeployEvent,
-        keep_ids: Duration,
     ) -> Result<Applied, StoreError> {
         let max_engaged = self.max_engaged();
         self.mutate(&Origin::sender(event), |s, now| {
-            s.apply_message(message_id, event, now, keep_ids, max_engaged)
+            s.apply_message(delivery, event, now, max_engaged)
         })
     }
 

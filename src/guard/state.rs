@@ -24,6 +24,10 @@ pub enum Source {
     Upsun,
     /// A signed deploy webhook (Standard Webhooks, `POST /webhooks/deploy`).
     Webhook,
+    /// A GitHub `deployment_status` webhook (`POST /webhooks/github`).
+    Github,
+    /// A GitLab Deployment Hook (`POST /webhooks/gitlab`).
+    Gitlab,
     Manual,
     /// A replica's own fail-safe while it cannot read the shared state (never stored).
     Store,
@@ -32,7 +36,10 @@ pub enum Source {
 impl Source {
     /// Whether its engagements are keyed by a sender's deploy id (tracked in `activities`).
     pub fn keyed(self) -> bool {
-        matches!(self, Source::Upsun | Source::Webhook)
+        matches!(
+            self,
+            Source::Upsun | Source::Webhook | Source::Github | Source::Gitlab
+        )
     }
 }
 
@@ -55,15 +62,30 @@ pub struct DeployEvent {
     pub key: DeployKey,
     /// Whether an end is a completion (its duration counts for the estimate).
     pub completed: bool,
+    /// The sender's order of this event among those of the same deploy, when it gives one
+    /// (GitHub's `deployment_status.id`, GitLab's `status_changed_at`): an event older than
+    /// one already applied is ignored, whatever the order of delivery.
+    pub sequence: Option<u64>,
 }
 
-/// A `webhook-id` taken, kept for the replay window.
+/// A delivery id taken (`webhook-id`, `X-GitHub-Delivery`, GitLab's `Idempotency-Key`),
+/// kept until `until`: a redelivery meanwhile is acknowledged and ignored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeenMessage {
     pub id: String,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
+    /// Absent in state written before per-sender retention: kept [`MESSAGE_KEPT`] from `at`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub until: Option<OffsetDateTime>,
 }
+
+/// How long a delivery id without its own `until` is kept (twice the default tolerance).
+const MESSAGE_KEPT: Duration = Duration::from_secs(600);
 
 /// How many `webhook-id`s are remembered at most (the oldest is forgotten first).
 const REMEMBERED_MESSAGES: usize = 4096;
@@ -93,6 +115,9 @@ pub struct SeenActivity {
         with = "time::serde::rfc3339::option"
     )]
     pub ended_at: Option<OffsetDateTime>,
+    /// The [`DeployEvent::sequence`] of the latest event applied, for senders that give one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
 }
 
 /// A deploy the guard saw, for the dashboard.
@@ -196,31 +221,36 @@ impl GuardState {
             reason: format!("Upsun {} in progress", activity.kind),
             key: key_of(activity),
             completed: activity.state == "complete",
+            sequence: None,
         };
         self.apply_deploy(&event, now, max_engaged)
     }
 
-    /// A Standard Webhooks delivery: its `webhook-id` is taken once (a replay within
-    /// `keep_ids` is acknowledged and ignored), then its deploy event applies.
+    /// A deploy event from a sender other than Upsun. Its delivery id, when it has one, is
+    /// taken once and kept `keep` (a redelivery meanwhile is acknowledged and ignored); then
+    /// the event applies.
     pub fn apply_message(
         &mut self,
-        message_id: &str,
+        delivery: Option<(&str, Duration)>,
         event: &DeployEvent,
         now: OffsetDateTime,
-        keep_ids: Duration,
         max_engaged: Duration,
     ) -> Applied {
-        self.messages.retain(|m| now - m.at < keep_ids);
-        if self.messages.iter().any(|m| m.id == message_id) {
-            return Applied::Ignored(format!("webhook-id {message_id:?} was already delivered"));
+        self.messages
+            .retain(|m| now < m.until.unwrap_or(m.at + MESSAGE_KEPT));
+        if let Some((id, keep)) = delivery {
+            if self.messages.iter().any(|m| m.id == id) {
+                return Applied::Ignored(format!("delivery {id:?} was already delivered"));
+            }
+            if self.messages.len() >= REMEMBERED_MESSAGES {
+                self.messages.remove(0);
+            }
+            self.messages.push(SeenMessage {
+                id: id.to_owned(),
+                at: now,
+                until: Some(now + keep),
+            });
         }
-        if self.messages.len() >= REMEMBERED_MESSAGES {
-            self.messages.remove(0);
-        }
-        self.messages.push(SeenMessage {
-            id: message_id.to_owned(),
-            at: now,
-        });
         self.forget_ended(now);
         self.apply_deploy(event, now, max_engaged)
     }
@@ -244,12 +274,24 @@ impl GuardState {
                     event.id, known.phase
                 ));
             }
+            if let (Some(applied), Some(this)) = (known.sequence, event.sequence) {
+                if this < applied {
+                    return Applied::Ignored(format!(
+                        "stale delivery: deploy {} has a newer status than {:?}",
+                        event.id, event.state
+                    ));
+                }
+            }
+            if phase == Phase::Ended && known.phase == Phase::Ended {
+                return Applied::Ignored(format!("deploy {} has already ended", event.id));
+            }
             known.phase = phase;
+            known.sequence = event.sequence.max(known.sequence);
             if phase == Phase::Ended && known.ended_at.is_none() {
                 known.ended_at = Some(now);
             }
         } else {
-            self.remember(&event.id, phase, now);
+            self.remember(&event.id, phase, event.sequence, now);
         }
         match phase {
             Phase::Pending | Phase::InProgress if !event.guards => {
@@ -313,7 +355,7 @@ impl GuardState {
 
     /// Remembers a new id; past [`REMEMBERED_OPEN`] ids that have not ended, the oldest of
     /// them is forgotten. Ended ids are never forgotten here, only by [`Self::forget_ended`].
-    fn remember(&mut self, id: &str, phase: Phase, now: OffsetDateTime) {
+    fn remember(&mut self, id: &str, phase: Phase, sequence: Option<u64>, now: OffsetDateTime) {
         let open = |a: &SeenActivity| a.phase != Phase::Ended;
         if phase != Phase::Ended
             && self.activities.iter().filter(|a| open(a)).count() >= REMEMBERED_OPEN
@@ -330,6 +372,7 @@ impl GuardState {
             phase,
             seen_at: now,
             ended_at: (phase == Phase::Ended).then_some(now),
+            sequence,
         });
     }
 
@@ -397,6 +440,7 @@ impl GuardState {
                     phase: Phase::Ended,
                     seen_at: e.since,
                     ended_at: Some(now),
+                    sequence: None,
                 }),
             }
         }

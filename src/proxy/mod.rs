@@ -21,6 +21,7 @@ use crate::http::{Body, Failure};
 use crate::listener::{Connection, Handler, Headroom};
 use crate::metrics::{Metrics, Outcome};
 use crate::public::{self, Public};
+use crate::stale::{Because, Stale};
 use crate::traffic::InFlight;
 use crate::webhook::Webhook;
 
@@ -35,6 +36,8 @@ pub struct Proxy {
     drain_limit: u64,
     upstream_retry: Duration,
     max_uri_length: usize,
+    /// `[stale]`, when on.
+    stale: Option<Arc<Stale>>,
 }
 
 impl Proxy {
@@ -44,6 +47,7 @@ impl Proxy {
         webhook: Arc<Webhook>,
         headroom: Arc<Headroom>,
         metrics: Arc<Metrics>,
+        stale: Option<Arc<Stale>>,
     ) -> Self {
         Proxy {
             public: Public::new(cfg, guard.clone(), webhook),
@@ -53,6 +57,7 @@ impl Proxy {
             drain_limit: cfg.proxy.drain_limit,
             upstream_retry: cfg.proxy.upstream_retry,
             max_uri_length: cfg.proxy.max_uri_length,
+            stale,
         }
     }
 
@@ -110,7 +115,9 @@ impl Proxy {
         target_len: usize,
         headers: impl Iterator<Item = (&'h [u8], &'h [u8])> + Clone,
     ) -> Admit {
-        if self.public.inject_banner || self.public.owns(path) {
+        // The banner rewrites answers and `[stale]` keeps or serves them: both live on the
+        // hyper path, so with either on every request goes there.
+        if self.public.inject_banner || self.stale.is_some() || self.public.owns(path) {
             return Admit::Hand;
         }
         if target_len > self.max_uri_length {
@@ -209,9 +216,27 @@ impl Proxy {
         if req.headers().contains_key(http::header::UPGRADE) {
             return Box::pin(self.upstream.tunnel(req, client, write)).await;
         }
-        let retry_until = forward::is_idempotent(req.method())
-            .then(|| deadline::after(Instant::now(), self.upstream_retry));
-        let res = self.upstream.forward(req, client, retry_until, write).await;
+        let asked = self.stale.as_ref().and_then(|stale| stale.ask(&req));
+        let stored = match (&self.stale, &asked) {
+            (Some(stale), Some(asked))
+                if stale.serves_while_guarded() && self.guard.snapshot().guarded() =>
+            {
+                stale.stored(asked, Because::Guarded)
+            }
+            _ => None,
+        };
+        let res = match stored {
+            Some(res) => res,
+            None => {
+                let retry_until = forward::is_idempotent(req.method())
+                    .then(|| deadline::after(Instant::now(), self.upstream_retry));
+                let res = self.upstream.forward(req, client, retry_until, write).await;
+                match (&self.stale, asked) {
+                    (Some(stale), Some(asked)) => stale.answer(asked, res),
+                    _ => res,
+                }
+            }
+        };
         if self.public.inject_banner && public::inject::wants(&res) {
             return public::inject::inject(res, self.public.banner_src());
         }

@@ -2,7 +2,8 @@
 //! writeguard itself and never forwarded, whatever the guard state. Pages learn the state
 //! here (status, live events, the banner script), and Upsun's `website-banner.js` works
 //! unchanged against the status-holder routes. With their secrets set, signed Upsun
-//! webhooks (`/api/`) and Standard Webhooks deploy events (`/deploy`) come in here too.
+//! webhooks (`/api/`), Standard Webhooks deploy events (`/deploy`), GitHub (`/github`) and
+//! GitLab (`/gitlab`) deploy webhooks come in here too.
 
 mod events;
 pub(crate) mod inject;
@@ -106,6 +107,21 @@ impl Public {
             (&Method::POST, "/deploy") => json_error(
                 StatusCode::NOT_FOUND,
                 "deploy webhooks are taken on the public port only when webhooks.secret is set",
+            ),
+            (&Method::POST, "/github") if self.webhook.takes_github() => {
+                self.webhook.handle_github(&self.guard, req, "public").await
+            }
+            (&Method::POST, "/github") => json_error(
+                StatusCode::NOT_FOUND,
+                "GitHub webhooks are taken on the public port only when github.secret is set",
+            ),
+            (&Method::POST, "/gitlab") if self.webhook.takes_gitlab() => {
+                self.webhook.handle_gitlab(&self.guard, req, "public").await
+            }
+            (&Method::POST, "/gitlab") => json_error(
+                StatusCode::NOT_FOUND,
+                "GitLab webhooks are taken on the public port only when gitlab.token or \
+                 gitlab.signing_secret is set",
             ),
             (&Method::GET | &Method::HEAD, api) if api.starts_with("/api/") => {
                 self.holder(&api["/api/".len()..])

@@ -8,14 +8,14 @@
 
 use std::sync::Arc;
 
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use hyper::body::Incoming;
 
+use super::pipeline::ignored;
 use super::{Webhook, WebhookError};
-use crate::guard::{self, Applied, DeployEvent, DeployKey, Guard, Source};
-use crate::http::respond::json;
+use crate::guard::{DeployEvent, DeployKey, Guard, Source};
 use crate::http::Body;
-use crate::metrics::{DeployResult, DeploySource, WebhookResult, WebhookSource};
+use crate::metrics::{WebhookResult, WebhookSource};
 use crate::stdwebhook::{DeployMessage, SignatureError, Signed};
 use crate::upsun::Phase;
 
@@ -36,7 +36,10 @@ fn event_of(message: &DeployMessage) -> Option<DeployEvent> {
         phase,
         guards: true,
         kind: "deploy".into(),
-        result: (phase == Phase::Ended).then(|| state.clone()),
+        result: (phase == Phase::Ended).then(|| match message.kind.as_str() {
+            "deploy.finished" => "success".to_owned(),
+            _ => "cancelled".to_owned(),
+        }),
         reason: message
             .reason
             .clone()
@@ -51,6 +54,7 @@ fn event_of(message: &DeployMessage) -> Option<DeployEvent> {
             kind: "deploy".into(),
         },
         completed: message.kind == "deploy.finished",
+        sequence: None,
         state,
     })
 }
@@ -108,36 +112,14 @@ impl Webhook {
         span.record("deploy", message.id.as_str());
         span.record("kind", message.kind.as_str());
         let Some(event) = event_of(&message) else {
-            let why = format!("type {:?} is not a deploy event", message.kind);
-            let doc = serde_json::json!({ "accepted": true, "ignored": why });
-            return Ok((WebhookResult::Ignored, json(StatusCode::OK, &doc)));
+            return Ok(ignored(format!(
+                "type {:?} is not a deploy event",
+                message.kind
+            )));
         };
         // Ids are remembered past the tolerance: a replay is refused by its timestamp after.
         let keep_ids = self.tolerance * 2;
-        let g = guard.clone();
-        let (id, ev) = (signed.id.clone(), event.clone());
-        let applied = guard::blocking(move || g.apply_message(&id, &ev, keep_ids)).await?;
-        let guarded = guard.snapshot().guarded();
-        Ok(match applied {
-            Applied::Accepted => {
-                tracing::info!(guarded, "deploy webhook applied");
-                if event.phase == Phase::Ended {
-                    let result = if event.completed {
-                        DeployResult::Success
-                    } else {
-                        DeployResult::Cancelled
-                    };
-                    self.metrics.deploy(DeploySource::Webhook, result);
-                }
-                let doc = serde_json::json!({ "accepted": true, "guarded": guarded });
-                (WebhookResult::Accepted, json(StatusCode::OK, &doc))
-            }
-            Applied::Ignored(why) => {
-                tracing::info!(guarded, ignored = %why, "deploy webhook acknowledged, ignored");
-                let doc =
-                    serde_json::json!({ "accepted": true, "guarded": guarded, "ignored": why });
-                (WebhookResult::Ignored, json(StatusCode::OK, &doc))
-            }
-        })
+        self.apply_event(guard, Some((signed.id.clone(), keep_ids)), event)
+            .await
     }
 }

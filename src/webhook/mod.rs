@@ -6,9 +6,13 @@
 //! when the change cannot be stored), and acknowledge (200) only once it is stored. Each
 //! delivery is one `webhook` span from its first byte (with the port it came in on), and one
 //! count in `writeguard_webhooks_total{result}`. The same endpoint takes signed deploy
-//! events from any pipeline (Standard Webhooks, [`deploy`]).
+//! events from any pipeline: Standard Webhooks ([`deploy`]), GitHub ([`github`]) and GitLab
+//! ([`gitlab`]), which share what follows verification ([`pipeline`]).
 
 mod deploy;
+mod github;
+mod gitlab;
+mod pipeline;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,7 +23,7 @@ use hyper::body::Incoming;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-use crate::config::{Secret, UpsunConfig, WebhooksConfig};
+use crate::config::{Config, GithubConfig, GitlabConfig, Secret};
 use crate::guard::{self, Applied, Guard, StoreError};
 use crate::http::read::{read_body, BodyError};
 use crate::http::respond::{json, json_error};
@@ -100,6 +104,10 @@ pub struct Webhook {
     /// `[webhooks]`: the Standard Webhooks keys (none: refused) and tolerance.
     deploy_keys: Vec<Key>,
     tolerance: std::time::Duration,
+    /// `[github]` and `[gitlab]`, with GitLab's signing key decoded.
+    github: GithubConfig,
+    gitlab: GitlabConfig,
+    gitlab_keys: Vec<Key>,
 }
 
 /// A refused signature, logged (the reason only: never the header or the key).
@@ -118,25 +126,40 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 impl Webhook {
-    pub fn new(cfg: &UpsunConfig, webhooks: &WebhooksConfig, metrics: Arc<Metrics>) -> Arc<Self> {
-        Arc::new(Webhook {
-            key: cfg.shared_key.clone(),
-            allow_unsigned: cfg.allow_unsigned,
-            reading: Semaphore::new(MAX_READING),
-            metrics,
-            // The config refused secrets that do not decode.
-            deploy_keys: webhooks
-                .secrets
+    pub fn new(cfg: &Config, metrics: Arc<Metrics>) -> Arc<Self> {
+        // The config refused secrets that do not decode.
+        let keys = |secrets: &[Secret]| -> Vec<Key> {
+            secrets
                 .iter()
                 .filter_map(|s| Key::parse(s.expose()).ok())
-                .collect(),
-            tolerance: webhooks.tolerance,
+                .collect()
+        };
+        Arc::new(Webhook {
+            key: cfg.upsun.shared_key.clone(),
+            allow_unsigned: cfg.upsun.allow_unsigned,
+            reading: Semaphore::new(MAX_READING),
+            metrics,
+            deploy_keys: keys(&cfg.webhooks.secrets),
+            tolerance: cfg.webhooks.tolerance,
+            github: cfg.github.clone(),
+            gitlab_keys: keys(cfg.gitlab.signing_secret.as_slice()),
+            gitlab: cfg.gitlab.clone(),
         })
     }
 
     /// Whether Standard Webhooks deploy events are taken (a secret is set).
     pub fn takes_deploys(&self) -> bool {
         !self.deploy_keys.is_empty()
+    }
+
+    /// Whether GitHub deliveries are taken (`github.secret` is set).
+    pub fn takes_github(&self) -> bool {
+        self.github.secret.is_some()
+    }
+
+    /// Whether GitLab deliveries are taken (a token or a signing secret is set).
+    pub fn takes_gitlab(&self) -> bool {
+        self.gitlab.enabled()
     }
 
     /// Reads a body, at most [`MAX_READING`] at once across every webhook route.
@@ -241,7 +264,7 @@ impl Webhook {
             Applied::Accepted => {
                 tracing::info!(guarded, "webhook applied");
                 if activity.phase() == Phase::Ended {
-                    let result = DeployResult::of_upsun(activity.result.as_deref());
+                    let result = DeployResult::of(activity.result.as_deref());
                     self.metrics.deploy(DeploySource::Upsun, result);
                 }
                 let doc = serde_json::json!({ "accepted": true, "guarded": guarded });

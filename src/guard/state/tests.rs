@@ -296,6 +296,7 @@ fn hook(id: &str, phase: Phase) -> DeployEvent {
             kind: "deploy".into(),
         },
         completed: phase == Phase::Ended,
+        sequence: None,
     }
 }
 
@@ -306,7 +307,7 @@ fn a_webhook_deploy_follows_the_same_rules_as_an_activity() {
     let mut s = GuardState::default();
     let start = hook("d1", Phase::InProgress);
     assert_eq!(
-        s.apply_message("m1", &start, t(0), KEEP, MAX),
+        s.apply_message(Some(("m1", KEEP)), &start, t(0), MAX),
         Applied::Accepted
     );
     assert_eq!(s.engagements.len(), 1);
@@ -314,19 +315,19 @@ fn a_webhook_deploy_follows_the_same_rules_as_an_activity() {
     // A duplicate start (another message) changes nothing.
     let before = s.clone();
     assert_eq!(
-        s.apply_message("m2", &start, t(1), KEEP, MAX),
+        s.apply_message(Some(("m2", KEEP)), &start, t(1), MAX),
         Applied::Accepted
     );
     assert_eq!(s.engagements, before.engagements);
     let end = hook("d1", Phase::Ended);
     assert_eq!(
-        s.apply_message("m3", &end, t(60), KEEP, MAX),
+        s.apply_message(Some(("m3", KEEP)), &end, t(60), MAX),
         Applied::Accepted
     );
     assert!(s.engagements.is_empty());
     assert_eq!(s.histories.len(), 1, "a finished deploy's duration counts");
     // An ended id never engages again (a late start, out of order).
-    let late = s.apply_message("m4", &start, t(61), KEEP, MAX);
+    let late = s.apply_message(Some(("m4", KEEP)), &start, t(61), MAX);
     assert!(matches!(late, Applied::Ignored(_)), "{late:?}");
     assert!(s.engagements.is_empty());
 }
@@ -336,10 +337,15 @@ fn a_start_after_its_end_does_not_engage() {
     let mut s = GuardState::default();
     let end = hook("d2", Phase::Ended);
     assert_eq!(
-        s.apply_message("m1", &end, t(0), KEEP, MAX),
+        s.apply_message(Some(("m1", KEEP)), &end, t(0), MAX),
         Applied::Accepted
     );
-    let start = s.apply_message("m2", &hook("d2", Phase::InProgress), t(1), KEEP, MAX);
+    let start = s.apply_message(
+        Some(("m2", KEEP)),
+        &hook("d2", Phase::InProgress),
+        t(1),
+        MAX,
+    );
     assert!(matches!(start, Applied::Ignored(_)), "{start:?}");
     assert!(s.engagements.is_empty());
 }
@@ -348,23 +354,77 @@ fn a_start_after_its_end_does_not_engage() {
 fn a_replayed_webhook_id_is_ignored_while_remembered() {
     let mut s = GuardState::default();
     let start = hook("d3", Phase::InProgress);
-    s.apply_message("m1", &start, t(0), KEEP, MAX);
-    s.apply_message("m2", &hook("d3", Phase::Ended), t(1), KEEP, MAX);
+    s.apply_message(Some(("m1", KEEP)), &start, t(0), MAX);
+    s.apply_message(Some(("m2", KEEP)), &hook("d3", Phase::Ended), t(1), MAX);
     // The same message again: ignored (even a start that would be stale anyway).
-    let again = s.apply_message("m2", &hook("d4", Phase::InProgress), t(2), KEEP, MAX);
+    let again = s.apply_message(
+        Some(("m2", KEEP)),
+        &hook("d4", Phase::InProgress),
+        t(2),
+        MAX,
+    );
     assert!(matches!(again, Applied::Ignored(ref why) if why.contains("already delivered")));
     assert!(s.engagements.is_empty());
     // Forgotten past the window.
-    s.apply_message("m9", &hook("d5", Phase::Ended), t(700), KEEP, MAX);
+    s.apply_message(Some(("m9", KEEP)), &hook("d5", Phase::Ended), t(700), MAX);
     assert!(s.messages.iter().all(|m| m.id != "m1" && m.id != "m2"));
 }
 
 #[test]
 fn ending_a_webhook_engagement_by_hand_keeps_its_id_ended() {
     let mut s = GuardState::default();
-    s.apply_message("m1", &hook("d6", Phase::InProgress), t(0), KEEP, MAX);
+    s.apply_message(
+        Some(("m1", KEEP)),
+        &hook("d6", Phase::InProgress),
+        t(0),
+        MAX,
+    );
     s.release(true, t(1));
-    let again = s.apply_message("m2", &hook("d6", Phase::InProgress), t(2), KEEP, MAX);
+    let again = s.apply_message(
+        Some(("m2", KEEP)),
+        &hook("d6", Phase::InProgress),
+        t(2),
+        MAX,
+    );
     assert!(matches!(again, Applied::Ignored(_)), "{again:?}");
+    assert!(s.engagements.is_empty());
+}
+
+#[test]
+fn an_end_after_an_end_changes_nothing() {
+    let mut s = GuardState::default();
+    s.apply_message(None, &hook("d7", Phase::InProgress), t(0), MAX);
+    assert_eq!(
+        s.apply_message(None, &hook("d7", Phase::Ended), t(10), MAX),
+        Applied::Accepted
+    );
+    let before = s.clone();
+    let mut other = hook("d7", Phase::Ended);
+    other.state = "cancelled".into();
+    let again = s.apply_message(None, &other, t(20), MAX);
+    assert!(matches!(again, Applied::Ignored(_)), "{again:?}");
+    assert_eq!(s.deploys, before.deploys, "the first end stays the end");
+    assert_eq!(s.histories, before.histories);
+}
+
+#[test]
+fn statuses_apply_in_the_senders_order_not_the_delivery_order() {
+    let mut s = GuardState::default();
+    let with = |phase, state: &str, sequence| {
+        let mut e = hook("gh", phase);
+        e.state = state.into();
+        e.sequence = Some(sequence);
+        e
+    };
+    // A deployment re-run after a failure: failure (5) then in_progress (6), delivered the
+    // other way round. The newest status says it runs: the late failure must not release.
+    s.apply_message(None, &with(Phase::InProgress, "in_progress", 6), t(0), MAX);
+    let late = s.apply_message(None, &with(Phase::Ended, "failure", 5), t(1), MAX);
+    assert!(matches!(late, Applied::Ignored(_)), "{late:?}");
+    assert_eq!(s.engagements.len(), 1);
+    assert_eq!(s.activities[0].sequence, Some(6));
+    // An equal sequence is not older (GitLab's status_changed_at has one-second steps).
+    let same = s.apply_message(None, &with(Phase::Ended, "success", 6), t(3), MAX);
+    assert_eq!(same, Applied::Accepted);
     assert!(s.engagements.is_empty());
 }

@@ -51,6 +51,8 @@ pub struct Wg {
     pub log_extra: String,
     /// TOML lines for `[webhooks]` (left out when empty).
     pub webhooks_extra: String,
+    /// Whole sections (`[github]`, `[gitlab]`...) appended as they are.
+    pub sections: String,
 }
 
 impl Wg {
@@ -76,6 +78,7 @@ impl Wg {
             admin_extra: String::new(),
             log_extra: String::new(),
             webhooks_extra: String::new(),
+            sections: String::new(),
         }
     }
 
@@ -124,6 +127,13 @@ impl Wg {
     pub fn webhooks_line(mut self, line: &str) -> Self {
         self.webhooks_extra += line;
         self.webhooks_extra += "\n";
+        self
+    }
+
+    /// A whole section (header and lines), appended to the config as it is.
+    pub fn section(mut self, toml: &str) -> Self {
+        self.sections += toml;
+        self.sections += "\n";
         self
     }
 
@@ -266,6 +276,7 @@ impl Wg {
             q(&dir.join("upgrade.sock").to_string_lossy()),
             q(&dir.join("writeguard.pid").to_string_lossy())
         );
+        t += &self.sections;
         t
     }
 

@@ -1,0 +1,322 @@
+//! Stale reads: while the app fails (a deploy took it down), a GET or HEAD whose answer was
+//! stored gets that answer instead of a 502, the way a CDN's grace period or nginx's
+//! `proxy_cache_use_stale` do it. Not a cache: every request still goes to the app, and a
+//! stored answer is only served when the app fails (or, with `serve_when =
+//! "upstream-error-or-guarded"`, while the guard is engaged).
+//!
+//! The seam, for any data path: [`Stale::ask`] before forwarding (a cheap look at the
+//! request head), then [`Stale::answer`] with what came back: a failure is answered from the
+//! store ([`Stale::stored`]), a storable answer gets its body teed into it ([`Stale::keep`]).
+//! What may be stored is [`rules`]' call, what it is filed under [`key`]'s, the bounded store
+//! is [`store`], the copy on the way [`tee`], an entry and the answer made of it [`entry`].
+//!
+//! Above `http`, `metrics` and `config`; below `proxy` and `admin`.
+
+mod entry;
+mod key;
+mod rules;
+mod store;
+mod tee;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::header::{self, HeaderMap, HeaderName};
+use http::{Method, Request, Response, Uri};
+use serde::Serialize;
+
+use crate::config::{ServeWhen, StaleConfig};
+use crate::http::Body;
+use crate::metrics::Metrics;
+
+pub use entry::Because;
+use entry::{Slot, Stored};
+use store::Store;
+use tee::{Copy, Tee};
+
+/// A stored answer younger than this is not replaced by a new copy: a page asked for
+/// thousands of times a second is copied once a second, not on every request.
+const REFRESH: Duration = Duration::from_secs(1);
+
+pub struct Stale {
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    grace: Duration,
+    max_object: u64,
+    max_bytes: u64,
+    when_guarded: bool,
+}
+
+/// A GET or HEAD on its way to the app, as far as the store goes: what is held for it now,
+/// and, when its answer is wanted in the store, the request head that decides it.
+pub struct Asked {
+    primary: String,
+    /// The answer held for this request (of its variant), looked up once before forwarding.
+    held: Option<Arc<Stored>>,
+    /// It carries `Cookie` or `Authorization`.
+    credentials: bool,
+    /// Its answer is wanted in the store (nothing fresh or recent is held): the request head
+    /// [`rules`] judge it by. Copied only then: the common read costs one lookup.
+    keep: Option<Head>,
+}
+
+/// The request head kept to judge its answer.
+struct Head {
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+/// What the store holds, for `/status`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Held {
+    pub answers: u64,
+    pub bytes: u64,
+    pub max_bytes: u64,
+}
+
+impl Stale {
+    /// `None` when `[stale]` is off.
+    pub fn new(cfg: &StaleConfig, metrics: Arc<Metrics>) -> Option<Arc<Stale>> {
+        cfg.enabled.then(|| {
+            Arc::new(Stale {
+                store: Arc::new(Store::new(cfg.max_bytes, metrics.clone())),
+                metrics,
+                grace: cfg.grace,
+                max_object: cfg.max_object,
+                max_bytes: cfg.max_bytes,
+                when_guarded: cfg.serve_when == ServeWhen::UpstreamErrorOrGuarded,
+            })
+        })
+    }
+
+    /// Whether stored answers are served, without asking the app, while guarded.
+    pub fn serves_while_guarded(&self) -> bool {
+        self.when_guarded
+    }
+
+    /// Before forwarding: a GET or HEAD with a host gets an [`Asked`]; anything else passes
+    /// untouched (`None`).
+    pub fn ask<B>(&self, req: &Request<B>) -> Option<Asked> {
+        let method = req.method();
+        if method != Method::GET && method != Method::HEAD {
+            return None;
+        }
+        let primary = key::primary(req.uri(), req.headers())?;
+        let held = self.find(&primary, req.headers());
+        let wanted = *method == Method::GET
+            && held.as_ref().is_none_or(|stored| {
+                let now = SystemTime::now();
+                !stored.fresh_at(now) && !stored.newer_than(now, REFRESH)
+            });
+        Some(Asked {
+            primary,
+            held,
+            credentials: rules::has_credentials(req.headers()),
+            keep: wanted.then(|| Head {
+                uri: req.uri().clone(),
+                headers: req.headers().clone(),
+            }),
+        })
+    }
+
+    /// What came back from forwarding `asked`: writeguard's own 502/504 (the app refused,
+    /// reset or did not answer in time) or the app's 500/502/503/504 is replaced by the
+    /// stored answer when there is one it may serve; any other answer goes to the client
+    /// as it is, teed into the store when it may be kept.
+    pub fn answer(&self, asked: Asked, res: Response<Body>) -> Response<Body> {
+        let status = res.status().as_u16();
+        let failed = match res.body() {
+            Body::Full(_) => matches!(status, 502 | 504),
+            Body::Upstream(_) => matches!(status, 500 | 502 | 503 | 504),
+            Body::Boxed(_) => false,
+        };
+        if failed {
+            return self.stored(&asked, Because::AppFailed).unwrap_or(res);
+        }
+        self.keep(asked, res)
+    }
+
+    /// The stored answer to `asked` if there is one it may get now: within its time, of
+    /// the same variant, and shared when the request carries credentials.
+    pub fn stored(&self, asked: &Asked, because: Because) -> Option<Response<Body>> {
+        let stored = asked.held.as_ref()?;
+        let now = SystemTime::now();
+        if !stored.servable_at(now) || (asked.credentials && !stored.shared) {
+            return None;
+        }
+        self.metrics.stale.served();
+        Some(stored.response(now, because))
+    }
+
+    /// The app's answer to `asked`, with its body teed into the store when it may be kept.
+    pub fn keep(&self, asked: Asked, res: Response<Body>) -> Response<Body> {
+        let Some(head) = asked.keep else { return res };
+        let declared = res
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_object) {
+            return res;
+        }
+        let now = SystemTime::now();
+        let verdict = rules::verdict(
+            &rules::Request {
+                method: &Method::GET,
+                uri: &head.uri,
+                headers: &head.headers,
+            },
+            &rules::Response {
+                status: res.status(),
+                headers: res.headers(),
+            },
+            now,
+            self.grace,
+        );
+        let Some(verdict) = verdict else { return res };
+        let (key, vary) = if verdict.vary.is_empty() {
+            (asked.primary, None)
+        } else {
+            let names: Arc<[HeaderName]> = verdict.vary.clone().into();
+            let key = key::variant(&asked.primary, &names, &head.headers);
+            (key, Some((asked.primary, Slot::Vary(names))))
+        };
+        let copy = Copy {
+            store: self.store.clone(),
+            key,
+            vary,
+            status: res.status(),
+            headers: res.headers().clone(),
+            received: now,
+            verdict,
+            max: usize::try_from(self.max_object).unwrap_or(usize::MAX),
+            body: Vec::with_capacity(declared.map_or(0, |n| n as usize)),
+        };
+        res.map(|body| Body::boxed(Tee::new(body, copy)))
+    }
+
+    /// What the store holds now.
+    pub fn held(&self) -> Held {
+        let (answers, bytes) = self.store.held();
+        Held {
+            answers,
+            bytes,
+            max_bytes: self.max_bytes,
+        }
+    }
+
+    /// The stored answer for this primary key and these request headers, of any age.
+    fn find(&self, primary: &str, headers: &HeaderMap) -> Option<Arc<Stored>> {
+        match self.store.get(primary)? {
+            Slot::Answer(stored) => Some(stored),
+            Slot::Vary(names) => match self.store.get(&key::variant(primary, &names, headers))? {
+                Slot::Answer(stored) => Some(stored),
+                Slot::Vary(_) => None,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+
+    use crate::http::BoxError;
+
+    fn stale() -> Arc<Stale> {
+        let cfg = StaleConfig {
+            enabled: true,
+            ..StaleConfig::default()
+        };
+        Stale::new(&cfg, Metrics::new()).expect("enabled")
+    }
+
+    fn get(path: &str) -> Request<()> {
+        Request::get(path)
+            .header(header::HOST, "site")
+            .body(())
+            .unwrap()
+    }
+
+    /// An app answer whose body is these frames (an `Err` breaks it off there).
+    fn answer(frames: Vec<Result<&'static str, &'static str>>) -> Response<Body> {
+        let frames = frames.into_iter().map(|f| {
+            f.map(|d| Frame::data(Bytes::from_static(d.as_bytes())))
+                .map_err(BoxError::from)
+        });
+        Response::new(Body::boxed(StreamBody::new(futures_util::stream::iter(
+            frames,
+        ))))
+    }
+
+    fn held(stale: &Stale, path: &str) -> bool {
+        let asked = stale.ask(&get(path)).expect("a GET");
+        stale.stored(&asked, Because::AppFailed).is_some()
+    }
+
+    #[tokio::test]
+    async fn only_answers_that_end_whole_are_kept() {
+        let stale = stale();
+        let whole = stale.answer(
+            stale.ask(&get("/whole")).unwrap(),
+            answer(vec![Ok("a"), Ok("b")]),
+        );
+        let body = whole.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "ab");
+        assert!(held(&stale, "/whole"));
+
+        let broken = stale.answer(
+            stale.ask(&get("/broken")).unwrap(),
+            answer(vec![Ok("a"), Err("reset")]),
+        );
+        assert!(broken.into_body().collect().await.is_err());
+        assert!(!held(&stale, "/broken"));
+
+        // The client went away after the first piece: the rest was never read.
+        let mut gone = stale
+            .answer(
+                stale.ask(&get("/gone")).unwrap(),
+                answer(vec![Ok("a"), Ok("b")]),
+            )
+            .into_body();
+        let first = gone.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "a");
+        drop(gone);
+        assert!(!held(&stale, "/gone"));
+    }
+
+    #[tokio::test]
+    async fn a_failure_is_answered_from_the_store_and_other_answers_pass() {
+        let stale = stale();
+        let page = stale.answer(stale.ask(&get("/p")).unwrap(), answer(vec![Ok("page")]));
+        page.into_body().collect().await.unwrap();
+        for failure in [
+            crate::http::Failure::UpstreamUnreachable,
+            crate::http::Failure::UpstreamTimeout,
+        ] {
+            let res = stale.answer(stale.ask(&get("/p")).unwrap(), failure.response());
+            assert_eq!(res.status(), 200, "{failure:?}");
+            assert_eq!(res.headers()["cache-status"], "writeguard; hit; fwd=stale");
+        }
+        // Not a failure: writeguard's own 400, and an answer for a path with nothing held.
+        let refused = crate::http::Failure::ClientBodyBroken.response();
+        assert_eq!(
+            stale
+                .answer(stale.ask(&get("/p")).unwrap(), refused)
+                .status(),
+            400
+        );
+        let missing = crate::http::Failure::UpstreamUnreachable.response();
+        assert_eq!(
+            stale
+                .answer(stale.ask(&get("/q")).unwrap(), missing)
+                .status(),
+            502
+        );
+        // Writes are not asked about.
+        assert!(stale.ask(&Request::post("/p").body(()).unwrap()).is_none());
+    }
+}
