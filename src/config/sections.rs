@@ -150,14 +150,14 @@ pub(super) fn read_proxy(
         }
     };
     let engine = match r.string("engine").as_deref() {
-        Some("hyper") => Engine::Hyper,
-        None | Some("native") => Engine::Native,
+        None | Some("hyper") => Engine::Hyper,
+        Some("native") => Engine::Native,
         Some(other) => {
             r.issue(
                 "engine",
                 format!("{other:?} is not one of \"hyper\", \"native\""),
             );
-            Engine::Native
+            Engine::Hyper
         }
     };
     let upstream_host = r
