@@ -26,7 +26,7 @@ use tracing::Instrument;
 use crate::config::{Config, GithubConfig, GitlabConfig, Secret};
 use crate::guard::{self, Applied, Guard, StoreError};
 use crate::http::read::{read_body, BodyError};
-use crate::http::respond::{json, json_error};
+use crate::http::respond::json_error;
 use crate::http::Body;
 use crate::metrics::{DeployResult, DeploySource, Metrics, WebhookResult, WebhookSource};
 use crate::stdwebhook::Key;
@@ -259,24 +259,11 @@ impl Webhook {
         let g = guard.clone();
         let act = activity.clone();
         let applied = guard::blocking(move || g.apply_activity(&act)).await?;
-        let guarded = guard.snapshot().guarded();
-        Ok(match applied {
-            Applied::Accepted => {
-                tracing::info!(guarded, "webhook applied");
-                if activity.phase() == Phase::Ended {
-                    let result = DeployResult::of(activity.result.as_deref());
-                    self.metrics.deploy(DeploySource::Upsun, result);
-                }
-                let doc = serde_json::json!({ "accepted": true, "guarded": guarded });
-                (WebhookResult::Accepted, json(StatusCode::OK, &doc))
-            }
-            Applied::Ignored(why) => {
-                tracing::info!(guarded, ignored = %why, "webhook acknowledged, ignored");
-                let doc =
-                    serde_json::json!({ "accepted": true, "guarded": guarded, "ignored": why });
-                (WebhookResult::Ignored, json(StatusCode::OK, &doc))
-            }
-        })
+        if applied == Applied::Accepted && activity.phase() == Phase::Ended {
+            let result = DeployResult::of(activity.result.as_deref());
+            self.metrics.deploy(DeploySource::Upsun, result);
+        }
+        Ok(pipeline::acknowledged(applied, guard.snapshot().guarded()))
     }
 }
 

@@ -1,7 +1,8 @@
 //! What every pipeline's deploy webhook (Standard Webhooks, GitHub, GitLab) does once its
 //! delivery is verified and read: apply the deploy event with its delivery id in one stored
 //! change, count the deploy when it ended, and acknowledge: `{"accepted": true, "guarded"}`,
-//! with `"ignored"` and the reason when it changed nothing.
+//! with `"ignored"` and the reason when it changed nothing (the answer Upsun's endpoint gives
+//! too: [`acknowledged`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,23 +43,27 @@ impl Webhook {
             g.apply_message(delivery, &ev)
         })
         .await?;
-        let guarded = guard.snapshot().guarded();
-        Ok(match applied {
-            Applied::Accepted => {
-                tracing::info!(guarded, "deploy webhook applied");
-                if event.phase == Phase::Ended {
-                    let result = DeployResult::of(event.result.as_deref());
-                    self.metrics.deploy(event.source.into(), result);
-                }
-                let doc = serde_json::json!({ "accepted": true, "guarded": guarded });
-                (WebhookResult::Accepted, json(StatusCode::OK, &doc))
-            }
-            Applied::Ignored(why) => {
-                tracing::info!(guarded, ignored = %why, "deploy webhook acknowledged, ignored");
-                let doc =
-                    serde_json::json!({ "accepted": true, "guarded": guarded, "ignored": why });
-                (WebhookResult::Ignored, json(StatusCode::OK, &doc))
-            }
-        })
+        if applied == Applied::Accepted && event.phase == Phase::Ended {
+            let result = DeployResult::of(event.result.as_deref());
+            self.metrics.deploy(event.source.into(), result);
+        }
+        Ok(acknowledged(applied, guard.snapshot().guarded()))
+    }
+}
+
+/// The answer to a delivery that was applied, whoever sent it (Upsun's included):
+/// `{"accepted": true, "guarded"}`, plus `"ignored"` and why when it changed nothing.
+pub(super) fn acknowledged(applied: Applied, guarded: bool) -> (WebhookResult, Response<Body>) {
+    match applied {
+        Applied::Accepted => {
+            tracing::info!(guarded, "webhook applied");
+            let doc = serde_json::json!({ "accepted": true, "guarded": guarded });
+            (WebhookResult::Accepted, json(StatusCode::OK, &doc))
+        }
+        Applied::Ignored(why) => {
+            tracing::info!(guarded, ignored = %why, "webhook acknowledged, ignored");
+            let doc = serde_json::json!({ "accepted": true, "guarded": guarded, "ignored": why });
+            (WebhookResult::Ignored, json(StatusCode::OK, &doc))
+        }
     }
 }
