@@ -6,17 +6,21 @@
 //! of the refused one: hyper answers the earlier requests first, in order, then passes the
 //! sentinel to the service, which answers it with the refusal ([`Verdict::before`]: 400 +
 //! `Connection: close`) without calling the handler; hyper then closes the connection. Nothing after the refused
-//! bytes is ever read. A refused chunked body ends in a read error, so the request's body
+//! bytes is ever parsed. A refused chunked body ends in a read error, so the request's body
 //! fails (the upstream never gets a complete request) and its answer becomes the refusal.
+//! When hyper closes a connection with part of a request unread, the close lingers
+//! ([`super::linger`]: the rest is read and dropped) so the client reads its answer rather
+//! than a reset.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::task::{ready, Context, Poll};
 
 use http::{Method, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::linger::{self, Linger};
 use super::{Checker, Scan, Violation};
 
 /// The method of the request handed to hyper in place of a refused one. A client may send it
@@ -33,16 +37,20 @@ const BODY_REFUSED: u8 = 0x80;
 /// What the framing check of a connection has come to, shared between [`Framed`] (which
 /// sets it) and the service (which reads it, one relaxed load per request).
 #[derive(Debug, Default)]
-pub struct Verdict(AtomicU8);
+pub struct Verdict {
+    state: AtomicU8,
+    /// An answer said the connection must not linger as it closes ([`linger::may_follow`]).
+    no_linger: AtomicBool,
+}
 
 impl Verdict {
     fn set(&self, v: u8) {
-        self.0.store(v, Ordering::Release);
+        self.state.store(v, Ordering::Release);
     }
 
     /// The violation to answer instead of calling the handler: only for the sentinel.
     pub fn before<B>(&self, req: &http::Request<B>) -> Option<Violation> {
-        let v = self.0.load(Ordering::Acquire);
+        let v = self.state.load(Ordering::Acquire);
         if v & HEAD_REFUSED == 0 || req.method().as_str() != SENTINEL_METHOD {
             return None;
         }
@@ -52,9 +60,13 @@ impl Verdict {
     /// What to do with the answer the handler gave (`status`, to a CONNECT if `connect`):
     /// refuse instead if the request's body was refused meanwhile; close the connection
     /// after it if the checking stopped (an upgrade was asked) and the answer does not
-    /// switch protocols, so hyper never parses another request unchecked.
+    /// switch protocols, so hyper never parses another request unchecked. A 408 also marks
+    /// the connection as one that closes without lingering.
     pub fn after(&self, connect: bool, status: StatusCode) -> After {
-        let v = self.0.load(Ordering::Acquire);
+        if !linger::may_follow(status) {
+            self.no_linger.store(true, Ordering::Relaxed);
+        }
+        let v = self.state.load(Ordering::Acquire);
         if v == CHECKING {
             return After::Send;
         }
@@ -110,6 +122,8 @@ pub struct Framed<S> {
     held: Vec<u8>,
     ready: usize,
     verdict: std::sync::Arc<Verdict>,
+    /// Set when hyper closes the connection with part of a request unread.
+    linger: Option<Box<Linger>>,
 }
 
 impl<S> Framed<S> {
@@ -121,6 +135,20 @@ impl<S> Framed<S> {
             held: Vec::new(),
             ready: 0,
             verdict,
+            linger: None,
+        }
+    }
+
+    /// Whether the client may still be sending a request when the connection closes: part
+    /// of one was read (or refused) and not all of it. Not known past an upgrade or h2c.
+    fn unread(&self) -> bool {
+        if self.verdict.no_linger.load(Ordering::Relaxed) {
+            return false;
+        }
+        match self.mode {
+            Mode::Checking => !self.held.is_empty() || !self.checker.between_requests(),
+            Mode::Unchecked => false,
+            Mode::Sentinel(_) | Mode::Failed(_) => true,
         }
     }
 
@@ -233,7 +261,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Framed<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Framed<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Framed<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -258,7 +286,16 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Framed<S> {
         Pin::new(&mut self.get_mut().inner).poll_flush(cx)
     }
 
+    /// hyper shuts the stream down as it closes the connection: with part of a request
+    /// unread, that is a lingering close ([`Linger`]).
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.linger.is_none() && this.unread() {
+            this.linger = Some(Box::default());
+        }
+        match &mut this.linger {
+            Some(linger) => linger.poll(cx, &mut this.inner),
+            None => Pin::new(&mut this.inner).poll_shutdown(cx),
+        }
     }
 }

@@ -6,21 +6,27 @@
 //! exactly `chunked` (one field, one coding) or on HTTP/1.0; more than one `Content-Length`
 //! (even identical) or one that is not plain digits; obs-fold; any line not ended by CRLF
 //! (bare LF, bare CR); invalid chunk sizes, chunk data not followed by CRLF, chunk
-//! extensions over [`MAX_CHUNK_EXTENSIONS`] per body, trailers over [`MAX_TRAILERS`]; heads
+//! extensions over [`MAX_CHUNK_EXTENSIONS`] per body, trailers over [`MAX_TRAILERS`] or
+//! outside hyper's trailer grammar; heads
 //! over the configured maximum; an HTTP/1.1 request without `Host`, any with two (RFC 9112
 //! §3.2); a header name that spells a framing header with `_` for `-` (`Content_Length`,
 //! `Transfer_Encoding`: CGI-style apps read it as the real one). It only decides where
 //! messages begin and end and whom they are for; everything else in a head is left to hyper
 //! (which rejects bad tokens itself).
 //!
-//! [`Checker`] is the pure state machine (bytes in, verdicts out; no I/O, no allocation);
+//! [`Checker`] is the pure state machine (bytes in, verdicts out; no I/O, no allocation),
+//! reading chunked bodies with [`chunked::Decoder`] (the native engine's decoder too);
 //! [`io::Framed`] wraps a connection with it. A request carrying `Upgrade` (HTTP/1.1) or
 //! `CONNECT`, and an h2c prior-knowledge preface when allowed, end the checking: what
 //! follows is not HTTP/1.
 
+pub mod chunked;
 pub mod io;
+pub mod linger;
 
 use memchr::memchr2;
+
+use chunked::Decoder;
 
 /// Chunk-extension bytes allowed in one chunked body, all chunk lines together (hyper's own
 /// limit is 16 KiB; ours is lower so that we refuse first, with a clear 400).
@@ -141,27 +147,8 @@ enum State {
     Head,
     /// Content-Length body bytes still to come.
     Body(u64),
-    Size {
-        size: u64,
-        digits: u8,
-    },
-    /// Whitespace after the chunk size.
-    SizeWs {
-        size: u64,
-    },
-    Ext {
-        size: u64,
-    },
-    SizeLf {
-        size: u64,
-    },
-    Data(u64),
-    DataCr,
-    DataLf,
-    TrailerStart,
-    TrailerLine,
-    TrailerLf,
-    EndLf,
+    /// Inside a chunked body.
+    Chunked(Decoder),
 }
 
 /// What the head read so far says.
@@ -188,8 +175,6 @@ pub struct Checker {
     /// Bytes at the start of a pending head already checked (whole lines).
     head_checked: usize,
     facts: Facts,
-    /// Chunk-extension (and trailer) bytes in the current body.
-    budget: usize,
 }
 
 impl Checker {
@@ -203,12 +188,11 @@ impl Checker {
             first: true,
             head_checked: 0,
             facts: Facts::default(),
-            budget: 0,
         }
     }
 
     /// Whether the stream is between two requests (nothing of the next head pending): for
-    /// the native engine's differential fuzz target, which compares message boundaries.
+    /// the lingering close and the native engine's differential fuzz target.
     pub fn between_requests(&self) -> bool {
         self.state == State::Head && self.head_checked == 0 && !self.facts.line
     }
@@ -232,9 +216,8 @@ impl Checker {
                         if facts.connect || (facts.upgrade && !facts.http10) {
                             return Scan::Unchecked { at: pos };
                         }
-                        self.budget = 0;
                         self.state = match facts.content_length {
-                            _ if facts.chunked => State::Size { size: 0, digits: 0 },
+                            _ if facts.chunked => State::Chunked(Decoder::default()),
                             Some(n) if n > 0 => State::Body(n),
                             _ => State::Head,
                         };
@@ -247,28 +230,29 @@ impl Checker {
                         }
                     }
                 },
-                State::Body(n) | State::Data(n) => {
-                    let left = (data.len() - pos) as u64;
-                    let take = n.min(left);
+                State::Body(n) => {
+                    let take = n.min((data.len() - pos) as u64);
                     pos += take as usize;
-                    let rest = n - take;
-                    self.state = match (self.state, rest) {
-                        (State::Body(_), 0) => State::Head,
-                        (State::Body(_), _) => State::Body(rest),
-                        (_, 0) => State::DataCr,
-                        _ => State::Data(rest),
+                    self.state = match n - take {
+                        0 => State::Head,
+                        rest => State::Body(rest),
                     };
                 }
-                _ => {
-                    if let Err(violation) = self.chunk_byte(data[pos]) {
+                State::Chunked(ref mut body) => match body.read(&data[pos..], |_| {}) {
+                    Ok(read) => {
+                        pos += read.used;
+                        if read.done {
+                            self.state = State::Head;
+                        }
+                    }
+                    Err((at, violation)) => {
                         return Scan::Refused {
-                            at: pos,
+                            at: pos + at,
                             violation,
                             in_head: false,
-                        };
+                        }
                     }
-                    pos += 1;
-                }
+                },
             }
         }
         Scan::Checking { settled: pos }
@@ -381,93 +365,6 @@ impl Checker {
             _ => {}
         }
         Ok(())
-    }
-
-    /// One byte of a chunk-size line, chunk delimiter or trailer section.
-    fn chunk_byte(&mut self, b: u8) -> Result<(), Violation> {
-        use State::*;
-        use Violation::*;
-        let ext = MAX_CHUNK_EXTENSIONS;
-        self.state = match self.state {
-            Size { size, digits } => match b {
-                _ if b.is_ascii_hexdigit() => {
-                    if digits == 16 {
-                        return Err(ChunkSize);
-                    }
-                    let v = (b as char).to_digit(16).unwrap_or(0);
-                    Size {
-                        size: size << 4 | u64::from(v),
-                        digits: digits + 1,
-                    }
-                }
-                _ if digits == 0 => return Err(ChunkSize),
-                b' ' | b'\t' => self.spend(ext, ChunkExtensionsTooLong, SizeWs { size })?,
-                b';' => self.spend(ext, ChunkExtensionsTooLong, Ext { size })?,
-                b'\r' => SizeLf { size },
-                b'\n' => return Err(BareLf),
-                _ => return Err(ChunkSize),
-            },
-            SizeWs { size } => match b {
-                b' ' | b'\t' => self.spend(ext, ChunkExtensionsTooLong, SizeWs { size })?,
-                b';' => self.spend(ext, ChunkExtensionsTooLong, Ext { size })?,
-                b'\r' => SizeLf { size },
-                b'\n' => return Err(BareLf),
-                _ => return Err(ChunkSize),
-            },
-            Ext { size } => match b {
-                b'\r' => SizeLf { size },
-                b'\n' => return Err(BareLf),
-                _ if (b < 0x20 && b != b'\t') || b == 0x7f => return Err(ChunkSize),
-                _ => self.spend(ext, ChunkExtensionsTooLong, Ext { size })?,
-            },
-            SizeLf { size } => match b {
-                b'\n' if size == 0 => {
-                    self.budget = 0;
-                    TrailerStart
-                }
-                b'\n' => Data(size),
-                _ => return Err(BareCr),
-            },
-            DataCr => match b {
-                b'\r' => DataLf,
-                _ => return Err(ChunkData),
-            },
-            DataLf => match b {
-                b'\n' => Size { size: 0, digits: 0 },
-                _ => return Err(ChunkData),
-            },
-            TrailerStart => match b {
-                b'\r' => EndLf,
-                b'\n' => return Err(BareLf),
-                b' ' | b'\t' => return Err(ObsFold),
-                _ => self.spend(MAX_TRAILERS, TrailersTooLarge, TrailerLine)?,
-            },
-            TrailerLine => match b {
-                b'\r' => TrailerLf,
-                b'\n' => return Err(BareLf),
-                _ => self.spend(MAX_TRAILERS, TrailersTooLarge, TrailerLine)?,
-            },
-            TrailerLf => match b {
-                b'\n' => TrailerStart,
-                _ => return Err(BareCr),
-            },
-            EndLf => match b {
-                b'\n' => Head,
-                _ => return Err(BareCr),
-            },
-            // Not byte-wise states: `scan` handles them.
-            Head | Body(_) | Data(_) => self.state,
-        };
-        Ok(())
-    }
-
-    /// Counts one more extension or trailer byte against `limit`, then moves to `next`.
-    fn spend(&mut self, limit: usize, over: Violation, next: State) -> Result<State, Violation> {
-        self.budget += 1;
-        if self.budget > limit {
-            return Err(over);
-        }
-        Ok(next)
     }
 }
 

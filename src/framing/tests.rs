@@ -294,6 +294,31 @@ fn chunk_extensions_and_trailers_are_bounded() {
 }
 
 #[test]
+fn trailers_hyper_would_refuse_are_refused_first() {
+    let head: &[u8] = b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let fine = [head, b"1\r\nx\r\n0\r\nX-T: 1\r\n\r\n"].concat();
+    assert_eq!(every_split(&fine, false), (fine.clone(), None));
+    let hundred = [head, b"0\r\n", &b"X-T: 1\r\n".repeat(100), b"\r\n"].concat();
+    assert_eq!(every_split(&hundred, false), (hundred.clone(), None));
+    for bad in [
+        &b"0\r\nx : 1\r\n\r\n"[..],
+        b"0\r\n\x14: 1\r\n\r\n",
+        b"0\r\nx: \x01\r\n\r\n",
+        b"0\r\nno-colon\r\n\r\n",
+        &[&b"0\r\n"[..], &b"X-T: 1\r\n".repeat(101), b"\r\n"].concat(),
+    ] {
+        let stream = [head, bad].concat();
+        let (_, err) = through(vec![stream], false);
+        assert_eq!(
+            err,
+            Some(Violation::TrailerInvalid),
+            "{:?}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+}
+
+#[test]
 fn heads_over_the_limit_are_refused_as_too_large() {
     let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "v".repeat(4100));
     assert_eq!(through(vec![big.into_bytes()], false), (sentinel(), None));

@@ -1,6 +1,7 @@
 //! For the differential fuzz target (`fuzz/fuzz_targets/h1_boundaries.rs`): where the
 //! framing checker and the native engine's parsers (httparse heads, [`super::request`]'s
-//! framing, [`super::chunked`]'s decoder) each say the requests of a byte stream end. The
+//! framing, and the chunked decoder: the checker's own, fed in other pieces) each say the
+//! requests of a byte stream end. The
 //! engine is safe when, for every request it would act on, both agree, and it acts on none
 //! past a point where the checker stopped. Pure, no I/O.
 

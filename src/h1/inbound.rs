@@ -138,6 +138,12 @@ impl Inbound {
         }
     }
 
+    /// Whether the client may still be sending a request (part of one read, or refused):
+    /// the connection then closes lingering ([`crate::framing::linger`]).
+    pub fn mid_request(&self) -> bool {
+        self.stop.is_some() || !self.checker.between_requests()
+    }
+
     /// Gives up the buffer's unused bytes (for the hyper path) and the buffer itself.
     pub fn into_unused(mut self) -> Vec<u8> {
         self.buf.drain(..self.start);

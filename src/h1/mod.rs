@@ -63,6 +63,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::{Config, UnderscoreHeaders};
 use crate::deadline;
+use crate::framing::linger::{self, Linger};
 use crate::framing::Checker;
 use crate::listener::{stopping, Connection, HttpApp, Observer, Rewind};
 use crate::metrics::Metrics;
@@ -250,7 +251,11 @@ impl Native {
                 ended.bytes_out,
             );
             if !ended.keep_alive {
-                let _ = stream.shutdown().await;
+                if inb.mid_request() && linger::may_follow(ended.status) {
+                    Linger::close(&mut stream).await;
+                } else {
+                    let _ = stream.shutdown().await;
+                }
                 return None;
             }
             first = false;

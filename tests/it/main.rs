@@ -16,6 +16,7 @@ mod example_app;
 mod hardening;
 mod hold;
 mod lifecycle;
+mod lingering;
 mod monitoring;
 mod native;
 mod pipeline_webhooks;

@@ -247,6 +247,25 @@ impl RawConn {
             .expect("a well-formed response")
     }
 
+    /// Writes, handing back the error (a reset) instead of panicking.
+    pub async fn try_write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        tokio::time::timeout(RAW_TIMEOUT, self.stream.get_mut().write_all(bytes))
+            .await
+            .expect("write within 10 s")
+    }
+
+    /// Closes the writing side (the client is done sending), then waits for the peer's
+    /// end: `Ok` for a clean close, the error for a reset. Panics if it stays open 10 s.
+    pub async fn finish(&mut self) -> std::io::Result<()> {
+        self.stream.get_mut().shutdown().await?;
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(RAW_TIMEOUT, self.stream.read_to_end(&mut rest))
+            .await
+            .expect("the peer closes within 10 s");
+        assert!(rest.is_empty(), "nothing more after the answer: {rest:?}");
+        read.map(|_| ())
+    }
+
     /// True when the peer has closed the connection (EOF) within `limit`.
     pub async fn closed_within(&mut self, limit: Duration) -> bool {
         let mut buf = [0u8; 1];
