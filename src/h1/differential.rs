@@ -1,14 +1,17 @@
-//! For the differential fuzz target (`fuzz/fuzz_targets/h1_boundaries.rs`): where the
-//! framing checker and the native engine's parsers (httparse heads, [`super::request`]'s
-//! framing, and the chunked decoder: the checker's own, fed in other pieces) each say the
-//! requests of a byte stream end. The
-//! engine is safe when, for every request it would act on, both agree, and it acts on none
-//! past a point where the checker stopped. Pure, no I/O.
+//! For the differential fuzz targets. `h1_boundaries`: where the framing checker and the
+//! native engine's parsers (httparse heads, [`super::request`]'s framing, the chunked
+//! decoder: the checker's own, fed in other pieces) each say the requests of a byte stream
+//! end; the engine is safe when, for every request it would act on, both agree, and it acts
+//! on none past a point where the checker stopped. `h1_hyper`: the requests the engine would
+//! forward ([`native_messages`]). `h1_response`: the answer the engine would make of an
+//! upstream's bytes ([`native_answer`]), which hyper's client must read the same. Pure, no
+//! I/O.
 
 use crate::framing::{Checker, Scan};
 
 use super::chunked::Decoder;
 use super::request::{self, Framing, Parsed, Rewrite};
+use super::response;
 
 /// Where the checker says each request of `input` ends, fed one more byte at a time (as a
 /// trickling client would), until it stops or the input ends.
@@ -133,6 +136,38 @@ pub fn native_messages(input: &[u8]) -> Vec<(String, String, Vec<u8>)> {
         at = end;
     }
     messages
+}
+
+/// The answer the native engine would give the client from the upstream's bytes `input`
+/// (the answer to a `HEAD` when `head_request`), when it frames one completely: its status
+/// and body (chunked bodies decoded, a body without framing read to the end of the input).
+/// `None` where it answers 502 or waits for more.
+pub fn native_answer(input: &[u8], head_request: bool) -> Option<(u16, Vec<u8>)> {
+    let mut at = 0;
+    let mut out = Vec::new();
+    loop {
+        out.clear();
+        match response::parse(&input[at..], head_request, false, &mut out) {
+            response::Parsed::Interim(n) => at += n,
+            response::Parsed::Head(head) => {
+                let body = &input[at + head.head_len..];
+                let body = match head.body {
+                    response::Body::None => Vec::new(),
+                    response::Body::Length(n) => body.get(..usize::try_from(n).ok()?)?.to_vec(),
+                    response::Body::Close => body.to_vec(),
+                    response::Body::Chunked => {
+                        let mut decoded = Vec::new();
+                        let read = Decoder::default()
+                            .decode(body, |d| decoded.extend_from_slice(d))
+                            .ok()?;
+                        read.done.then_some(decoded)?
+                    }
+                };
+                return Some((head.status, body));
+            }
+            response::Parsed::Partial | response::Parsed::Bad(_) => return None,
+        }
+    }
 }
 
 /// The property: every request the native engine frames, the checker frames the same.

@@ -48,6 +48,8 @@ pub fn parse(buf: &[u8], head_request: bool, close: bool, out: &mut Vec<u8>) -> 
         return Parsed::Bad("malformed response head");
     };
     match status {
+        // Three digits, but not a status (hyper refuses them too): "020" would go out as "20".
+        0..=99 => return Parsed::Bad("invalid status code"),
         101 => return Parsed::Bad("101 without an upgrade asked"),
         100..=199 => return Parsed::Interim(head_len),
         _ => {}
@@ -91,6 +93,10 @@ pub fn parse(buf: &[u8], head_request: bool, close: bool, out: &mut Vec<u8>) -> 
                 }
             }
         }
+    }
+    if chunked && version == 0 {
+        // HTTP/1.0 has no chunked coding; hyper refuses it as the checker does on requests.
+        return Parsed::Bad("Transfer-Encoding in an HTTP/1.0 answer");
     }
     let no_body = head_request || status == 204 || status == 304;
     let body = match () {
@@ -228,6 +234,8 @@ mod tests {
             &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"[..],
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
             b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            b"HTTP/1.1 020 OK\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nX: 1\r\n folded\r\n\r\n",
         ] {
             assert!(matches!(run(bad, false).0, Parsed::Bad(_)), "{bad:?}");
