@@ -1,13 +1,11 @@
 //! The native HTTP/1.1 engine against hyper, differentially: the same byte stream to the
 //! native path's parsers (`h1::differential::native_messages`) and to hyper's HTTP/1.1
-//! server (the engine the default path runs); every request the native path would forward
+//! server (the engine the hyper path runs); every request the native path would forward
 //! must be one hyper reads too, in the same order, with the same method, target and body.
 //! Where they would differ, the native path must have declined (handed it to hyper).
 #![no_main]
 
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
@@ -16,46 +14,13 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use libfuzzer_sys::fuzz_target;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use writeguard::h1::differential;
 
+#[path = "scripted.rs"]
+mod scripted;
+use scripted::{Scripted, RT};
+
 type Message = (String, String, Vec<u8>);
-
-/// The input, then the end of the stream; what hyper writes is dropped.
-struct Input<'a> {
-    data: &'a [u8],
-}
-
-impl AsyncRead for Input<'_> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let n = self.data.len().min(buf.remaining()).min(4096);
-        buf.put_slice(&self.data[..n]);
-        self.data = &self.data[n..];
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for Input<'_> {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, b: &[u8]) -> Poll<std::io::Result<usize>> {
-        Poll::Ready(Ok(b.len()))
-    }
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
-thread_local! {
-    static RT: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("a current-thread runtime");
-}
 
 fn hyper_messages(data: &[u8]) -> Vec<Message> {
     let seen: Arc<Mutex<Vec<Message>>> = Arc::default();
@@ -81,7 +46,7 @@ fn hyper_messages(data: &[u8]) -> Vec<Message> {
             // The input ends with EOF: answer what was read rather than take the client for gone.
             builder.header_read_timeout(None).half_close(true);
             let _ = builder
-                .serve_connection(TokioIo::new(Input { data }), service)
+                .serve_connection(TokioIo::new(Scripted::client(data)), service)
                 .await;
         })
     });

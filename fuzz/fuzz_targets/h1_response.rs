@@ -6,75 +6,24 @@
 //! would differ, the native path must have refused it (502).
 #![no_main]
 
-use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
-
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper::client::conn::http1;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use libfuzzer_sys::fuzz_target;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use writeguard::h1::differential;
 
-/// The upstream: once the request was written (dropped), the input, then the end of the
-/// stream. Nothing is read before: a client takes bytes before its request for an error.
-struct Upstream {
-    data: Vec<u8>,
-    asked: bool,
-    reader: Option<Waker>,
-}
-
-impl AsyncRead for Upstream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if !self.asked {
-            self.reader = Some(cx.waker().clone());
-            return Poll::Pending;
-        }
-        let n = self.data.len().min(buf.remaining()).min(4096);
-        buf.put_slice(&self.data[..n]);
-        self.data.drain(..n);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for Upstream {
-    fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, b: &[u8]) -> Poll<std::io::Result<usize>> {
-        self.asked = true;
-        if let Some(reader) = self.reader.take() {
-            reader.wake();
-        }
-        Poll::Ready(Ok(b.len()))
-    }
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
-thread_local! {
-    static RT: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("a current-thread runtime");
-}
+#[path = "scripted.rs"]
+mod scripted;
+use scripted::{Scripted, RT};
 
 /// What hyper's client reads from `data` as the answer: status and whole body, or `None`
 /// when it refuses the answer or its body.
 fn hyper_answer(data: &[u8], head_request: bool) -> Option<(u16, Vec<u8>)> {
     RT.with(|rt| {
         rt.block_on(async {
-            let io = TokioIo::new(Upstream {
-                data: data.to_vec(),
-                asked: false,
-                reader: None,
-            });
+            let io = TokioIo::new(Scripted::upstream(data));
             let (mut sender, conn) = http1::handshake::<_, Empty<Bytes>>(io).await.ok()?;
             let driver = tokio::spawn(async move {
                 let _ = conn.await;
