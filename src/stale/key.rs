@@ -5,15 +5,21 @@
 
 use http::header::{self, HeaderMap, HeaderName};
 
-/// `host path?query`, the host lower-cased (a request without a host, an HTTP/1.0 request
-/// with no `Host`, is never stored nor served: its view has no host).
-pub(super) fn primary(host: &str, target: &str) -> String {
-    let mut key = String::with_capacity(host.len() + 1 + target.len());
-    key.push_str(host);
-    key.make_ascii_lowercase();
+/// Writes `host path?query` into `key` (emptied first), the host lower-cased; `false` when
+/// the host is not visible ASCII (as `HeaderValue::to_str` reads it): such a request, like
+/// one without a host, is never stored nor served.
+pub(super) fn primary(key: &mut String, host: &[u8], target: &str) -> bool {
+    key.clear();
+    key.reserve(host.len() + 1 + target.len());
+    for &b in host {
+        if b != b'\t' && !(0x20..0x7f).contains(&b) {
+            return false;
+        }
+        key.push(char::from(b.to_ascii_lowercase()));
+    }
     key.push(' ');
     key.push_str(target);
-    key
+    true
 }
 
 /// The primary key plus, for each name `Vary` lists, the request's values of that header
@@ -82,7 +88,11 @@ mod tests {
 
     #[test]
     fn the_primary_key_is_host_path_and_query() {
-        assert_eq!(primary("Example.COM", "/a?b=1"), "example.com /a?b=1");
+        let mut key = String::from("left over");
+        assert!(primary(&mut key, b"Example.COM", "/a?b=1"));
+        assert_eq!(key, "example.com /a?b=1");
+        assert!(!primary(&mut key, b"caf\xc3\xa9", "/"));
+        assert!(!primary(&mut key, b"a\x7fb", "/"));
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod store;
 mod tee;
 mod view;
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -43,6 +44,11 @@ use view::{Parts, Raw, View};
 /// A stored answer younger than this is not replaced by a new copy: a page asked for
 /// thousands of times a second is copied once a second, not on every request.
 const REFRESH: Duration = Duration::from_secs(1);
+
+thread_local! {
+    /// The primary key of the request being asked about, written in place.
+    static KEY: RefCell<String> = const { RefCell::new(String::new()) };
+}
 
 pub struct Stale {
     store: Arc<Store>,
@@ -136,27 +142,32 @@ impl Stale {
         if method != Method::GET && method != Method::HEAD {
             return None;
         }
-        let primary = key::primary(head.host()?, head.target());
-        let held = self.find(&primary, head);
-        let wanted = *method == Method::GET
-            && held.as_ref().is_none_or(|stored| {
-                let now = SystemTime::now();
-                !stored.fresh_at(now) && !stored.newer_than(now, REFRESH)
-            });
-        let keep = match wanted {
-            true => head.owned().map(|(uri, headers)| {
-                Box::new(Head {
-                    primary,
-                    uri,
-                    headers,
-                })
-            }),
-            false => None,
-        };
-        Some(Asked {
-            held,
-            credentials: head.credentials(),
-            keep,
+        // The key is written into a buffer of the thread's, and copied only when the answer
+        // is wanted: the common read allocates nothing.
+        KEY.with_borrow_mut(|primary| {
+            if !key::primary(primary, head.host()?, head.target()) {
+                return None;
+            }
+            let held = self.find(primary, head);
+            let wanted = *method == Method::GET
+                && held
+                    .as_ref()
+                    .is_none_or(|stored| stored.recopy_due(SystemTime::now()));
+            let keep = match wanted {
+                true => head.owned().map(|(uri, headers)| {
+                    Box::new(Head {
+                        primary: primary.clone(),
+                        uri,
+                        headers,
+                    })
+                }),
+                false => None,
+            };
+            Some(Asked {
+                held,
+                credentials: head.credentials(),
+                keep,
+            })
         })
     }
 

@@ -2,8 +2,7 @@
 //! ([`Parts`]) or the native engine's raw header lines ([`Raw`]), which become a `HeaderMap`
 //! only when an answer's `Vary` or the rules need one, so that the common read builds
 //! nothing. Both give the same facts: the host (the `Host` header, else the target's
-//! authority, and only if it is visible ASCII), the path and query, whether credentials
-//! come with it.
+//! authority), the path and query, whether credentials come with it.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Uri;
@@ -11,8 +10,9 @@ use http::Uri;
 use super::rules;
 
 pub(super) trait View {
-    /// The host the key is filed under; `None`: not stored nor served.
-    fn host(&self) -> Option<&str>;
+    /// The host the key is filed under (`key::primary` checks it); `None`: not stored nor
+    /// served.
+    fn host(&self) -> Option<&[u8]>;
     /// The path and query.
     fn target(&self) -> &str;
     /// It carries `Cookie` or `Authorization`.
@@ -30,10 +30,10 @@ pub(super) struct Parts<'a> {
 }
 
 impl View for Parts<'_> {
-    fn host(&self) -> Option<&str> {
+    fn host(&self) -> Option<&[u8]> {
         match self.headers.get(header::HOST) {
-            Some(h) => h.to_str().ok(),
-            None => self.uri.authority().map(|a| a.as_str()),
+            Some(h) => Some(h.as_bytes()),
+            None => self.uri.authority().map(|a| a.as_str().as_bytes()),
         }
     }
 
@@ -58,20 +58,28 @@ impl View for Parts<'_> {
 pub(super) struct Raw<'a, I> {
     target: &'a str,
     lines: I,
-    host: Option<&'a str>,
+    host: Option<&'a [u8]>,
+    credentials: bool,
     map: Option<HeaderMap>,
 }
 
 impl<'a, I: Iterator<Item = (&'a [u8], &'a [u8])> + Clone> Raw<'a, I> {
+    /// One pass over the lines: the first `Host`, and whether credentials come along.
     pub(super) fn new(target: &'a str, lines: I) -> Self {
-        let host = lines
-            .clone()
-            .find(|(name, _)| name.eq_ignore_ascii_case(b"host"))
-            .and_then(|(_, value)| visible_ascii(value));
+        let mut host = None;
+        let mut credentials = false;
+        for (name, value) in lines.clone() {
+            if name.eq_ignore_ascii_case(b"host") {
+                host = host.or(Some(value));
+            } else if rules::is_credential(name) {
+                credentials = true;
+            }
+        }
         Raw {
             target,
             lines,
             host,
+            credentials,
             map: None,
         }
     }
@@ -92,7 +100,7 @@ impl<'a, I: Iterator<Item = (&'a [u8], &'a [u8])> + Clone> Raw<'a, I> {
 }
 
 impl<'a, I: Iterator<Item = (&'a [u8], &'a [u8])> + Clone> View for Raw<'a, I> {
-    fn host(&self) -> Option<&str> {
+    fn host(&self) -> Option<&[u8]> {
         self.host
     }
 
@@ -101,9 +109,7 @@ impl<'a, I: Iterator<Item = (&'a [u8], &'a [u8])> + Clone> View for Raw<'a, I> {
     }
 
     fn credentials(&self) -> bool {
-        self.lines
-            .clone()
-            .any(|(name, _)| rules::is_credential(name))
+        self.credentials
     }
 
     fn headers(&mut self) -> Option<&HeaderMap> {
@@ -115,14 +121,6 @@ impl<'a, I: Iterator<Item = (&'a [u8], &'a [u8])> + Clone> View for Raw<'a, I> {
         self.map()?;
         Some((uri, self.map.take()?))
     }
-}
-
-/// A header value as `HeaderValue::to_str` reads it: visible ASCII and tabs only.
-fn visible_ascii(value: &[u8]) -> Option<&str> {
-    let ok = value
-        .iter()
-        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b));
-    ok.then(|| std::str::from_utf8(value).ok()).flatten()
 }
 
 #[cfg(test)]
@@ -148,8 +146,6 @@ mod tests {
         assert!(raw.credentials() && parts.credentials());
         assert_eq!(raw.headers(), parts.headers());
         assert_eq!(raw.headers().unwrap()["accept-language"], "fr");
-        let odd: &[(&[u8], &[u8])] = &[(b"host", b"caf\xc3\xa9")];
-        assert_eq!(Raw::new("/", odd.iter().copied()).host(), None);
         let none: &[(&[u8], &[u8])] = &[(b"x", b"1")];
         assert!(!Raw::new("/", none.iter().copied()).credentials());
     }
