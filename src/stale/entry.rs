@@ -26,7 +26,7 @@ pub(super) enum Slot {
 
 impl Slot {
     /// Bytes it weighs, with its key.
-    pub(super) fn weight(&self, key: &str) -> u64 {
+    pub(super) fn weight(&self, key: &[u8]) -> u64 {
         let own = match self {
             Slot::Answer(a) => a.weight(),
             Slot::Vary(names) => names.iter().map(|n| n.as_str().len() + 24).sum(),

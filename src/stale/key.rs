@@ -5,47 +5,52 @@
 
 use http::header::{self, HeaderMap, HeaderName};
 
+/// A key: bytes, not a `String`, so that one is written from a request's raw lines without
+/// checking them for UTF-8 again.
+pub(super) type Key = Vec<u8>;
+
 /// Writes `host path?query` into `key` (emptied first), the host lower-cased; `false` when
 /// the host is not visible ASCII (as `HeaderValue::to_str` reads it): such a request, like
 /// one without a host, is never stored nor served.
-pub(super) fn primary(key: &mut String, host: &[u8], target: &str) -> bool {
-    key.clear();
-    key.reserve(host.len() + 1 + target.len());
-    for &b in host {
-        if b != b'\t' && !(0x20..0x7f).contains(&b) {
-            return false;
-        }
-        key.push(char::from(b.to_ascii_lowercase()));
+pub(super) fn primary(key: &mut Key, host: &[u8], target: &str) -> bool {
+    if !host
+        .iter()
+        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+    {
+        return false;
     }
-    key.push(' ');
-    key.push_str(target);
+    key.clear();
+    key.extend_from_slice(host);
+    key.make_ascii_lowercase();
+    key.push(b' ');
+    key.extend_from_slice(target.as_bytes());
     true
 }
 
 /// The primary key plus, for each name `Vary` lists, the request's values of that header
 /// (all of them, in order; absent and empty differ).
-pub(super) fn variant(primary: &str, vary: &[HeaderName], headers: &HeaderMap) -> String {
-    let mut key = String::with_capacity(primary.len() + 32 * vary.len());
-    key.push_str(primary);
+pub(super) fn variant(primary: &[u8], vary: &[HeaderName], headers: &HeaderMap) -> Key {
+    let mut key = Vec::with_capacity(primary.len() + 32 * vary.len());
+    key.extend_from_slice(primary);
     for name in vary {
-        key.push('\n');
-        key.push_str(name.as_str());
+        key.push(b'\n');
+        key.extend_from_slice(name.as_str().as_bytes());
         let mut values = headers.get_all(name).iter().peekable();
         if values.peek().is_none() {
             // Absent: no ':' at all, so it differs from an empty value.
             continue;
         }
-        key.push(':');
+        key.push(b':');
         for (i, value) in values.enumerate() {
             if i > 0 {
-                key.push(',');
+                key.push(b',');
             }
             // A header value holds no newline; bytes past ASCII are kept, escaped.
             for &b in value.as_bytes() {
                 match b {
-                    b'\\' => key.push_str("\\\\"),
-                    0x20..=0x7e | b'\t' => key.push(b as char),
-                    _ => key.push_str(&format!("\\x{b:02x}")),
+                    b'\\' => key.extend_from_slice(b"\\\\"),
+                    0x20..=0x7e | b'\t' => key.push(b),
+                    _ => key.extend_from_slice(format!("\\x{b:02x}").as_bytes()),
                 }
             }
         }
@@ -88,9 +93,9 @@ mod tests {
 
     #[test]
     fn the_primary_key_is_host_path_and_query() {
-        let mut key = String::from("left over");
+        let mut key = b"left over".to_vec();
         assert!(primary(&mut key, b"Example.COM", "/a?b=1"));
-        assert_eq!(key, "example.com /a?b=1");
+        assert_eq!(key, b"example.com /a?b=1");
         assert!(!primary(&mut key, b"caf\xc3\xa9", "/"));
         assert!(!primary(&mut key, b"a\x7fb", "/"));
     }
@@ -98,11 +103,11 @@ mod tests {
     #[test]
     fn variants_differ_by_the_vary_values_absent_and_empty_included() {
         let vary = vary_names(&headers(&[("vary", "Accept-Encoding, accept-language")])).unwrap();
-        let gzip = variant("k", &vary, &headers(&[("accept-encoding", "gzip")]));
-        let br = variant("k", &vary, &headers(&[("accept-encoding", "br")]));
-        let none = variant("k", &vary, &HeaderMap::new());
-        let empty = variant("k", &vary, &headers(&[("accept-encoding", "")]));
-        let french = variant("k", &vary, &headers(&[("accept-language", "fr")]));
+        let gzip = variant(b"k", &vary, &headers(&[("accept-encoding", "gzip")]));
+        let br = variant(b"k", &vary, &headers(&[("accept-encoding", "br")]));
+        let none = variant(b"k", &vary, &HeaderMap::new());
+        let empty = variant(b"k", &vary, &headers(&[("accept-encoding", "")]));
+        let french = variant(b"k", &vary, &headers(&[("accept-language", "fr")]));
         let all = [&gzip, &br, &none, &empty, &french];
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {

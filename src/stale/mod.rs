@@ -36,6 +36,7 @@ use crate::metrics::Metrics;
 
 pub use entry::Because;
 use entry::{Slot, Stored};
+use key::Key;
 use store::Store;
 pub use tee::Keeping;
 use tee::Tee;
@@ -47,7 +48,7 @@ const REFRESH: Duration = Duration::from_secs(1);
 
 thread_local! {
     /// The primary key of the request being asked about, written in place.
-    static KEY: RefCell<String> = const { RefCell::new(String::new()) };
+    static KEY: RefCell<Key> = const { RefCell::new(Vec::new()) };
 }
 
 pub struct Stale {
@@ -81,7 +82,7 @@ impl Asked {
 
 /// The request head kept to judge its answer, and its primary key.
 struct Head {
-    primary: String,
+    primary: Key,
     uri: Uri,
     headers: HeaderMap,
 }
@@ -289,7 +290,7 @@ impl Stale {
     }
 
     /// The stored answer for this primary key and this request head, of any age.
-    fn find(&self, primary: &str, head: &mut impl View) -> Option<Arc<Stored>> {
+    fn find(&self, primary: &[u8], head: &mut impl View) -> Option<Arc<Stored>> {
         match self.store.get(primary)? {
             Slot::Answer(stored) => Some(stored),
             Slot::Vary(names) => {

@@ -14,6 +14,7 @@ use http::{HeaderMap, StatusCode};
 use hyper::body::{Body as _, Frame, SizeHint};
 
 use super::entry::{Slot, Stored};
+use super::key::Key;
 use super::rules::Verdict;
 use super::store::Store;
 use crate::http::{Body, BoxError};
@@ -27,8 +28,8 @@ pub(super) struct Tee {
 pub struct Keeping {
     pub(super) store: Arc<Store>,
     /// The variant key it goes under, and its primary key's `Vary` names, if any.
-    pub(super) key: String,
-    pub(super) vary: Option<(String, Slot)>,
+    pub(super) key: Key,
+    pub(super) vary: Option<(Key, Slot)>,
     pub(super) status: StatusCode,
     pub(super) headers: HeaderMap,
     pub(super) received: SystemTime,
