@@ -25,11 +25,15 @@ pub(super) fn primary(key: &mut Key, host: &[u8], target: &str) -> bool {
         };
         key.extend_from_slice(&lower.to_le_bytes());
     }
-    for &b in words.remainder() {
-        if !b.is_ascii() {
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        // The last bytes, in a word of their own (padded with NULs, which stay as they are).
+        let mut last = [0u8; 8];
+        last[..rest.len()].copy_from_slice(rest);
+        let Some(lower) = lower_ascii(u64::from_le_bytes(last)) else {
             return false;
-        }
-        key.push(b.to_ascii_lowercase());
+        };
+        key.extend_from_slice(&lower.to_le_bytes()[..rest.len()]);
     }
     key.push(b' ');
     key.extend_from_slice(target.as_bytes());
