@@ -26,8 +26,16 @@ pub(super) fn primary(key: &mut Key, host: &[u8], target: &str) -> bool {
         key.extend_from_slice(&lower.to_le_bytes());
     }
     let rest = words.remainder();
-    if !rest.is_empty() {
-        // The last bytes, in a word of their own (padded with NULs, which stay as they are).
+    if let Some(start) = host.len().checked_sub(8).filter(|_| !rest.is_empty()) {
+        // The last eight bytes, overlapping the word before, written over its end.
+        let last = u64::from_le_bytes(host[start..].try_into().expect("eight bytes"));
+        let Some(lower) = lower_ascii(last) else {
+            return false;
+        };
+        key.truncate(start);
+        key.extend_from_slice(&lower.to_le_bytes());
+    } else if !rest.is_empty() {
+        // A short host: one word, padded with NULs (which stay as they are).
         let mut last = [0u8; 8];
         last[..rest.len()].copy_from_slice(rest);
         let Some(lower) = lower_ascii(u64::from_le_bytes(last)) else {
@@ -125,17 +133,19 @@ mod tests {
         assert_eq!(key, b"example.com /a?b=1");
         assert!(!primary(&mut key, b"caf\xc3\xa9", "/"));
         assert!(!primary(&mut key, b"long-host-name.\xc3\xa9xample", "/"));
-        // Every byte, in every place of a word and of the remainder.
-        for b in 0u8..=255 {
-            for at in 0..12 {
-                let mut host = b"abcdefghijkl".to_vec();
-                host[at] = b;
-                let ok = primary(&mut key, &host, "/");
-                assert_eq!(ok, b.is_ascii(), "{b:#x} at {at}");
-                if ok {
-                    host.make_ascii_lowercase();
-                    host.extend_from_slice(b" /");
-                    assert_eq!(key, host, "{b:#x} at {at}");
+        // Every byte, in every place of hosts of every length up to two words and more.
+        for len in 1..=17 {
+            for b in 0u8..=255 {
+                for at in 0..len {
+                    let mut host = b"abcdefghijklmnopq"[..len].to_vec();
+                    host[at] = b;
+                    let ok = primary(&mut key, &host, "/");
+                    assert_eq!(ok, b.is_ascii(), "{b:#x} at {at} of {len}");
+                    if ok {
+                        host.make_ascii_lowercase();
+                        host.extend_from_slice(b" /");
+                        assert_eq!(key, host, "{b:#x} at {at} of {len}");
+                    }
                 }
             }
         }
