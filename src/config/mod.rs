@@ -194,11 +194,12 @@ pub struct ProxyConfig {
 /// The proxy port's HTTP/1.1 engine (`proxy.engine`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
-    /// hyper's server and client for every request (the default).
+    /// hyper's server and client for every request (the engine before `Native`; kept
+    /// selectable for at least one release).
     Hyper,
-    /// writeguard's own httparse-based path for plain HTTP/1.1 requests it forwards; every
-    /// other request (guarded, public routes, upgrades, h2c, anything unusual) still goes
-    /// to the hyper path on the same connection.
+    /// writeguard's own httparse-based path for plain HTTP/1.1 requests it forwards (the
+    /// default); every other request (held, public routes, upgrades, h2c, anything unusual)
+    /// still goes to the hyper path on the same connection.
     Native,
 }
 

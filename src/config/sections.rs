@@ -150,14 +150,14 @@ pub(super) fn read_proxy(
         }
     };
     let engine = match r.string("engine").as_deref() {
-        None | Some("hyper") => Engine::Hyper,
-        Some("native") => Engine::Native,
+        Some("hyper") => Engine::Hyper,
+        None | Some("native") => Engine::Native,
         Some(other) => {
             r.issue(
                 "engine",
                 format!("{other:?} is not one of \"hyper\", \"native\""),
             );
-            Engine::Hyper
+            Engine::Native
         }
     };
     let upstream_host = r

@@ -36,12 +36,12 @@ fn minimal_config_gets_the_documented_defaults() {
 }
 
 #[test]
-fn engine_is_hyper_by_default_or_native() {
+fn engine_is_native_by_default_or_hyper() {
     let c = Config::parse(MINIMAL, &[]).expect("valid");
-    assert_eq!(c.proxy.engine, Engine::Hyper);
-    let native = MINIMAL.replace("[admin]", "engine = \"native\"\n[admin]");
-    let c = Config::parse(&native, &[]).expect("valid");
     assert_eq!(c.proxy.engine, Engine::Native);
+    let hyper = MINIMAL.replace("[admin]", "engine = \"hyper\"\n[admin]");
+    let c = Config::parse(&hyper, &[]).expect("valid");
+    assert_eq!(c.proxy.engine, Engine::Hyper);
     let bad = MINIMAL.replace("[admin]", "engine = \"fast\"\n[admin]");
     let got = issues(&bad);
     assert!(got.iter().any(|i| i.starts_with("proxy.engine")), "{got:?}");

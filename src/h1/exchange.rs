@@ -15,12 +15,13 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use crate::deadline;
 use crate::http::Failure;
 use crate::metrics::Outcome;
+use crate::stale::Asked;
 use crate::upstream::UpstreamError;
 
 use super::chunked::Decoder;
 use super::inbound::Inbound;
 use super::origin::{self, Conn};
-use super::reply::stream_body;
+use super::reply::Reply;
 use super::request::Framing;
 use super::upload::{BodyIn, PumpError};
 use super::{buffers, Native};
@@ -43,6 +44,9 @@ pub struct Ask<'a> {
     pub idempotent: bool,
     /// The client asked to close, or the server is stopping.
     pub close: bool,
+    /// A read asked of `[stale]` (`Stale::ask`): answered from the store when the app
+    /// fails, its answer teed into the store when wanted ([`super::stored`]).
+    pub stale: Option<Asked>,
 }
 
 impl Native {
@@ -62,6 +66,11 @@ impl Native {
             .idempotent
             .then(|| deadline::after(began, self.upstream_retry));
         let replayable = ask.idempotent && body.done();
+        let mut asked = ask.stale;
+        let reply = |asked| Reply {
+            head_request: ask.head_request,
+            asked,
+        };
         let mut rbuf = buffers::take();
         let mut enc = buffers::take();
         let mut backoff = Duration::from_millis(25);
@@ -79,7 +88,12 @@ impl Native {
                     }
                     tracing::warn!(error = %e, "upstream request failed");
                     break self
-                        .fail(client, Failure::of_upstream(&e), !body.done())
+                        .fail(
+                            client,
+                            Failure::of_upstream(&e),
+                            !body.done(),
+                            reply(asked.as_ref()),
+                        )
                         .await;
                 }
             };
@@ -93,7 +107,12 @@ impl Native {
                     continue;
                 }
                 break self
-                    .fail(client, Failure::UpstreamNoAnswer, !body.done())
+                    .fail(
+                        client,
+                        Failure::UpstreamNoAnswer,
+                        !body.done(),
+                        reply(asked.as_ref()),
+                    )
                     .await;
             }
             rbuf.clear();
@@ -122,8 +141,9 @@ impl Native {
                                 up,
                                 &mut rbuf,
                                 &mut enc,
-                                ask.head_request,
                                 close,
+                                ask.head_request,
+                                asked.take(),
                             )
                             .await;
                     }
@@ -131,11 +151,18 @@ impl Native {
                         if matches!(f, Failure::ClientBodyBroken) {
                             tracing::info!("client request body failed; not the upstream's fault");
                         }
-                        break self.fail(client, f, true).await;
+                        break self.fail(client, f, true, reply(asked.as_ref())).await;
                     }
                     Err(PumpError::Upstream) => {
                         tracing::warn!("upstream failed while the request body was sent");
-                        break self.fail(client, Failure::UpstreamNoAnswer, true).await;
+                        break self
+                            .fail(
+                                client,
+                                Failure::UpstreamNoAnswer,
+                                true,
+                                reply(asked.as_ref()),
+                            )
+                            .await;
                     }
                 }
             }
@@ -162,14 +189,35 @@ impl Native {
                     }
                     tracing::warn!(error = %e, "upstream request failed");
                     break self
-                        .fail(client, Failure::of_upstream(&e), !body.done())
+                        .fail(
+                            client,
+                            Failure::of_upstream(&e),
+                            !body.done(),
+                            reply(asked.as_ref()),
+                        )
                         .await;
                 }
             };
             self.metrics.upstream(sent.elapsed());
             let status = StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
-            let streamed = stream_body(client, &mut up.tcp, &mut rbuf, &mut out, &head).await;
+            let delivered = self
+                .deliver(
+                    client,
+                    &mut up.tcp,
+                    &mut rbuf,
+                    &mut out,
+                    &head,
+                    asked.take(),
+                    ask.head_request,
+                    close,
+                )
+                .await;
             enc = out;
+            let streamed = match delivered {
+                Ok(streamed) => streamed,
+                // The stored answer went in place of the app's failed one.
+                Err(ended) => break 'attempts ended,
+            };
             let (bytes_out, complete) = match streamed {
                 Ok(n) => (n, true),
                 Err(n) => (n, false),
@@ -202,8 +250,9 @@ impl Native {
         mut up: Conn,
         rbuf: &mut Vec<u8>,
         enc: &mut Vec<u8>,
-        head_request: bool,
         close: bool,
+        head_request: bool,
+        asked: Option<Asked>,
     ) -> Ended {
         let (mut ur, mut uw) = up.tcp.split();
         let (mut cr, mut cw) = tokio::io::split(client);
@@ -220,7 +269,22 @@ impl Native {
                     self.metrics.upstream(sent.elapsed());
                     let status =
                         StatusCode::from_u16(head.status).unwrap_or(StatusCode::BAD_GATEWAY);
-                    let streamed = stream_body(&mut cw, &mut ur, rbuf, &mut out, &head).await;
+                    let delivered = self
+                        .deliver(
+                            &mut cw,
+                            &mut ur,
+                            rbuf,
+                            &mut out,
+                            &head,
+                            asked,
+                            head_request,
+                            close,
+                        )
+                        .await;
+                    let streamed = match delivered {
+                        Ok(streamed) => streamed,
+                        Err(ended) => return ended,
+                    };
                     let (bytes_out, complete) = match streamed {
                         Ok(n) => (n, true),
                         Err(n) => (n, false),
@@ -234,7 +298,12 @@ impl Native {
                 }
                 Err((e, _)) => {
                     tracing::warn!(error = %e, "upstream request failed");
-                    self.fail(&mut cw, Failure::of_upstream(&e), true).await
+                    let reply = Reply {
+                        head_request,
+                        asked: asked.as_ref(),
+                    };
+                    self.fail(&mut cw, Failure::of_upstream(&e), true, reply)
+                        .await
                 }
             }
         };

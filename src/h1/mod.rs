@@ -34,6 +34,11 @@
 //!    the response head parsed with httparse and re-framed ([`response`], [`reply`]), on one upstream
 //!    connection per request from a per-thread pool ([`origin`]). Buffers come from a
 //!    per-thread pool ([`buffers`]) only while a request is in flight.
+//! 6. With `[stale]` on, a forwarded GET or HEAD is asked of the store from its raw lines
+//!    (`Stale::ask_raw`; nothing is built when `[stale]` is off): served from it while
+//!    guarded when `serve_when` says so (`Proxy::stored_while_guarded`), in place of the
+//!    app's failure (`Stale::instead_of`), and its answer teed into it as it streams by
+//!    ([`stored`]), by the stale module's rules, as on the hyper path.
 //!
 //! The 503 of a held write (holding on), the hold itself, and everything else are the hyper
 //! path's. Any doubt about framing ends in the hyper path (which refuses with 400 and closes) or,
@@ -50,6 +55,7 @@ mod origin;
 mod reply;
 mod request;
 mod response;
+mod stored;
 mod upload;
 
 use std::sync::Arc;
@@ -68,6 +74,7 @@ use crate::framing::Checker;
 use crate::listener::{stopping, Connection, HttpApp, Observer, Rewind};
 use crate::metrics::Metrics;
 use crate::proxy::{is_idempotent, Admit, Proxy};
+use crate::stale::Asked;
 use crate::traffic::InFlight;
 
 use exchange::Ask;
@@ -80,8 +87,9 @@ const IDLE_READ: usize = 512;
 
 /// What this engine does with a request `Proxy::admit` did not hand to hyper.
 enum Take {
-    /// Forward it; a watched write counts in flight while this lives.
-    Forward(Option<InFlight>),
+    /// Forward it; a watched write counts in flight while this lives. A read asked of
+    /// `[stale]` carries what the store holds for it.
+    Forward(Option<InFlight>, Option<Asked>),
     /// The guard's 503, after draining the body.
     Refuse { html: bool },
 }
@@ -169,15 +177,17 @@ impl Native {
                 if !inb.unused().is_empty() {
                     let mut out = buffers::take();
                     let access = self.observer.access();
-                    let parsed = request::parse(inb.unused(), &rw, &mut out, |m, p, len, h| {
-                        let admitted = match self.proxy.admit(
-                            m,
-                            p,
-                            len,
-                            h.iter().map(|h| (h.name.as_bytes(), h.value)),
-                        ) {
+                    let parsed = request::parse(inb.unused(), &rw, &mut out, |m, p, target, h| {
+                        let lines = h.iter().map(|h| (h.name.as_bytes(), h.value));
+                        let admitted = match self.proxy.admit(m, p, target.len(), lines.clone()) {
                             Admit::Hand => return None,
-                            Admit::Forward(write) => Take::Forward(write),
+                            Admit::Forward(write) => {
+                                let stale = self.proxy.stale();
+                                Take::Forward(
+                                    write,
+                                    stale.and_then(|s| s.ask_raw(m, target, lines)),
+                                )
+                            }
                             Admit::Refuse { html } => Take::Refuse { html },
                         };
                         if access {
@@ -222,21 +232,49 @@ impl Native {
             let began = Instant::now();
             inb.start += plain.head_len;
             let stopping_now = || lingering || *shutdown.borrow();
-            let ask = Ask {
-                head: &up_head,
-                framing: plain.framing,
-                head_request: plain.method == http::Method::HEAD,
-                idempotent: is_idempotent(&plain.method),
-                close: plain.close || stopping_now(),
-            };
+            let head_request = plain.method == http::Method::HEAD;
+            let close = plain.close || stopping_now();
             let ended = match plain.admitted {
                 Take::Refuse { html } => {
-                    Box::pin(self.refuse(&mut stream, &mut inb, plain.framing, html, ask.close))
-                        .await
+                    let refused = self.refuse(
+                        &mut stream,
+                        &mut inb,
+                        plain.framing,
+                        html,
+                        close,
+                        head_request,
+                    );
+                    Box::pin(refused).await
                 }
                 // A watched write counts in flight (`_write`) until its last byte both ways.
-                Take::Forward(_write) => {
-                    Box::pin(self.exchange(&mut stream, &mut inb, ask, stopping_now)).await
+                Take::Forward(_write, asked) => {
+                    let stored = asked
+                        .as_ref()
+                        .and_then(|asked| self.proxy.stored_while_guarded(asked));
+                    match stored {
+                        Some(res) => {
+                            let answer = self.answer_whole(
+                                &mut stream,
+                                &mut inb,
+                                plain.framing,
+                                res,
+                                head_request,
+                                close,
+                            );
+                            Box::pin(answer).await
+                        }
+                        None => {
+                            let ask = Ask {
+                                head: &up_head,
+                                framing: plain.framing,
+                                head_request,
+                                idempotent: is_idempotent(&plain.method),
+                                close,
+                                stale: asked,
+                            };
+                            Box::pin(self.exchange(&mut stream, &mut inb, ask, stopping_now)).await
+                        }
+                    }
                 }
             };
             buffers::give(up_head);

@@ -9,6 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::deadline;
 use crate::http::Failure;
 use crate::metrics::Outcome;
+use crate::stale::{Asked, Keeping};
 use crate::upstream::UpstreamError;
 
 use super::chunked::{self, Decoder};
@@ -68,16 +69,30 @@ impl Native {
     }
 
     /// Answers a failure of ours; `close`: the client's body was not all read, so the
-    /// connection closes after it.
+    /// connection closes after it. For a read asked of `[stale]` (`asked`), a failure that
+    /// is the app's (refused, reset, too slow) is answered with its stored answer instead,
+    /// when there is one (`Stale::instead_of`, as on the hyper path).
     pub(super) async fn fail<S: AsyncWrite + Unpin>(
         &self,
         client: &mut S,
         failure: Failure,
         close: bool,
+        reply: Reply<'_>,
     ) -> Ended {
         let res = failure.response();
+        let stale = self.proxy.stale().zip(reply.asked);
+        if let Some(stored) = stale.and_then(|(s, asked)| s.instead_of(asked, res.status(), true)) {
+            return write_ours(
+                client,
+                stored,
+                close,
+                Outcome::Forwarded,
+                reply.head_request,
+            )
+            .await;
+        }
         let outcome = Outcome::of_failure(res.status());
-        write_ours(client, res, close, outcome).await
+        write_ours(client, res, close, outcome, reply.head_request).await
     }
 
     /// The guard's 503 for a plain request (`Admit::Refuse`): its body read and dropped
@@ -90,21 +105,48 @@ impl Native {
         framing: Framing,
         html: bool,
         close: bool,
+        head_request: bool,
     ) -> Ended {
         let drained = drain(client, inb, framing, self.proxy.drain_limit()).await;
         let close = close || !drained;
         let res = self.proxy.refusal(html, close);
-        write_ours(client, res, close, Outcome::Refused).await
+        write_ours(client, res, close, Outcome::Refused, head_request).await
+    }
+
+    /// A whole answer not streamed from the upstream (a `[stale]` answer served while
+    /// guarded), after the request body is drained as for the 503.
+    pub async fn answer_whole<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        client: &mut S,
+        inb: &mut Inbound,
+        framing: Framing,
+        res: http::Response<crate::http::Body>,
+        head_request: bool,
+        close: bool,
+    ) -> Ended {
+        let drained = drain(client, inb, framing, self.proxy.drain_limit()).await;
+        let close = close || !drained;
+        write_ours(client, res, close, Outcome::Forwarded, head_request).await
     }
 }
 
-/// Writes an answer of ours (a failure or the 503: a whole body); `close`: with
-/// `Connection: close`, and the connection is not kept.
-async fn write_ours<S: AsyncWrite + Unpin>(
+/// What an answer of ours depends on besides the failure: a HEAD gets no body, and a read
+/// asked of `[stale]` may get its stored answer instead.
+#[derive(Clone, Copy)]
+pub struct Reply<'a> {
+    pub head_request: bool,
+    pub asked: Option<&'a Asked>,
+}
+
+/// Writes a whole answer (a failure, the 503, or a stored answer: its head as built,
+/// framed by the body's length; no body after a HEAD); `close`: with `Connection: close`,
+/// and the connection is not kept.
+pub(super) async fn write_ours<S: AsyncWrite + Unpin>(
     client: &mut S,
     res: http::Response<crate::http::Body>,
     close: bool,
     outcome: Outcome,
+    head_request: bool,
 ) -> Ended {
     let status = res.status();
     let (parts, body) = res.into_parts();
@@ -121,7 +163,11 @@ async fn write_ours<S: AsyncWrite + Unpin>(
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     for (name, value) in &parts.headers {
-        if name == http::header::CONNECTION {
+        // Framed here (a stored answer keeps the app's length; it is this body's).
+        if name == http::header::CONNECTION
+            || name == http::header::CONTENT_LENGTH
+            || name == http::header::TRANSFER_ENCODING
+        {
             continue;
         }
         out.extend_from_slice(name.as_str().as_bytes());
@@ -132,12 +178,15 @@ async fn write_ours<S: AsyncWrite + Unpin>(
     out.extend_from_slice(b"content-length: ");
     out.extend_from_slice(body.len().to_string().as_bytes());
     out.extend_from_slice(b"\r\n");
-    super::date::append(&mut out);
+    if !parts.headers.contains_key(http::header::DATE) {
+        super::date::append(&mut out);
+    }
     if closes {
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(&body);
+    let body: &[u8] = if head_request { &[] } else { &body };
+    out.extend_from_slice(body);
     let written = client.write_all(&out).await.is_ok() && client.flush().await.is_ok();
     buffers::give(out);
     Ended {
@@ -149,13 +198,16 @@ async fn write_ours<S: AsyncWrite + Unpin>(
 }
 
 /// Streams the response body to the client after `out` (the head); `Ok(bytes)`: all of it
-/// went out and the upstream's message ended where it said; `Err(bytes)`: cut short.
+/// went out and the upstream's message ended where it said; `Err(bytes)`: cut short. `tee`:
+/// a copy for `[stale]`, fed each piece as it passes and stored only when the answer ended
+/// whole and reached the client (the caller's call, on `Ok`); emptied once it grows too large.
 pub(super) async fn stream_body<S: AsyncWrite + Unpin, R: AsyncRead + Unpin>(
     client: &mut S,
     up: &mut R,
     rbuf: &mut Vec<u8>,
     out: &mut Vec<u8>,
     head: &response::Head,
+    tee: &mut Option<Keeping>,
 ) -> Result<u64, u64> {
     let mut sent = 0u64;
     let mut decoder = Decoder::default();
@@ -169,6 +221,7 @@ pub(super) async fn stream_body<S: AsyncWrite + Unpin, R: AsyncRead + Unpin>(
             Body::None => true,
             Body::Length(_) => {
                 let n = left.min(rbuf.len() as u64) as usize;
+                feed(tee, &rbuf[..n]);
                 out.extend_from_slice(&rbuf[..n]);
                 rbuf.drain(..n);
                 sent += n as u64;
@@ -179,6 +232,7 @@ pub(super) async fn stream_body<S: AsyncWrite + Unpin, R: AsyncRead + Unpin>(
                 let mut n = 0u64;
                 let Ok(decoded) = decoder.decode(rbuf, |data| {
                     n += data.len() as u64;
+                    feed(tee, data);
                     chunked::encode(out, data)
                 }) else {
                     let _ = client.write_all(out).await;
@@ -193,6 +247,7 @@ pub(super) async fn stream_body<S: AsyncWrite + Unpin, R: AsyncRead + Unpin>(
             }
             Body::Close => {
                 sent += rbuf.len() as u64;
+                feed(tee, rbuf);
                 chunked::encode(out, rbuf);
                 rbuf.clear();
                 false
@@ -224,5 +279,12 @@ pub(super) async fn stream_body<S: AsyncWrite + Unpin, R: AsyncRead + Unpin>(
             Ok(n) if n > 0 => {}
             _ => return Err(sent),
         }
+    }
+}
+
+/// Copies a piece of the body into `tee`; an answer grown too large is not kept.
+fn feed(tee: &mut Option<Keeping>, data: &[u8]) {
+    if tee.as_mut().is_some_and(|copy| !copy.push(data)) {
+        *tee = None;
     }
 }

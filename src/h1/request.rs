@@ -60,13 +60,13 @@ pub struct Rewrite<'a> {
 }
 
 /// Parses the head at the start of `buf`. When the request is plain, asks `admit` (method,
-/// path, target length, headers) whether to forward it; `Some` answer: the upstream head is
+/// path, target, headers) whether to forward it; `Some` answer: the upstream head is
 /// appended to `out`.
 pub fn parse<'b, T>(
     buf: &'b [u8],
     rw: &Rewrite<'_>,
     out: &mut Vec<u8>,
-    admit: impl FnOnce(&Method, &str, usize, &[httparse::Header<'b>]) -> Option<T>,
+    admit: impl FnOnce(&Method, &str, &'b str, &[httparse::Header<'b>]) -> Option<T>,
 ) -> Parsed<T> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
@@ -96,7 +96,7 @@ pub fn parse<'b, T>(
     let Some(facts) = Facts::of(headers) else {
         return Parsed::Hand;
     };
-    let Some(admitted) = admit(&method, path, target.len(), headers) else {
+    let Some(admitted) = admit(&method, path, target, headers) else {
         return Parsed::Hand;
     };
     write_head(out, method.as_str(), target, headers, &facts, rw);

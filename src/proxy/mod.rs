@@ -21,7 +21,7 @@ use crate::http::{Body, Failure};
 use crate::listener::{Connection, Handler, Headroom};
 use crate::metrics::{Metrics, Outcome};
 use crate::public::{self, Public};
-use crate::stale::{Because, Stale};
+use crate::stale::{Asked, Because, Stale};
 use crate::traffic::InFlight;
 use crate::webhook::Webhook;
 
@@ -115,9 +115,10 @@ impl Proxy {
         target_len: usize,
         headers: impl Iterator<Item = (&'h [u8], &'h [u8])> + Clone,
     ) -> Admit {
-        // The banner rewrites answers and `[stale]` keeps or serves them: both live on the
-        // hyper path, so with either on every request goes there.
-        if self.public.inject_banner || self.stale.is_some() || self.public.owns(path) {
+        // The banner rewrites answers on the hyper path: with it on, every request goes
+        // there. (`[stale]` is asked by the engine itself, through `stale` and
+        // `stored_while_guarded`.)
+        if self.public.inject_banner || self.public.owns(path) {
             return Admit::Hand;
         }
         if target_len > self.max_uri_length {
@@ -217,14 +218,9 @@ impl Proxy {
             return Box::pin(self.upstream.tunnel(req, client, write)).await;
         }
         let asked = self.stale.as_ref().and_then(|stale| stale.ask(&req));
-        let stored = match (&self.stale, &asked) {
-            (Some(stale), Some(asked))
-                if stale.serves_while_guarded() && self.guard.snapshot().guarded() =>
-            {
-                stale.stored(asked, Because::Guarded)
-            }
-            _ => None,
-        };
+        let stored = asked
+            .as_ref()
+            .and_then(|asked| self.stored_while_guarded(asked));
         let res = match stored {
             Some(res) => res,
             None => {
@@ -241,6 +237,21 @@ impl Proxy {
             return public::inject::inject(res, self.public.banner_src());
         }
         res
+    }
+
+    /// `[stale]`, when on: the native engine asks it too.
+    pub fn stale(&self) -> Option<&Stale> {
+        self.stale.as_deref()
+    }
+
+    /// With `serve_when = "upstream-error-or-guarded"` and the guard engaged, the stored
+    /// answer to `asked`, served without asking the app (both engines).
+    pub fn stored_while_guarded(&self, asked: &Asked) -> Option<Response<Body>> {
+        let stale = self.stale.as_ref()?;
+        if !stale.serves_while_guarded() || !self.guard.snapshot().guarded() {
+            return None;
+        }
+        stale.stored(asked, Because::Guarded)
     }
 
     /// The 503; `close`: with `Connection: close` whatever the body (shutdown, or short of

@@ -26,7 +26,7 @@ pub(super) enum Slot {
 
 impl Slot {
     /// Bytes it weighs, with its key.
-    pub(super) fn weight(&self, key: &str) -> u64 {
+    pub(super) fn weight(&self, key: &[u8]) -> u64 {
         let own = match self {
             Slot::Answer(a) => a.weight(),
             Slot::Vary(names) => names.iter().map(|n| n.as_str().len() + 24).sum(),
@@ -51,6 +51,9 @@ pub(super) struct Stored {
     received: SystemTime,
     /// Its age when received.
     age: Duration,
+    /// From when a new copy is worth taking: once it is no longer fresh, and never within
+    /// `REFRESH` of this one (computed once, so the common read compares one time).
+    recopy_at: SystemTime,
     pub(super) fresh_for: Duration,
     pub(super) stale_for: Duration,
     /// May be served to a request carrying credentials.
@@ -80,6 +83,7 @@ impl Stored {
             headers: detached(headers),
             body,
             received,
+            recopy_at: received + verdict.fresh_for.max(super::REFRESH),
             age: verdict.age,
             fresh_for: verdict.fresh_for,
             stale_for: verdict.stale_for,
@@ -96,20 +100,16 @@ impl Stored {
         head + self.body.len()
     }
 
-    /// Whether it is `fresh` now (stored recently enough that a new copy adds nothing).
-    pub(super) fn fresh_at(&self, now: SystemTime) -> bool {
-        now < self.received + self.fresh_for
+    /// Whether a new copy is worth taking at `now`: it is no longer fresh, and was not
+    /// stored within `REFRESH` (a page asked for thousands of times a second is copied
+    /// once a second, not on every request).
+    pub(super) fn recopy_due(&self, now: SystemTime) -> bool {
+        now >= self.recopy_at
     }
 
     /// Whether it may be served at `now`.
     pub(super) fn servable_at(&self, now: SystemTime) -> bool {
         now <= self.received + self.fresh_for + self.stale_for
-    }
-
-    /// Whether it was stored within `within` of `now`.
-    pub(super) fn newer_than(&self, now: SystemTime, within: Duration) -> bool {
-        now.duration_since(self.received)
-            .map_or(true, |since| since < within)
     }
 
     /// The answer a client gets: the app's head with `Age` (RFC 9111 §5.1) and

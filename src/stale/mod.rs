@@ -5,10 +5,13 @@
 //! "upstream-error-or-guarded"`, while the guard is engaged).
 //!
 //! The seam, for any data path: [`Stale::ask`] before forwarding (a cheap look at the
-//! request head), then [`Stale::answer`] with what came back: a failure is answered from the
-//! store ([`Stale::stored`]), a storable answer gets its body teed into it ([`Stale::keep`]).
-//! What may be stored is [`rules`]' call, what it is filed under [`key`]'s, the bounded store
-//! is [`store`], the copy on the way [`tee`], an entry and the answer made of it [`entry`].
+//! request head: hyper's `http::Request`, or the native engine's raw lines through
+//! [`Stale::ask_raw`]; both read by [`view`]), then [`Stale::answer`] with what came back: a
+//! failure is answered from the store ([`Stale::instead_of`], [`Stale::stored`]), a storable
+//! answer gets its body teed into it ([`Stale::keep`]; a data path that streams bytes itself
+//! takes the copy from [`Stale::keeping`] and feeds it). What may be stored is [`rules`]'
+//! call, what it is filed under [`key`]'s, the bounded store is [`store`], the copy on the way
+//! [`tee`], an entry and the answer made of it [`entry`].
 //!
 //! Above `http`, `metrics` and `config`; below `proxy` and `admin`.
 
@@ -17,12 +20,14 @@ mod key;
 mod rules;
 mod store;
 mod tee;
+mod view;
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::header::{self, HeaderMap, HeaderName};
-use http::{Method, Request, Response, Uri};
+use http::{Method, Request, Response, StatusCode, Uri};
 use serde::Serialize;
 
 use crate::config::{ServeWhen, StaleConfig};
@@ -31,12 +36,20 @@ use crate::metrics::Metrics;
 
 pub use entry::Because;
 use entry::{Slot, Stored};
+use key::Key;
 use store::Store;
-use tee::{Copy, Tee};
+pub use tee::Keeping;
+use tee::Tee;
+use view::{Parts, Raw, View};
 
 /// A stored answer younger than this is not replaced by a new copy: a page asked for
 /// thousands of times a second is copied once a second, not on every request.
 const REFRESH: Duration = Duration::from_secs(1);
+
+thread_local! {
+    /// The primary key of the request being asked about, written in place.
+    static KEY: RefCell<Key> = const { RefCell::new(Vec::new()) };
+}
 
 pub struct Stale {
     store: Arc<Store>,
@@ -50,18 +63,26 @@ pub struct Stale {
 /// A GET or HEAD on its way to the app, as far as the store goes: what is held for it now,
 /// and, when its answer is wanted in the store, the request head that decides it.
 pub struct Asked {
-    primary: String,
     /// The answer held for this request (of its variant), looked up once before forwarding.
     held: Option<Arc<Stored>>,
     /// It carries `Cookie` or `Authorization`.
     credentials: bool,
-    /// Its answer is wanted in the store (nothing fresh or recent is held): the request head
-    /// [`rules`] judge it by. Copied only then: the common read costs one lookup.
-    keep: Option<Head>,
+    /// Its answer is wanted in the store (nothing fresh or recent is held): its key and the
+    /// request head [`rules`] judge it by. Copied only then: the common read costs one
+    /// lookup. Boxed: a data path keeps an `Asked` in every request's future.
+    keep: Option<Box<Head>>,
 }
 
-/// The request head kept to judge its answer.
+impl Asked {
+    /// Its answer is wanted in the store: worth [`Stale::keeping`]'s look.
+    pub fn wanted(&self) -> bool {
+        self.keep.is_some()
+    }
+}
+
+/// The request head kept to judge its answer, and its primary key.
 struct Head {
+    primary: Key,
     uri: Uri,
     headers: HeaderMap,
 }
@@ -97,25 +118,57 @@ impl Stale {
     /// Before forwarding: a GET or HEAD with a host gets an [`Asked`]; anything else passes
     /// untouched (`None`).
     pub fn ask<B>(&self, req: &Request<B>) -> Option<Asked> {
-        let method = req.method();
+        self.asking(
+            req.method(),
+            &mut Parts {
+                uri: req.uri(),
+                headers: req.headers(),
+            },
+        )
+    }
+
+    /// [`Stale::ask`] for a request head read without `http` types (the native engine's):
+    /// an origin-form `target` (path and query) and the header lines as sent. Nothing is
+    /// built from the lines unless the answer's `Vary` or the rules need a `HeaderMap`.
+    pub fn ask_raw<'h>(
+        &self,
+        method: &Method,
+        target: &'h str,
+        headers: impl Iterator<Item = (&'h [u8], &'h [u8])> + Clone,
+    ) -> Option<Asked> {
+        self.asking(method, &mut Raw::new(target, headers))
+    }
+
+    fn asking(&self, method: &Method, head: &mut impl View) -> Option<Asked> {
         if method != Method::GET && method != Method::HEAD {
             return None;
         }
-        let primary = key::primary(req.uri(), req.headers())?;
-        let held = self.find(&primary, req.headers());
-        let wanted = *method == Method::GET
-            && held.as_ref().is_none_or(|stored| {
-                let now = SystemTime::now();
-                !stored.fresh_at(now) && !stored.newer_than(now, REFRESH)
-            });
-        Some(Asked {
-            primary,
-            held,
-            credentials: rules::has_credentials(req.headers()),
-            keep: wanted.then(|| Head {
-                uri: req.uri().clone(),
-                headers: req.headers().clone(),
-            }),
+        // The key is written into a buffer of the thread's, and copied only when the answer
+        // is wanted: the common read allocates nothing.
+        KEY.with_borrow_mut(|primary| {
+            if !key::primary(primary, head.host()?, head.target()) {
+                return None;
+            }
+            let held = self.find(primary, head);
+            let wanted = *method == Method::GET
+                && held
+                    .as_ref()
+                    .is_none_or(|stored| stored.recopy_due(SystemTime::now()));
+            let keep = match wanted {
+                true => head.owned().map(|(uri, headers)| {
+                    Box::new(Head {
+                        primary: primary.clone(),
+                        uri,
+                        headers,
+                    })
+                }),
+                false => None,
+            };
+            Some(Asked {
+                held,
+                credentials: head.credentials(),
+                keep,
+            })
         })
     }
 
@@ -124,16 +177,32 @@ impl Stale {
     /// stored answer when there is one it may serve; any other answer goes to the client
     /// as it is, teed into the store when it may be kept.
     pub fn answer(&self, asked: Asked, res: Response<Body>) -> Response<Body> {
-        let status = res.status().as_u16();
-        let failed = match res.body() {
-            Body::Full(_) => matches!(status, 502 | 504),
-            Body::Upstream(_) => matches!(status, 500 | 502 | 503 | 504),
-            Body::Boxed(_) => false,
+        let ours = match res.body() {
+            Body::Full(_) => Some(true),
+            Body::Upstream(_) => Some(false),
+            Body::Boxed(_) => None,
         };
-        if failed {
-            return self.stored(&asked, Because::AppFailed).unwrap_or(res);
+        if let Some(ours) = ours {
+            if failed(res.status(), ours) {
+                return self.stored(&asked, Because::AppFailed).unwrap_or(res);
+            }
         }
         self.keep(asked, res)
+    }
+
+    /// In place of an answer of `status` to `asked` (`ours`: writeguard wrote it, the app
+    /// gave none), the stored answer, when the answer is a failure and one may be served:
+    /// [`Stale::answer`]'s rule for a data path that holds no `Response`.
+    pub fn instead_of(
+        &self,
+        asked: &Asked,
+        status: StatusCode,
+        ours: bool,
+    ) -> Option<Response<Body>> {
+        if !failed(status, ours) {
+            return None;
+        }
+        self.stored(asked, Because::AppFailed)
     }
 
     /// The stored answer to `asked` if there is one it may get now: within its time, of
@@ -150,14 +219,29 @@ impl Stale {
 
     /// The app's answer to `asked`, with its body teed into the store when it may be kept.
     pub fn keep(&self, asked: Asked, res: Response<Body>) -> Response<Body> {
-        let Some(head) = asked.keep else { return res };
-        let declared = res
-            .headers()
+        match self.keeping(asked, res.status(), res.headers()) {
+            Some(copy) => res.map(|body| Body::boxed(Tee::new(body, copy))),
+            None => res,
+        }
+    }
+
+    /// The copy to make of the app's answer to `asked` (its `status` and `headers`) as its
+    /// body passes, when the store wants it and the rules let it be kept: the caller feeds
+    /// it every body byte ([`Keeping::push`]) and, once the answer ended whole and reached
+    /// the client, stores it ([`Keeping::finish`]).
+    pub fn keeping(
+        &self,
+        asked: Asked,
+        status: StatusCode,
+        headers: &HeaderMap,
+    ) -> Option<Keeping> {
+        let head = asked.keep?;
+        let declared = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > self.max_object) {
-            return res;
+            return None;
         }
         let now = SystemTime::now();
         let verdict = rules::verdict(
@@ -166,33 +250,33 @@ impl Stale {
                 uri: &head.uri,
                 headers: &head.headers,
             },
-            &rules::Response {
-                status: res.status(),
-                headers: res.headers(),
-            },
+            &rules::Response { status, headers },
             now,
             self.grace,
-        );
-        let Some(verdict) = verdict else { return res };
+        )?;
+        let Head {
+            primary,
+            headers: asked_headers,
+            ..
+        } = *head;
         let (key, vary) = if verdict.vary.is_empty() {
-            (asked.primary, None)
+            (primary, None)
         } else {
             let names: Arc<[HeaderName]> = verdict.vary.clone().into();
-            let key = key::variant(&asked.primary, &names, &head.headers);
-            (key, Some((asked.primary, Slot::Vary(names))))
+            let key = key::variant(&primary, &names, &asked_headers);
+            (key, Some((primary, Slot::Vary(names))))
         };
-        let copy = Copy {
+        Some(Keeping {
             store: self.store.clone(),
             key,
             vary,
-            status: res.status(),
-            headers: res.headers().clone(),
+            status,
+            headers: headers.clone(),
             received: now,
             verdict,
             max: usize::try_from(self.max_object).unwrap_or(usize::MAX),
             body: Vec::with_capacity(declared.map_or(0, |n| n as usize)),
-        };
-        res.map(|body| Body::boxed(Tee::new(body, copy)))
+        })
     }
 
     /// What the store holds now.
@@ -205,15 +289,27 @@ impl Stale {
         }
     }
 
-    /// The stored answer for this primary key and these request headers, of any age.
-    fn find(&self, primary: &str, headers: &HeaderMap) -> Option<Arc<Stored>> {
+    /// The stored answer for this primary key and this request head, of any age.
+    fn find(&self, primary: &[u8], head: &mut impl View) -> Option<Arc<Stored>> {
         match self.store.get(primary)? {
             Slot::Answer(stored) => Some(stored),
-            Slot::Vary(names) => match self.store.get(&key::variant(primary, &names, headers))? {
-                Slot::Answer(stored) => Some(stored),
-                Slot::Vary(_) => None,
-            },
+            Slot::Vary(names) => {
+                let variant = key::variant(primary, &names, head.headers()?);
+                match self.store.get(&variant)? {
+                    Slot::Answer(stored) => Some(stored),
+                    Slot::Vary(_) => None,
+                }
+            }
         }
+    }
+}
+
+/// Whether an answer of `status` is the app failing (`ours`: writeguard's own answer, the
+/// app gave none: refused, reset, or too slow).
+fn failed(status: StatusCode, ours: bool) -> bool {
+    match ours {
+        true => matches!(status.as_u16(), 502 | 504),
+        false => matches!(status.as_u16(), 500 | 502 | 503 | 504),
     }
 }
 

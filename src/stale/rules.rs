@@ -89,6 +89,12 @@ pub(super) fn has_credentials(headers: &HeaderMap) -> bool {
     headers.contains_key(header::AUTHORIZATION) || headers.contains_key(header::COOKIE)
 }
 
+/// Whether a header line of this name is one [`has_credentials`] looks for.
+pub(super) fn is_credential(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(header::AUTHORIZATION.as_str().as_bytes())
+        || name.eq_ignore_ascii_case(header::COOKIE.as_str().as_bytes())
+}
+
 /// The verdict on storing `res` as the answer to `req`, received `now`; `grace` is
 /// `stale.grace`. `None`: not stored.
 pub(super) fn verdict(

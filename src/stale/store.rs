@@ -11,6 +11,7 @@ use moka::sync::Cache;
 use moka::Expiry;
 
 use super::entry::Slot;
+use super::key::Key;
 use crate::metrics::{Eviction, Metrics};
 
 /// Keys are hashed on every read that passes: foldhash rather than the standard SipHash, for
@@ -19,21 +20,21 @@ use crate::metrics::{Eviction, Metrics};
 type Hasher = foldhash::quality::RandomState;
 
 pub(super) struct Store {
-    cache: Cache<String, Slot, Hasher>,
+    cache: Cache<Key, Slot, Hasher>,
     metrics: Arc<Metrics>,
 }
 
 /// Each slot lives as long as it may be served, from when it is (re)stored.
 struct Lifetime;
 
-impl Expiry<String, Slot> for Lifetime {
-    fn expire_after_create(&self, _: &String, slot: &Slot, _: Instant) -> Option<Duration> {
+impl Expiry<Key, Slot> for Lifetime {
+    fn expire_after_create(&self, _: &Key, slot: &Slot, _: Instant) -> Option<Duration> {
         slot.lifetime()
     }
 
     fn expire_after_update(
         &self,
-        _: &String,
+        _: &Key,
         slot: &Slot,
         _: Instant,
         _: Option<Duration>,
@@ -47,11 +48,9 @@ impl Store {
         let counted = metrics.clone();
         let cache = Cache::builder()
             .max_capacity(max_bytes)
-            .weigher(|key: &String, slot: &Slot| {
-                u32::try_from(slot.weight(key)).unwrap_or(u32::MAX)
-            })
+            .weigher(|key: &Key, slot: &Slot| u32::try_from(slot.weight(key)).unwrap_or(u32::MAX))
             .expire_after(Lifetime)
-            .eviction_listener(move |key: Arc<String>, slot: Slot, cause| {
+            .eviction_listener(move |key: Arc<Key>, slot: Slot, cause| {
                 let why = match cause {
                     RemovalCause::Size => Some(Eviction::Size),
                     RemovalCause::Expired => Some(Eviction::Expired),
@@ -64,11 +63,11 @@ impl Store {
         Store { cache, metrics }
     }
 
-    pub(super) fn get(&self, key: &str) -> Option<Slot> {
+    pub(super) fn get(&self, key: &[u8]) -> Option<Slot> {
         self.cache.get(key)
     }
 
-    pub(super) fn insert(&self, key: String, slot: Slot) {
+    pub(super) fn insert(&self, key: Key, slot: Slot) {
         let weight = slot.weight(&key);
         let answer = matches!(slot, Slot::Answer(_));
         self.metrics.stale.stored(weight, answer);

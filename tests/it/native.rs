@@ -2,8 +2,10 @@
 //! what the client sees are the same as with hyper (the same raw requests through an
 //! instance of each engine, compared); one connection moves from the native path to hyper
 //! when a request is not the native path's (a guarded write), answered in order; answers
-//! of every framing (length, chunked, until close) reach the client whole. The rest of the
-//! suite runs against this engine with `WG_TEST_ENGINE=native`.
+//! of every framing (length, chunked, until close) reach the client whole; a HEAD answered
+//! by writeguard itself gets no body from either; `[stale]` is served by the native path
+//! itself (an answer only it refuses to frame is a failure that the store answers). The
+//! rest of the suite runs against this engine with `WG_TEST_ENGINE=native`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -264,4 +266,105 @@ async fn answers_of_every_framing_reach_the_client_whole() {
     assert_eq!(res.text(), "until the end");
     assert!(!conn.closed_within(Duration::from_millis(50)).await);
     app.await.unwrap();
+}
+
+/// An app on raw TCP that answers one request per connection and closes: the first with
+/// `page`, every later one with `new`, framed as `Transfer-Encoding: gzip, chunked`, which
+/// hyper's client reads as chunked and the native engine refuses to frame (502, README).
+async fn page_then_unframable() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = tokio::spawn(async move {
+        for n in 0.. {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => head.extend_from_slice(&buf[..k]),
+                }
+            }
+            let answer: &[u8] = match n {
+                0 => b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\npage",
+                _ => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n3\r\nnew\r\n0\r\n\r\n",
+            };
+            let _ = s.write_all(answer).await;
+        }
+    });
+    (addr, app)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_reads_are_served_by_the_native_path_itself() {
+    let mut seen = Vec::new();
+    for engine in ["hyper", "native"] {
+        let (addr, app) = page_then_unframable().await;
+        let wg = Wg::new(format!("http://{addr}"))
+            .proxy_line(&format!("engine = \"{engine}\""))
+            .proxy_line("upstream_retry = \"0s\"")
+            .section("[stale]\nenabled = true")
+            .start()
+            .await;
+        let mut conn = RawConn::connect(wg.proxy).await;
+        conn.write(b"GET /p HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let first = conn.read_response(false).await;
+        assert_eq!(
+            (first.status, first.text().as_str()),
+            (200, "page"),
+            "{engine}"
+        );
+        // The stored copy is a second old: the next answer would be copied again.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        conn.write(b"GET /p HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let second = conn.read_response(false).await;
+        assert!(
+            !conn.closed_within(Duration::from_millis(50)).await,
+            "{engine}"
+        );
+        seen.push((
+            second.status,
+            second.text(),
+            second.header("cache-status").map(str::to_owned),
+        ));
+        app.abort();
+    }
+    // hyper passes the app's answer; the native engine cannot frame it, and a failure of
+    // the app's is what the store answers, there and then, on the native path.
+    assert_eq!(seen[0], (200, "new".to_owned(), None));
+    assert_eq!(
+        seen[1],
+        (
+            200,
+            "page".to_owned(),
+            Some("writeguard; hit; fwd=stale".to_owned())
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_answered_by_writeguard_gets_no_body_from_either_engine() {
+    let gone = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = gone.local_addr().unwrap();
+    drop(gone);
+    let mut answers = Vec::new();
+    for engine in ["hyper", "native"] {
+        let wg = Wg::new(format!("http://{addr}"))
+            .proxy_line(&format!("engine = \"{engine}\""))
+            .proxy_line("upstream_retry = \"0s\"")
+            .start()
+            .await;
+        let mut conn = RawConn::connect(wg.proxy).await;
+        conn.write(b"HEAD /h HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let head = conn.read_response(true).await;
+        // Read right after: a body sent with the HEAD's answer would be read as this one.
+        conn.write(b"GET /g HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let get = conn.read_response(false).await;
+        assert_eq!((head.status, get.status), (502, 502), "{engine}");
+        assert!(head.body.is_empty() && !get.body.is_empty(), "{engine}");
+        answers.push((answer(&head), answer(&get)));
+    }
+    assert_eq!(answers[0], answers[1], "hyper, then native");
 }
