@@ -3,6 +3,7 @@
 //! ours (a failure through `http::Failure`, the one map from failure to status, or the
 //! guard's 503 from `Proxy::refusal`: [`write_ours`]).
 
+use http::StatusCode;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -109,8 +110,24 @@ impl Native {
     ) -> Ended {
         let drained = drain(client, inb, framing, self.proxy.drain_limit()).await;
         let close = close || !drained;
-        let res = self.proxy.refusal(html, close);
-        write_ours(client, res, close, Outcome::Refused, head_request).await
+        let refused = self.proxy.refused(html);
+        let mut out = buffers::take();
+        out.extend_from_slice(b"HTTP/1.1 503 Service Unavailable\r\nretry-after: ");
+        out.extend_from_slice(response::itoa(refused.retry_after, &mut [0u8; 20]));
+        out.extend_from_slice(b"\r\ncache-control: no-store\r\ncontent-type: ");
+        out.extend_from_slice(refused.content_type.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        end_head(&mut out, refused.body.len(), true, close);
+        let body: &[u8] = if head_request { &[] } else { &refused.body };
+        send(
+            client,
+            out,
+            body,
+            StatusCode::SERVICE_UNAVAILABLE,
+            Outcome::Refused,
+            close,
+        )
+        .await
     }
 
     /// A whole answer not streamed from the upstream (a `[stale]` answer served while
@@ -175,24 +192,44 @@ pub(super) async fn write_ours<S: AsyncWrite + Unpin>(
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    let dated = parts.headers.contains_key(http::header::DATE);
+    end_head(&mut out, body.len(), !dated, closes);
+    let body: &[u8] = if head_request { &[] } else { &body };
+    send(client, out, body, status, outcome, closes).await
+}
+
+/// Ends a head of ours in `out`: the body's length, `Date` when `date`, `Connection: close`
+/// when `close`, the blank line.
+fn end_head(out: &mut Vec<u8>, len: usize, date: bool, close: bool) {
     out.extend_from_slice(b"content-length: ");
-    out.extend_from_slice(body.len().to_string().as_bytes());
+    out.extend_from_slice(response::itoa(len as u64, &mut [0u8; 20]));
     out.extend_from_slice(b"\r\n");
-    if !parts.headers.contains_key(http::header::DATE) {
-        super::date::append(&mut out);
+    if date {
+        super::date::append(out);
     }
-    if closes {
+    if close {
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    let body: &[u8] = if head_request { &[] } else { &body };
+}
+
+/// Writes a head of ours (`out`, from the pool) and `body` in one write; the connection is
+/// kept unless `close` or the write failed.
+async fn send<S: AsyncWrite + Unpin>(
+    client: &mut S,
+    mut out: Vec<u8>,
+    body: &[u8],
+    status: StatusCode,
+    outcome: Outcome,
+    close: bool,
+) -> Ended {
     out.extend_from_slice(body);
     let written = client.write_all(&out).await.is_ok() && client.flush().await.is_ok();
     buffers::give(out);
     Ended {
         status,
         outcome,
-        keep_alive: written && !closes,
+        keep_alive: written && !close,
         bytes_out: body.len() as u64,
     }
 }

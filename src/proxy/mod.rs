@@ -27,6 +27,7 @@ use crate::webhook::Webhook;
 
 pub use forward::is_idempotent;
 use forward::Upstream;
+pub use refusal::Refused;
 
 pub struct Proxy {
     guard: Arc<Guard>,
@@ -264,16 +265,25 @@ impl Proxy {
 
     /// The 503 itself, for a client that prefers `html` (both engines write this one).
     pub fn refusal(&self, html: bool, close: bool) -> Response<Body> {
+        self.why(|why| refusal::refusal(html, why, close))
+    }
+
+    /// The same 503's parts, for the native engine to write itself.
+    pub fn refused(&self, html: bool) -> Refused {
+        self.why(|why| refusal::refused(html, why))
+    }
+
+    /// What the 503 says now (`Retry-After`, the reason, the page), given to `answer`.
+    fn why<T>(&self, answer: impl FnOnce(&refusal::Why<'_>) -> T) -> T {
         let snapshot = self.guard.snapshot();
         let retry = Guard::refused_retry_of(&snapshot);
-        let why = refusal::Why {
+        answer(&refusal::Why {
             retry_after: retry.after,
             back_in: retry.back_in,
             reason: snapshot.reason.as_deref(),
             since: snapshot.since,
             page: snapshot.settings.page.as_deref(),
-        };
-        refusal::refusal(html, &why, close)
+        })
     }
 
     /// `proxy.drain_limit`: how much of a refused request's body is read to keep its

@@ -63,18 +63,37 @@ pub struct Why<'a> {
     pub page: Option<&'a str>,
 }
 
-pub fn refusal(html: bool, why: &Why<'_>, close: bool) -> Response<Body> {
+/// What the 503 carries, for either engine to write: the hyper path as a [`Response`]
+/// ([`refusal`]), the native engine straight into its buffer (no `HeaderMap` built and
+/// torn down for every refused write). Besides these: `Cache-Control: no-store`, and
+/// `Connection: close` when the connection closes after it.
+pub struct Refused {
+    pub retry_after: u64,
+    pub content_type: &'static str,
+    pub body: Bytes,
+}
+
+pub fn refused(html: bool, why: &Why<'_>) -> Refused {
     let (content_type, body) = if html {
         ("text/html; charset=utf-8", Bytes::from(page(why)))
     } else {
         ("application/problem+json", problem_cached(why))
     };
-    let mut res = Response::new(full(body));
+    Refused {
+        retry_after: why.retry_after,
+        content_type,
+        body,
+    }
+}
+
+pub fn refusal(html: bool, why: &Why<'_>, close: bool) -> Response<Body> {
+    let refused = refused(html, why);
+    let mut res = Response::new(full(refused.body));
     *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     let h = res.headers_mut();
-    h.insert(RETRY_AFTER, HeaderValue::from(why.retry_after));
+    h.insert(RETRY_AFTER, HeaderValue::from(refused.retry_after));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(refused.content_type));
     if close {
         h.insert(CONNECTION, HeaderValue::from_static("close"));
     }
