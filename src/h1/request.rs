@@ -10,6 +10,8 @@
 //! or framing alias, and no `Connection` token naming a framing header or `Host`.
 //! Everything else is [`Parsed::Hand`]: the hyper path answers it as it does today.
 
+use std::mem::MaybeUninit;
+
 use http::Method;
 
 /// Headers per request, as hyper's default.
@@ -68,9 +70,10 @@ pub fn parse<'b, T>(
     out: &mut Vec<u8>,
     admit: impl FnOnce(&Method, &str, &'b str, &[httparse::Header<'b>]) -> Option<T>,
 ) -> Parsed<T> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let head_len = match req.parse(buf) {
+    // Uninitialised: httparse writes the ones it fills (no 3.2 KiB cleared per request).
+    let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match req.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Hand,
