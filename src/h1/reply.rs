@@ -98,7 +98,8 @@ impl Native {
 
     /// The guard's 503 for a plain request (`Admit::Refuse`): its body read and dropped
     /// first, up to `proxy.drain_limit` within 2 s, as the hyper path does (`proxy::drain`);
-    /// past that, the answer says `Connection: close` and the rest is never read.
+    /// past that, the answer says `Connection: close` and the rest is never parsed (read and
+    /// dropped by the lingering close, `framing::linger`).
     pub async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         client: &mut S,
