@@ -1,7 +1,6 @@
 //! The chunked transfer coding as the native engine writes it: [`encode`] re-frames data as
-//! one chunk per piece. Reading is the framing checker's own machine, [`Decoder`].
-
-pub use crate::framing::chunked::Decoder;
+//! one chunk per piece. Reading is the framing checker's own machine
+//! (`crate::framing::chunked::Decoder`).
 
 /// Appends `data` to `out` as one chunk (nothing for empty data: that would end the body).
 pub fn encode(out: &mut Vec<u8>, data: &[u8]) {

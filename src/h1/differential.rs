@@ -7,9 +7,9 @@
 //! upstream's bytes ([`native_answer`]), which hyper's client must read the same. Pure, no
 //! I/O.
 
+use crate::framing::chunked::Decoder;
 use crate::framing::{Checker, Scan};
 
-use super::chunked::Decoder;
 use super::request::{self, Framing, Parsed, Rewrite};
 use super::response;
 

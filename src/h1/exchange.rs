@@ -13,12 +13,12 @@ use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::deadline;
+use crate::framing::chunked::Decoder;
 use crate::http::Failure;
 use crate::metrics::Outcome;
 use crate::stale::Asked;
 use crate::upstream::UpstreamError;
 
-use super::chunked::Decoder;
 use super::inbound::Inbound;
 use super::origin::{self, Conn};
 use super::reply::Reply;

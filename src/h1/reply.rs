@@ -8,12 +8,13 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::deadline;
+use crate::framing::chunked::Decoder;
 use crate::http::Failure;
 use crate::metrics::Outcome;
 use crate::stale::{Asked, Keeping};
 use crate::upstream::UpstreamError;
 
-use super::chunked::{self, Decoder};
+use super::chunked;
 use super::exchange::Ended;
 use super::inbound::Inbound;
 use super::request::Framing;

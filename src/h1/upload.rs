@@ -1,7 +1,7 @@
 //! A request body on its way: streamed from the client to the upstream while watching for
 //! an early answer ([`Native::pump`]), or read and dropped before the guard's 503
 //! ([`drain`]). Every byte stays behind the framing checker's stops; a chunked body is
-//! decoded and re-framed by [`super::chunked`]. The timeouts are the hyper path's:
+//! decoded by `crate::framing::chunked` and re-framed by [`super::chunked`]. The timeouts are the hyper path's:
 //! `body_idle_timeout` per client read, `body_timeout` in all.
 
 use std::time::Duration;
@@ -10,9 +10,10 @@ use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 
 use crate::deadline;
+use crate::framing::chunked::Decoder;
 use crate::http::Failure;
 
-use super::chunked::{self, Decoder};
+use super::chunked;
 use super::inbound::Inbound;
 use super::request::Framing;
 use super::{buffers, Native};
