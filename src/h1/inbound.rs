@@ -5,6 +5,9 @@
 //! the native engine; the request there is handed to the hyper path, whose own checker
 //! finds the same thing and answers it as it always has.
 
+use std::future::Future;
+use std::task::{Context, Poll};
+
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::framing::{Checker, Scan, Violation};
@@ -59,11 +62,30 @@ impl Inbound {
         }
     }
 
-    /// Appends `bytes` (read by the idle wait) and checks them.
-    pub fn push(&mut self, bytes: &[u8]) {
+    /// Appends `bytes` and checks them.
+    #[cfg(test)]
+    fn push(&mut self, bytes: &[u8]) {
         self.room();
         self.buf.extend_from_slice(bytes);
         self.scan();
+    }
+
+    /// Tries to read the next request's first bytes between requests: a buffer is taken
+    /// from the pool for the try and given back when nothing came, so a connection waiting
+    /// for its client holds none (0: the client closed its side).
+    pub fn poll_idle<S: AsyncRead + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &mut S,
+    ) -> Poll<std::io::Result<usize>> {
+        self.room();
+        let read = std::pin::pin!(io.read_buf(&mut self.buf)).poll(cx);
+        if matches!(read, Poll::Ready(Ok(n)) if n > 0) {
+            self.scan();
+        } else {
+            self.release_if_empty();
+        }
+        read
     }
 
     /// Whether the buffer is full from its first unused byte (a head too large for it).

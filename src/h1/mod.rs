@@ -58,14 +58,16 @@ mod response;
 mod stored;
 mod upload;
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use crate::config::{Config, UnderscoreHeaders};
 use crate::deadline;
@@ -82,8 +84,27 @@ use inbound::Inbound;
 use origin::Origin;
 use request::{Parsed, Rewrite};
 
-/// Bytes an idle keep-alive connection reads its next request's first bytes into.
-const IDLE_READ: usize = 512;
+/// A native connection's own state, kept between requests.
+struct Conn {
+    stream: Stream,
+    inb: Inbound,
+    /// When the head being waited for must have come.
+    by: tokio::time::Instant,
+    /// Nothing was answered on the connection yet (an h2c preface may still come).
+    first: bool,
+    /// The server is stopping: the request that comes within `linger` is the last.
+    lingering: bool,
+}
+
+/// What a busy spell of a connection ended in.
+enum Next {
+    /// Every byte read was used: wait for the next request, holding no buffer.
+    Idle,
+    Closed,
+    /// A request that is not this engine's: hyper serves the rest of the connection, from
+    /// its first byte on.
+    Hand,
+}
 
 /// What this engine does with a request `Proxy::admit` did not hand to hyper.
 enum Take {
@@ -152,99 +173,123 @@ impl Native {
         }
     }
 
-    /// Serves requests until the connection ends (`None`) or one is not this engine's:
-    /// then the stream, the unused bytes from that request's first byte on, and whether
-    /// nothing was answered on the connection yet.
-    async fn serve(
-        &self,
-        mut stream: Stream,
-        client: &Connection,
-        shutdown: &ShutdownWatch,
-    ) -> Option<(Stream, Vec<u8>, bool)> {
-        let mut inb = Inbound::new(Checker::new(self.max_head, self.h2c));
+    /// One connection, in its own task: waits between requests holding no buffer and no
+    /// per-request state ([`Native::idle`]), and serves each busy spell in a future boxed
+    /// only while it lasts ([`Native::serve`]).
+    async fn connection(self: Arc<Self>, stream: Stream, shutdown: ShutdownWatch) {
+        let (_open, client) = self.hyper.accept(&stream);
+        let mut conn = Conn {
+            stream,
+            inb: Inbound::new(Checker::new(self.max_head, self.h2c)),
+            by: tokio::time::Instant::now(),
+            first: true,
+            lingering: false,
+        };
+        loop {
+            if !self.idle(&mut conn, &shutdown).await {
+                return;
+            }
+            match Box::pin(self.serve(&mut conn, &client, &shutdown)).await {
+                Next::Idle => {}
+                Next::Closed => return,
+                Next::Hand => {
+                    let io = Rewind::new(conn.inb.into_unused(), conn.stream);
+                    let handed = self.hyper.serve_handed(io, client, &shutdown, conn.first);
+                    return Box::pin(handed).await;
+                }
+            }
+        }
+    }
+
+    /// Waits for the next request's first bytes (false: the client closed, or nothing came
+    /// within `header_timeout`). A buffer is taken from the pool only for each try to read
+    /// (`Inbound::poll_idle`), so an idle connection holds none.
+    async fn idle(&self, conn: &mut Conn, shutdown: &ShutdownWatch) -> bool {
+        conn.by = deadline::after_tokio(tokio::time::Instant::now(), self.header_timeout);
+        let sleep = tokio::time::sleep_until(conn.by);
+        let stop = stopping(shutdown.clone());
+        tokio::pin!(sleep, stop);
+        std::future::poll_fn(|cx| {
+            match conn.inb.poll_idle(cx, &mut conn.stream) {
+                Poll::Ready(Ok(n)) => return Poll::Ready(n > 0),
+                Poll::Ready(Err(_)) => return Poll::Ready(false),
+                Poll::Pending => {}
+            }
+            if !conn.lingering && stop.as_mut().poll(cx).is_ready() {
+                // As the hyper path: a request that comes within `linger` is still
+                // answered (with `Connection: close`); then the connection closes.
+                conn.lingering = true;
+                let linger = deadline::after_tokio(tokio::time::Instant::now(), self.linger);
+                conn.by = conn.by.min(linger);
+                sleep.as_mut().reset(conn.by);
+            }
+            match sleep.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(false),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// Serves the requests whose bytes have come, until every byte read is used
+    /// ([`Next::Idle`]), the connection ends, or a request is not this engine's.
+    async fn serve(&self, conn: &mut Conn, client: &Connection, shutdown: &ShutdownWatch) -> Next {
         let rw = Rewrite {
             drop_underscored: self.drop_underscored,
             host: self.upstream_host.as_deref(),
             forwarded_for: client.ip_header.as_ref().map(|v| v.as_bytes()),
             proto: if client.tls { b"https" } else { b"http" },
         };
-        let mut first = true;
-        let mut lingering = false;
+        let Conn {
+            stream, inb, by, ..
+        } = conn;
         loop {
-            let mut by = deadline::after_tokio(tokio::time::Instant::now(), self.header_timeout);
             let mut path: Option<Box<str>> = None;
             let (plain, up_head) = loop {
-                if !inb.unused().is_empty() {
-                    let mut out = buffers::take();
-                    let access = self.observer.access();
-                    let parsed = request::parse(inb.unused(), &rw, &mut out, |m, p, target, h| {
-                        let lines = h.iter().map(|h| (h.name.as_bytes(), h.value));
-                        let admitted = match self.proxy.admit(m, p, target.len(), lines.clone()) {
-                            Admit::Hand => return None,
-                            Admit::Forward(write) => {
-                                let stale = self.proxy.stale();
-                                Take::Forward(
-                                    write,
-                                    stale.and_then(|s| s.ask_raw(m, target, lines)),
-                                )
-                            }
-                            Admit::Refuse { html } => Take::Refuse { html },
-                        };
-                        if access {
-                            path = Some(p.into());
+                let mut out = buffers::take();
+                let access = self.observer.access();
+                let parsed = request::parse(inb.unused(), &rw, &mut out, |m, p, target, h| {
+                    let lines = h.iter().map(|h| (h.name.as_bytes(), h.value));
+                    let admitted = match self.proxy.admit(m, p, target.len(), lines.clone()) {
+                        Admit::Hand => return None,
+                        Admit::Forward(write) => {
+                            let stale = self.proxy.stale();
+                            Take::Forward(write, stale.and_then(|s| s.ask_raw(m, target, lines)))
                         }
-                        Some(admitted)
-                    });
-                    match parsed {
-                        Parsed::Plain(p)
-                            if p.head_len <= self.max_head
-                                && inb.settled(inb.start + p.head_len) =>
-                        {
-                            break (p, out)
-                        }
-                        Parsed::Partial if !inb.full() => buffers::give(out),
-                        _ => {
-                            buffers::give(out);
-                            return Some((stream, inb.into_unused(), first));
-                        }
+                        Admit::Refuse { html } => Take::Refuse { html },
+                    };
+                    if access {
+                        path = Some(p.into());
                     }
-                    match tokio::time::timeout_at(by, inb.fill(&mut stream)).await {
-                        Ok(Ok(n)) if n > 0 => continue,
-                        _ => return None,
+                    Some(admitted)
+                });
+                match parsed {
+                    Parsed::Plain(p)
+                        if p.head_len <= self.max_head && inb.settled(inb.start + p.head_len) =>
+                    {
+                        break (p, out)
+                    }
+                    Parsed::Partial if !inb.full() => buffers::give(out),
+                    _ => {
+                        buffers::give(out);
+                        return Next::Hand;
                     }
                 }
-                // Idle: no buffer held, a few hundred bytes of the future's own.
-                let mut small = [0u8; IDLE_READ];
-                tokio::select! {
-                    biased;
-                    read = tokio::time::timeout_at(by, stream.read(&mut small)) => match read {
-                        Ok(Ok(n)) if n > 0 => inb.push(&small[..n]),
-                        _ => return None,
-                    },
-                    _ = stopping(shutdown.clone()), if !lingering => {
-                        // As the hyper path: a request that comes within `linger` is still
-                        // answered (with `Connection: close`); then the connection closes.
-                        lingering = true;
-                        by = by.min(deadline::after_tokio(tokio::time::Instant::now(), self.linger));
-                    }
+                match tokio::time::timeout_at(*by, inb.fill(stream)).await {
+                    Ok(Ok(n)) if n > 0 => continue,
+                    _ => return Next::Closed,
                 }
             };
             let began = Instant::now();
             inb.start += plain.head_len;
+            let lingering = conn.lingering;
             let stopping_now = || lingering || *shutdown.borrow();
             let head_request = plain.method == http::Method::HEAD;
             let close = plain.close || stopping_now();
             let ended = match plain.admitted {
                 Take::Refuse { html } => {
-                    let refused = self.refuse(
-                        &mut stream,
-                        &mut inb,
-                        plain.framing,
-                        html,
-                        close,
-                        head_request,
-                    );
-                    Box::pin(refused).await
+                    self.refuse(stream, inb, plain.framing, html, close, head_request)
+                        .await
                 }
                 // A watched write counts in flight (`_write`) until its last byte both ways.
                 Take::Forward(_write, asked) => {
@@ -253,15 +298,8 @@ impl Native {
                         .and_then(|asked| self.proxy.stored_while_guarded(asked));
                     match stored {
                         Some(res) => {
-                            let answer = self.answer_whole(
-                                &mut stream,
-                                &mut inb,
-                                plain.framing,
-                                res,
-                                head_request,
-                                close,
-                            );
-                            Box::pin(answer).await
+                            self.answer_whole(stream, inb, plain.framing, res, head_request, close)
+                                .await
                         }
                         None => {
                             let ask = Ask {
@@ -272,38 +310,44 @@ impl Native {
                                 close,
                                 stale: asked,
                             };
-                            Box::pin(self.exchange(&mut stream, &mut inb, ask, stopping_now)).await
+                            self.exchange(stream, inb, ask, stopping_now).await
                         }
                     }
                 }
             };
             buffers::give(up_head);
-            let outcome = ended.outcome;
             self.observer.record(
                 began,
                 path.as_deref()
                     .map(|p| (plain.method.clone(), p, plain.bytes_in)),
-                outcome,
+                ended.outcome,
                 ended.status,
                 client.addr,
                 ended.bytes_out,
             );
             if !ended.keep_alive {
                 if inb.mid_request() && linger::may_follow(ended.status) {
-                    Linger::close(&mut stream).await;
+                    Linger::close(stream).await;
                 } else {
                     let _ = stream.shutdown().await;
                 }
-                return None;
+                return Next::Closed;
             }
-            first = false;
+            conn.first = false;
             inb.release_if_empty();
+            if inb.unused().is_empty() {
+                return Next::Idle;
+            }
+            *by = deadline::after_tokio(tokio::time::Instant::now(), self.header_timeout);
         }
     }
 }
 
 #[async_trait]
 impl ServerApp for Native {
+    /// Each connection gets a task of its own, sized for an idle connection, rather than
+    /// living in pingora's (about 2 KB for its accept and handshake state, plus the boxed
+    /// future of this method): pingora's task ends here.
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
@@ -312,12 +356,7 @@ impl ServerApp for Native {
         if !self.enabled {
             return self.hyper.process_new(stream, shutdown).await;
         }
-        let (_open, client) = self.hyper.accept(&stream);
-        if let Some((stream, replay, first)) = self.serve(stream, &client, shutdown).await {
-            self.hyper
-                .serve_handed(Rewind::new(replay, stream), client, shutdown, first)
-                .await;
-        }
+        tokio::spawn(self.clone().connection(stream, shutdown.clone()));
         None
     }
 }
