@@ -55,10 +55,12 @@ mod origin;
 mod reply;
 mod request;
 mod response;
+mod socket;
 mod stored;
 mod upload;
 
 use std::future::Future;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -68,12 +70,13 @@ use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 use crate::config::{Config, UnderscoreHeaders};
 use crate::deadline;
 use crate::framing::linger::{self, Linger};
 use crate::framing::Checker;
-use crate::listener::{stopping, Connection, HttpApp, Observer, Rewind};
+use crate::listener::{peer_addr, stopping, Connection, HttpApp, Observer, Rewind};
 use crate::metrics::Metrics;
 use crate::proxy::{is_idempotent, Admit, Proxy};
 use crate::stale::Asked;
@@ -86,7 +89,7 @@ use request::{Parsed, Rewrite};
 
 /// A native connection's own state, kept between requests.
 struct Conn {
-    stream: Stream,
+    stream: TcpStream,
     inb: Inbound,
     /// When the head being waited for must have come.
     by: tokio::time::Instant,
@@ -177,7 +180,15 @@ impl Native {
     /// per-request state ([`Native::idle`]), and serves each busy spell in a future boxed
     /// only while it lasts ([`Native::serve`]).
     async fn connection(self: Arc<Self>, stream: Stream, shutdown: ShutdownWatch) {
-        let (_open, client) = self.hyper.accept(&stream);
+        let addr = peer_addr(&stream);
+        let stream = match socket::take(stream) {
+            Ok(tcp) => tcp,
+            Err(stream) => {
+                self.hyper.process_new(stream, &shutdown).await;
+                return;
+            }
+        };
+        let (_open, client) = self.hyper.open(addr, Some(stream.as_raw_fd()));
         let mut conn = Conn {
             stream,
             inb: Inbound::new(Checker::new(self.max_head, self.h2c)),
@@ -193,7 +204,7 @@ impl Native {
                 Next::Idle => {}
                 Next::Closed => return,
                 Next::Hand => {
-                    let io = Rewind::new(conn.inb.into_unused(), conn.stream);
+                    let io = Rewind::new(conn.inb.into_unused(), socket::into_stream(conn.stream));
                     let handed = self.hyper.serve_handed(io, client, &shutdown, conn.first);
                     return Box::pin(handed).await;
                 }

@@ -7,6 +7,8 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -321,6 +323,13 @@ fn keep_timer_awake() {
     });
 }
 
+/// The client's address, as pingora noted it when it accepted the connection.
+pub fn peer_addr(stream: &Stream) -> Option<SocketAddr> {
+    stream
+        .get_socket_digest()
+        .and_then(|d| d.peer_addr().and_then(|a| a.as_inet().copied()))
+}
+
 /// Resolves once the server starts shutting down.
 pub async fn stopping(mut shutdown: ShutdownWatch) {
     loop {
@@ -336,16 +345,15 @@ pub async fn stopping(mut shutdown: ShutdownWatch) {
 impl<H: Handler> HttpApp<H> {
     /// A new connection: counted open until the returned guard drops, and who its client is.
     pub fn accept(&self, stream: &Stream) -> (Open<'_>, Arc<Connection>) {
+        // pingora's unique id of a TCP stream is its file descriptor.
+        self.open(peer_addr(stream), Some(stream.id()))
+    }
+
+    /// [`HttpApp::accept`] for a connection whose client address and socket are known.
+    pub fn open(&self, addr: Option<SocketAddr>, fd: Option<RawFd>) -> (Open<'_>, Arc<Connection>) {
         let open = Open::new(&self.connections);
         keep_timer_awake();
-        let client = Arc::new(Connection::new(
-            stream
-                .get_socket_digest()
-                .and_then(|d| d.peer_addr().and_then(|a| a.as_inet().copied())),
-            // pingora's unique id of a TCP stream is its file descriptor.
-            Some(stream.id()),
-            self.tls.is_some(),
-        ));
+        let client = Arc::new(Connection::new(addr, fd, self.tls.is_some()));
         (open, client)
     }
 
