@@ -61,6 +61,7 @@ mod upload;
 
 use std::future::Future;
 use std::os::fd::AsRawFd;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -71,6 +72,7 @@ use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
 use crate::config::{Config, UnderscoreHeaders};
 use crate::deadline;
@@ -116,6 +118,12 @@ enum Take {
     Forward(Option<InFlight>, Option<Asked>),
     /// The guard's 503, after draining the body.
     Refuse { html: bool },
+}
+
+impl request::Decided for Take {
+    fn forwarded(&self) -> bool {
+        matches!(self, Take::Forward(..))
+    }
 }
 
 /// The proxy port's app with the native engine in front of the hyper one.
@@ -196,8 +204,13 @@ impl Native {
             first: true,
             lingering: false,
         };
+        // Made once per connection, not per request: a deadline pushed later is only noted
+        // (tokio re-files the timer when it fires), and the shutdown watch stays registered.
+        let sleep = tokio::time::sleep_until(conn.by);
+        let stop = stopping(shutdown.clone());
+        tokio::pin!(sleep, stop);
         loop {
-            if !self.idle(&mut conn, &shutdown).await {
+            if !self.idle(&mut conn, sleep.as_mut(), stop.as_mut()).await {
                 return;
             }
             match Box::pin(self.serve(&mut conn, &client, &shutdown)).await {
@@ -214,12 +227,16 @@ impl Native {
 
     /// Waits for the next request's first bytes (false: the client closed, or nothing came
     /// within `header_timeout`). A buffer is taken from the pool only for each try to read
-    /// (`Inbound::poll_idle`), so an idle connection holds none.
-    async fn idle(&self, conn: &mut Conn, shutdown: &ShutdownWatch) -> bool {
+    /// (`Inbound::poll_idle`), so an idle connection holds none. `stop` resolves when the
+    /// server starts stopping (it is not polled again once it has: `conn.lingering`).
+    async fn idle(
+        &self,
+        conn: &mut Conn,
+        mut sleep: Pin<&mut Sleep>,
+        mut stop: Pin<&mut impl Future<Output = ()>>,
+    ) -> bool {
         conn.by = deadline::after_tokio(tokio::time::Instant::now(), self.header_timeout);
-        let sleep = tokio::time::sleep_until(conn.by);
-        let stop = stopping(shutdown.clone());
-        tokio::pin!(sleep, stop);
+        sleep.as_mut().reset(conn.by);
         std::future::poll_fn(|cx| {
             match conn.inb.poll_idle(cx, &mut conn.stream) {
                 Poll::Ready(Ok(n)) => return Poll::Ready(n > 0),

@@ -26,7 +26,7 @@ pub enum Framing {
     Chunked,
 }
 
-/// A plain request, its upstream head written.
+/// A plain request (its upstream head written when it is forwarded).
 #[derive(Debug)]
 pub struct Plain<T> {
     /// Bytes of the client's head.
@@ -61,10 +61,23 @@ pub struct Rewrite<'a> {
     pub proto: &'static [u8],
 }
 
+/// What was decided of a parsed request: whether its head goes upstream (and so is
+/// rewritten) at all.
+pub trait Decided {
+    fn forwarded(&self) -> bool;
+}
+
+/// Every request forwarded (the differential fuzz targets, the tests).
+impl Decided for () {
+    fn forwarded(&self) -> bool {
+        true
+    }
+}
+
 /// Parses the head at the start of `buf`. When the request is plain, asks `admit` (method,
-/// path, target, headers) whether to forward it; `Some` answer: the upstream head is
-/// appended to `out`.
-pub fn parse<'b, T>(
+/// path, target, headers) what to do with it; when the answer is [`Decided::forwarded`], the
+/// upstream head is appended to `out`.
+pub fn parse<'b, T: Decided>(
     buf: &'b [u8],
     rw: &Rewrite<'_>,
     out: &mut Vec<u8>,
@@ -102,7 +115,9 @@ pub fn parse<'b, T>(
     let Some(admitted) = admit(&method, path, target, headers) else {
         return Parsed::Hand;
     };
-    write_head(out, method.as_str(), target, headers, &facts, rw);
+    if admitted.forwarded() {
+        write_head(out, method.as_str(), target, headers, &facts, rw);
+    }
     Parsed::Plain(Plain {
         head_len,
         framing: match facts.length {
