@@ -3,6 +3,8 @@
 //! ours (a failure through `http::Failure`, the one map from failure to status, or the
 //! guard's 503 from `Proxy::refusal`: [`write_ours`]).
 
+use std::io::IoSlice;
+
 use http::StatusCode;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -21,6 +23,10 @@ use super::request::Framing;
 use super::response::{self, Body};
 use super::upload::drain;
 use super::{buffers, Native};
+
+/// Room the upstream's answer is first read into: a head and a 16 KiB body in one read
+/// (the buffer, grown once, stays in the pool at this size).
+const ANSWER_ROOM: usize = 2 * buffers::SIZE;
 
 /// The largest response head taken from the upstream: hyper's client read buffer limit.
 const MAX_RESPONSE_HEAD: usize = 8192 + 4096 * 100;
@@ -58,7 +64,7 @@ impl Native {
                     response::Parsed::Partial => {}
                 }
             }
-            rbuf.reserve(buffers::SIZE);
+            rbuf.reserve(ANSWER_ROOM.max(rbuf.len() + buffers::SIZE) - rbuf.len());
             match tokio::time::timeout_at(by, up.read_buf(rbuf)).await {
                 Ok(Ok(n)) if n > 0 => any = true,
                 Ok(Ok(_)) => {
@@ -259,11 +265,16 @@ pub(super) async fn stream_body<S: AsyncWrite + Unpin, R: AsyncRead + Unpin>(
         let done = match head.body {
             Body::None => true,
             Body::Length(_) => {
+                // The head (until it is sent) and this piece of the body go out in one
+                // write, from where they lie: the body is not copied.
                 let n = left.min(rbuf.len() as u64) as usize;
                 feed(tee, &rbuf[..n]);
-                out.extend_from_slice(&rbuf[..n]);
-                rbuf.drain(..n);
                 sent += n as u64;
+                if write_both(client, out, &rbuf[..n]).await.is_err() {
+                    return Err(sent);
+                }
+                out.clear();
+                rbuf.drain(..n);
                 left -= n as u64;
                 left == 0
             }
@@ -319,6 +330,26 @@ pub(super) async fn stream_body<S: AsyncWrite + Unpin, R: AsyncRead + Unpin>(
             _ => return Err(sent),
         }
     }
+}
+
+/// Writes `a` then `b`, in as few `writev` calls as the socket takes.
+async fn write_both<S: AsyncWrite + Unpin>(
+    client: &mut S,
+    mut a: &[u8],
+    mut b: &[u8],
+) -> std::io::Result<()> {
+    while !a.is_empty() || !b.is_empty() {
+        let n = client
+            .write_vectored(&[IoSlice::new(a), IoSlice::new(b)])
+            .await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let from_a = n.min(a.len());
+        a = &a[from_a..];
+        b = &b[n - from_a..];
+    }
+    Ok(())
 }
 
 /// Copies a piece of the body into `tee`; an answer grown too large is not kept.
