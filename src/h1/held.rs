@@ -49,7 +49,9 @@ impl Native {
         let pooled = std::mem::take(up_head);
         *up_head = pooled.to_vec();
         buffers::give(pooled);
-        let decided = self.proxy.hold(fd).await;
+        // The wait is what a held write carries: boxed, so neither this future nor the
+        // connection's (inline in it, idle or not) is sized by it.
+        let decided = Box::pin(self.proxy.hold(fd)).await;
         inb.regrow();
         match decided {
             Hold::Go { turn, write, until } => {

@@ -266,15 +266,16 @@ impl Native {
                         idempotent: is_idempotent(&plain.method),
                         close,
                     };
-                    let hold = self.hold(
+                    // Its wait, exchange and 503 are boxed inside: this stays small.
+                    self.hold(
                         &mut stream,
                         &mut inb,
                         &mut up_head,
                         client.fd,
                         held,
                         stopping_now,
-                    );
-                    Box::pin(hold).await
+                    )
+                    .await
                 }
                 // A watched write counts in flight (`_write`) until its last byte both ways.
                 Take::Forward(_write, asked) => {
