@@ -1,11 +1,15 @@
 //! A guarded write held by the native engine ([`Native::hold`]): `Proxy::hold`, the hold
 //! policy both engines share, says whether it waits and for what; this file only carries
-//! out its answer. While held, the body stays unread (TCP back-pressure keeps it in the
-//! client) and the request keeps no pool buffer: its rewritten head and the bytes read past
-//! its head wait in allocations of their own size. Released in its turn, it is forwarded
-//! once by the same [`Native::exchange_until`] as any request, its turn and its in-flight
-//! count kept until that exchange ends; refused, it gets the guard's 503 after its body is
-//! drained, as `Take::Refuse` does. What it must not do: decide anything itself.
+//! out its answer. What it must not do: decide anything itself.
+//!
+//! While held, the body stays unread (TCP back-pressure keeps it in the client) and the
+//! request keeps no pool buffer: its rewritten head and the bytes read past its head wait
+//! in allocations of their own size, and the wait itself (`Proxy::hold`'s future, about
+//! half a KB) is boxed, so the connection's own future, idle or not, is not sized by it
+//! (benches/README.md, "Hold"). Released in its turn, it is forwarded once by the same
+//! [`Native::exchange_until`] as any request, its turn and its in-flight count kept until
+//! that exchange ends; refused, it gets the guard's 503 after its body is drained, as
+//! `Take::Refuse` does.
 
 use std::os::fd::RawFd;
 
