@@ -42,15 +42,15 @@
 //! 7. A held write ([`held`]) waits as `Proxy::hold` says, the one hold policy of both
 //!    engines (holding off or full, short of descriptors, stopping, the client gone, the
 //!    budget spent, its turn after the release): its body unread, its head and the bytes
-//!    read past it in exact-size copies (no pool buffer while it waits), its future boxed
-//!    (an idle connection's does not carry it). Then it is forwarded once by [`exchange`]
+//!    read past it in exact-size copies (no pool buffer while it waits), the wait boxed
+//!    (an idle connection's future does not carry it). Then it is forwarded once by [`exchange`]
 //!    (retried within its hold budget, as on the hyper path), or answered the 503 as for
 //!    Refuse, with the hold's outcome (`refused` or `held_refused`).
 //!
 //! Everything else is the hyper path's. Any doubt about framing ends in the hyper path
 //! (which refuses with 400 and closes) or, mid-body, in a 400 and a closed connection: never
-//! a guess. With TLS on the proxy port or
-//! an https upstream, every connection is served by hyper (not built here yet).
+//! a guess. With TLS on the proxy port or an https upstream, every connection is served by
+//! hyper (not built here yet).
 
 mod buffers;
 mod chunked;
