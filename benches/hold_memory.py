@@ -189,10 +189,11 @@ def prctl_pdeathsig():
 
 
 def config(work, proxy_port, admin_port, up_port, args):
+    engine = f'engine = "{args.engine}"\n' if args.engine else ""
     return f"""[proxy]
 listen = "127.0.0.1:{proxy_port}"
 upstream = "http://127.0.0.1:{up_port}"
-
+{engine}
 [admin]
 listen = "127.0.0.1:{admin_port}"
 token = "{TOKEN}"
@@ -251,7 +252,14 @@ async def run(args):
         f"upstream :{up_port}, files in {work}"
     )
     mode = "idle" if args.idle else "held"
-    report = {"mode": mode, "n": n, "body_bytes": args.body, "hold": args.hold, "work_dir": work}
+    report = {
+        "mode": mode,
+        "n": n,
+        "body_bytes": args.body,
+        "hold": args.hold,
+        "engine": args.engine or "default",
+        "work_dir": work,
+    }
     tasks = []
     try:
         deadline = time.monotonic() + 20
@@ -364,6 +372,9 @@ def main():
     p.add_argument("--hold", default="60s", help='guard.hold, whole seconds ("60s")')
     p.add_argument("--connect-concurrency", type=int, default=256)
     p.add_argument("--idle", action="store_true", help="idle keep-alive connections instead")
+    p.add_argument(
+        "--engine", choices=["native", "hyper"], help="proxy.engine (default: the binary's)"
+    )
     args = p.parse_args()
     if not args.hold.endswith("s") or not args.hold[:-1].isdigit():
         sys.exit('--hold must be whole seconds, like "60s"')
@@ -382,6 +393,7 @@ def main():
     else:
         what = "idle keep-alive connections (one GET each, guard not engaged)"
     print(f"{mode:<22} {r['count']} of {n} {what}, in {r['seconds_to_open']} s")
+    print(f"engine                 {r['engine']}")
     print(f"VmRSS before           {mib(r['rss_before_kib'])}")
     print(
         f"VmRSS with them        {mib(r['rss_during_kib'])}  "

@@ -15,6 +15,7 @@
 #   WG_HOLD_N       held writes (10000)
 #   WG_HOLD_BODY    body bytes per write (1024)
 #   WG_HOLD         guard.hold ("60s")
+#   WG_HOLD_ENGINE  proxy.engine, "native" or "hyper" (default: the binary's default)
 #   WG_LOG          passed to writeguard as WRITEGUARD_LOG (warn)
 #
 # Loopback only; bounded (the whole run is killed after 10 minutes); writeguard is stopped on
@@ -43,4 +44,5 @@ if [[ "$hard" == unlimited ]]; then ulimit -n $((N + 4000)); else ulimit -n "$ha
 echo "writeguard: $WG_BIN (${WG_BIN_DESC:-not described: set WG_BIN_DESC})"
 echo "machine:    $(nproc) cores, $(uname -sr), $(date -u +%Y-%m-%dT%H:%MZ)"
 exec timeout --signal=TERM --kill-after=15 600 python3 "$HERE/hold_memory.py" \
-    --bin "$WG_BIN" --n "$N" --body "${WG_HOLD_BODY:-1024}" --hold "${WG_HOLD:-60s}" "$@"
+    --bin "$WG_BIN" --n "$N" --body "${WG_HOLD_BODY:-1024}" --hold "${WG_HOLD:-60s}" \
+    ${WG_HOLD_ENGINE:+--engine "$WG_HOLD_ENGINE"} "$@"

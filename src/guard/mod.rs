@@ -63,6 +63,9 @@ pub struct Guard {
     changes: tokio::sync::watch::Sender<()>,
     /// Set when the server shuts down: long-lived streams end.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// Wakes held writes at shutdown: a `Notified` is 64 bytes, [`Guard::stopped`]'s future
+    /// 168, and each held write waits on one.
+    stop: tokio::sync::Notify,
     /// A problem with the stored state (unreadable at start, or the last change could not
     /// be saved), shown in `/status` until the next successful write.
     problem: ArcSwapOption<String>,
@@ -145,6 +148,7 @@ impl Guard {
             gate: Gate::new(cfg.guard.release_concurrency),
             changes: tokio::sync::watch::Sender::new(()),
             stopping: tokio::sync::watch::Sender::new(false),
+            stop: tokio::sync::Notify::new(),
             traffic: Arc::default(),
             problem: ArcSwapOption::empty(),
             store_failing: AtomicBool::new(false),
@@ -395,6 +399,13 @@ impl Guard {
     /// Shutdown: ends the live event streams, and held writes get their 503.
     pub fn stop(&self) {
         self.stopping.send_replace(true);
+        self.stop.notify_waiters();
+    }
+
+    /// Resolves at the first [`Guard::stop`] after it was made: make it, then read
+    /// [`Guard::stopping`], then wait on it, and no stop is missed.
+    pub fn stop_notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.stop.notified()
     }
 
     /// Whether [`Guard::stop`] was called.

@@ -20,9 +20,10 @@ pub fn take() -> Vec<u8> {
         .unwrap_or_else(|| Vec::with_capacity(SIZE))
 }
 
-/// Returns a buffer to the pool (one grown past [`SIZE`] is dropped instead).
+/// Returns a buffer to the pool (one grown past twice [`SIZE`], or smaller than it: an
+/// exact-size copy made for a held request, is dropped instead).
 pub fn give(mut buf: Vec<u8>) {
-    if buf.capacity() > SIZE * 2 {
+    if buf.capacity() < SIZE || buf.capacity() > SIZE * 2 {
         return;
     }
     buf.clear();

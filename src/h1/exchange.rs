@@ -57,14 +57,29 @@ impl Native {
         ask: Ask<'_>,
         stopping: impl Fn() -> bool,
     ) -> Ended {
-        let began = Instant::now();
+        let retry_until = ask
+            .idempotent
+            .then(|| deadline::after(Instant::now(), self.upstream_retry));
+        self.exchange_until(client, inb, ask, retry_until, stopping)
+            .await
+    }
+
+    /// [`Native::exchange`], retried until `retry_until` (`upstream_retry` for an
+    /// idempotent request; for a held write, the end of its hold budget, as on the hyper
+    /// path): a request none of which reached the app, or, idempotent and bodiless, none of
+    /// whose answer came back.
+    pub(super) async fn exchange_until<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        client: &mut S,
+        inb: &mut Inbound,
+        ask: Ask<'_>,
+        retry_until: Option<Instant>,
+        stopping: impl Fn() -> bool,
+    ) -> Ended {
         let mut body = match ask.framing {
             Framing::Length(n) => BodyIn::Length(n),
             Framing::Chunked => BodyIn::Chunked(Decoder::default()),
         };
-        let retry_until = ask
-            .idempotent
-            .then(|| deadline::after(began, self.upstream_retry));
         let replayable = ask.idempotent && body.done();
         let mut asked = ask.stale;
         let reply = |asked| Reply {
@@ -133,19 +148,19 @@ impl Native {
                     Ok(()) => {}
                     Err(PumpError::Early) => {
                         let close = ask.close || stopping();
-                        break self
-                            .early(
-                                client,
-                                inb,
-                                &mut body,
-                                up,
-                                &mut rbuf,
-                                &mut enc,
-                                close,
-                                ask.head_request,
-                                asked.take(),
-                            )
-                            .await;
+                        // Boxed: the rare case does not size every exchange's future.
+                        let early = self.early(
+                            client,
+                            inb,
+                            &mut body,
+                            up,
+                            &mut rbuf,
+                            &mut enc,
+                            close,
+                            ask.head_request,
+                            asked.take(),
+                        );
+                        break Box::pin(early).await;
                     }
                     Err(PumpError::Client(f)) => {
                         if matches!(f, Failure::ClientBodyBroken) {

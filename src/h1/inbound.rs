@@ -54,11 +54,39 @@ impl Inbound {
     pub fn release_if_empty(&mut self) {
         if self.start == self.buf.len() && self.buf.capacity() > 0 {
             buffers::give(std::mem::take(&mut self.buf));
-            self.start = 0;
-            self.checked = 0;
-            if let Some(stop) = &mut self.stop {
-                stop.at = 0;
-            }
+            self.moved_out(self.start);
+        }
+    }
+
+    /// For a long wait (a held request): the unused bytes moved to an allocation of their
+    /// own size (none when there are none) and the pool buffer given back. The next read, or
+    /// [`Inbound::regrow`], takes one from the pool again.
+    pub fn shrink(&mut self) {
+        if self.buf.capacity() == 0 {
+            return;
+        }
+        let pooled = std::mem::take(&mut self.buf);
+        self.buf = pooled[self.start..].to_vec();
+        buffers::give(pooled);
+        self.moved_out(self.start);
+    }
+
+    /// After [`Inbound::shrink`]: the unused bytes back in a pool buffer, with room to read.
+    pub fn regrow(&mut self) {
+        if self.buf.capacity() > 0 && self.buf.capacity() < buffers::SIZE {
+            let mut pooled = buffers::take();
+            pooled.extend_from_slice(&self.buf[self.start..]);
+            self.buf = pooled;
+            self.moved_out(self.start);
+        }
+    }
+
+    /// The first `n` bytes of the buffer are gone: positions follow.
+    fn moved_out(&mut self, n: usize) {
+        self.start -= n;
+        self.checked = self.checked.saturating_sub(n);
+        if let Some(stop) = &mut self.stop {
+            stop.at = stop.at.saturating_sub(n);
         }
     }
 
@@ -120,15 +148,12 @@ impl Inbound {
         if self.buf.capacity() == 0 {
             self.buf = buffers::take();
         }
+        self.regrow();
         if self.start > 0 && (self.start == self.buf.len() || self.buf.len() == self.buf.capacity())
         {
             let start = self.start;
             self.buf.drain(..start);
-            self.start = 0;
-            self.checked = self.checked.saturating_sub(start);
-            if let Some(stop) = &mut self.stop {
-                stop.at = stop.at.saturating_sub(start);
-            }
+            self.moved_out(start);
         }
     }
 
@@ -225,6 +250,44 @@ mod tests {
             })
         );
         assert!(!inb.settled(head.len()));
+    }
+
+    #[test]
+    fn a_shrunk_buffer_keeps_its_bytes_and_positions_and_grows_back() {
+        let head = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut stream = head.to_vec();
+        stream.extend_from_slice(b"3\r\nabc\r\n3\r\nde");
+        let mut inb = inbound(&stream);
+        inb.start = head.len();
+        inb.shrink();
+        assert_eq!(inb.start, 0);
+        assert_eq!(inb.unused(), b"3\r\nabc\r\n3\r\nde");
+        assert_eq!(
+            inb.buf.capacity(),
+            inb.unused().len(),
+            "exact size while held"
+        );
+        inb.push(b"f\r\n0\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(inb.buf.capacity() >= buffers::SIZE, "a pool buffer again");
+        assert_eq!(inb.stop, None);
+        // The chunked body ends after 21 bytes, checked across the shrink.
+        assert!(inb.settled(21));
+        assert!(inb
+            .unused()
+            .starts_with(b"3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\nGET /next"));
+
+        // Nothing unused: nothing kept; a refusal's position follows the bytes.
+        let mut inb = inbound(
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+        );
+        inb.start = 27;
+        inb.shrink();
+        assert_eq!(inb.stop.map(|s| s.at), Some(0));
+        inb.start = inb.buf.len();
+        inb.shrink();
+        assert_eq!(inb.buf.capacity(), 0);
+        inb.regrow();
+        assert_eq!(inb.buf.capacity(), 0);
     }
 
     #[test]

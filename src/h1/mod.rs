@@ -5,10 +5,10 @@
 //! # The seam
 //!
 //! Policy lives in ONE place, the hyper path's (`proxy::Proxy`, `public`, `listener`): the
-//! guard decision, the 503 (HTML or problem+json), holds, the maintenance page, public
-//! routes (`{prefix}/status`, events, banner), 414, the framing refusals and their
-//! accounting. This engine forwards, and answers the guard's 503 built by that same code,
-//! and only for requests that code says so of:
+//! guard decision, the 503 (HTML or problem+json), the hold policy, the maintenance page,
+//! public routes (`{prefix}/status`, events, banner), 414, the framing refusals and their
+//! accounting. This engine forwards, holds, and answers the guard's 503 built by that same
+//! code, and only for requests that code says so of:
 //!
 //! 1. Every byte the client sends goes through the framing checker ([`inbound`]) as on the
 //!    hyper path. Where the checker stops (upgrade, CONNECT, h2c preface, a refusal), this
@@ -22,12 +22,12 @@
 //!    request the released-and-not-queued test that counts it in flight, or, guarded with
 //!    holding off, the 503 at once). It answers Forward, Refuse (the page or problem+json
 //!    chosen by the same `Accept` rule; the answer itself from `Proxy::refusal`, its body
-//!    drained as `proxy::drain` does), or Hand.
+//!    drained as `proxy::drain` does), Hold (a guarded write with holding on), or Hand.
 //! 4. What is not ours is handed to hyper **on the same connection**, at that request's
 //!    first byte: `listener::Rewind` replays the bytes already read, behind a fresh framing
 //!    checker, and hyper serves the rest of the connection exactly as it serves any
-//!    (`HttpApp::serve_handed`). So a refusal, a hold, a public route or a framing error
-//!    is answered by the code that answers it today, byte for byte.
+//!    (`HttpApp::serve_handed`). So a public route or a framing error is answered by the
+//!    code that answers it today, byte for byte.
 //! 5. An admitted request is forwarded by [`exchange`]: the head rewritten in one pass by
 //!    `proxy::forward`'s rules, the body streamed ([`upload`]: a length counted, chunked
 //!    decoded and re-framed by [`chunked`], as strict as the checker; never buffered whole),
@@ -39,17 +39,25 @@
 //!    guarded when `serve_when` says so (`Proxy::stored_while_guarded`), in place of the
 //!    app's failure (`Stale::instead_of`), and its answer teed into it as it streams by
 //!    ([`stored`]), by the stale module's rules, as on the hyper path.
+//! 7. A held write ([`held`]) waits as `Proxy::hold` says, the one hold policy of both
+//!    engines (holding off or full, short of descriptors, stopping, the client gone, the
+//!    budget spent, its turn after the release): its body unread, its head and the bytes
+//!    read past it in exact-size copies (no pool buffer while it waits), the wait boxed
+//!    (an idle connection's future does not carry it). Then it is forwarded once by [`exchange`]
+//!    (retried within its hold budget, as on the hyper path), or answered the 503 as for
+//!    Refuse, with the hold's outcome (`refused` or `held_refused`).
 //!
-//! The 503 of a held write (holding on), the hold itself, and everything else are the hyper
-//! path's. Any doubt about framing ends in the hyper path (which refuses with 400 and closes) or,
-//! mid-body, in a 400 and a closed connection: never a guess. With TLS on the proxy port or
-//! an https upstream, every connection is served by hyper (not built here yet).
+//! Everything else is the hyper path's. Any doubt about framing ends in the hyper path
+//! (which refuses with 400 and closes) or, mid-body, in a 400 and a closed connection: never
+//! a guess. With TLS on the proxy port or an https upstream, every connection is served by
+//! hyper (not built here yet).
 
 mod buffers;
 mod chunked;
 mod date;
 pub mod differential;
 mod exchange;
+mod held;
 mod inbound;
 mod origin;
 mod reply;
@@ -85,6 +93,7 @@ use crate::stale::Asked;
 use crate::traffic::InFlight;
 
 use exchange::Ask;
+use held::Held;
 use inbound::Inbound;
 use origin::Origin;
 use request::{Parsed, Rewrite};
@@ -118,11 +127,13 @@ enum Take {
     Forward(Option<InFlight>, Option<Asked>),
     /// The guard's 503, after draining the body.
     Refuse { html: bool },
+    /// A guarded write to hold ([`held`]).
+    Hold { html: bool },
 }
 
 impl request::Decided for Take {
     fn forwarded(&self) -> bool {
-        matches!(self, Take::Forward(..))
+        !matches!(self, Take::Refuse { .. })
     }
 }
 
@@ -273,7 +284,7 @@ impl Native {
         } = conn;
         loop {
             let mut path: Option<Box<str>> = None;
-            let (plain, up_head) = loop {
+            let (plain, mut up_head) = loop {
                 let mut out = buffers::take();
                 let access = self.observer.access();
                 let parsed = request::parse(inb.unused(), &rw, &mut out, |m, p, target, h| {
@@ -285,6 +296,7 @@ impl Native {
                             Take::Forward(write, stale.and_then(|s| s.ask_raw(m, target, lines)))
                         }
                         Admit::Refuse { html } => Take::Refuse { html },
+                        Admit::Hold { html } => Take::Hold { html },
                     };
                     if access {
                         path = Some(p.into());
@@ -317,6 +329,17 @@ impl Native {
             let ended = match plain.admitted {
                 Take::Refuse { html } => {
                     self.refuse(stream, inb, plain.framing, html, close, head_request)
+                        .await
+                }
+                Take::Hold { html } => {
+                    let held = Held {
+                        framing: plain.framing,
+                        html,
+                        head_request,
+                        idempotent: is_idempotent(&plain.method),
+                        close,
+                    };
+                    self.hold(stream, inb, &mut up_head, client.fd, held, stopping_now)
                         .await
                 }
                 // A watched write counts in flight (`_write`) until its last byte both ways.

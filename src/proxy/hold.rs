@@ -2,20 +2,101 @@
 //! keeps its body in the client), until the guard is released and its turn comes, its hold
 //! budget is spent, or the server stops. A client that goes away while held is never
 //! forwarded.
+//!
+//! The hold policy (holding off or full, short of file descriptors, stopping, the client
+//! gone, the budget spent) is [`Proxy::hold`], the one place both engines ask: the hyper
+//! path (`Proxy::hold_or_refuse`) and the native one (`h1::held`) only carry out its answer,
+//! so they cannot drift apart. It needs no request: the request waits in the engine that
+//! read its head.
 
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-use tokio::time::{interval_at, sleep_until, Instant, MissedTickBehavior};
+use tokio::time::{sleep_until, Instant};
 
 use crate::deadline;
 use crate::guard::{Guard, Place};
+use crate::metrics::Outcome;
 use crate::traffic::InFlight;
+
+use super::Proxy;
+
+/// What [`Proxy::hold`] decided for a guarded write.
+pub enum Hold {
+    /// Forward it, once. `turn` (None when nobody was queued ahead) holds one of the
+    /// `release_concurrency` permits and `write` counts the write in flight: both until the
+    /// forward ends. A request none of which reached the app is tried again until `until`,
+    /// the end of its hold budget.
+    Go {
+        turn: Option<Place>,
+        write: InFlight,
+        until: Instant,
+    },
+    /// The guard's 503, after the body is drained. `outcome`: `Refused` (never held:
+    /// holding off or full, short of file descriptors, stopping) or `HeldRefused`; `close`:
+    /// with `Connection: close` whatever the body (the server stops, or descriptors are
+    /// short).
+    Refuse { outcome: Outcome, close: bool },
+}
+
+impl Proxy {
+    /// A guarded write (`fd`: its client's socket, to notice the client leaving): held until
+    /// the release and its turn, or refused when holding is off, full, short of file
+    /// descriptors, outlasted by the deploy, or the server stops. Both engines' one answer.
+    pub async fn hold(&self, fd: Option<RawFd>) -> Hold {
+        let refused = |close| Hold::Refuse {
+            outcome: Outcome::Refused,
+            close,
+        };
+        let held_refused = |close| Hold::Refuse {
+            outcome: Outcome::HeldRefused,
+            close,
+        };
+        // Read per request: a reload (SIGHUP) may change them.
+        let (hold_for, max_held) = {
+            let settings = &self.guard.snapshot().settings;
+            (settings.hold, settings.hold_max_requests)
+        };
+        if hold_for.is_zero() {
+            return refused(false);
+        }
+        if self.guard.stopping() {
+            return refused(true);
+        }
+        if self.headroom.tight() {
+            // Each held write keeps its connection's descriptor: keep enough for reads.
+            return refused(true);
+        }
+        let traffic = self.guard.traffic();
+        let Some(held) = traffic.count_held(max_held) else {
+            tracing::warn!(max = max_held, "hold is full: answering 503 at once");
+            return refused(false);
+        };
+        let until = deadline::after_tokio(Instant::now(), hold_for);
+        let outcome = until_turn(&self.guard, fd, until).await;
+        drop(held);
+        match outcome {
+            Held::Go { turn, write } => {
+                // The guarantee: a client that gave up is never forwarded behind its back.
+                if fd.is_some_and(client_gone) {
+                    return held_refused(false);
+                }
+                // Shutting down: answered now, or it might be cut off half-sent.
+                if self.guard.stopping() {
+                    return held_refused(true);
+                }
+                Hold::Go { turn, write, until }
+            }
+            Held::Stopping => held_refused(true),
+            Held::TimedOut | Held::ClientGone => held_refused(false),
+        }
+    }
+}
 
 /// How often a held request checks that its client is still there.
 const CLIENT_CHECK: Duration = Duration::from_millis(500);
 
-pub enum Held {
+enum Held {
     /// Go to the app. `turn` (None when nobody was queued ahead) holds one of the
     /// `release_concurrency` permits until dropped; `write` counts the write in flight.
     Go {
@@ -31,15 +112,18 @@ pub enum Held {
 /// Waits, in arrival order, for the guard's release and then our turn, the hold's
 /// `deadline`, the client leaving, or the server stopping, whichever comes first. Called
 /// with the guard released, it lines up behind held writes still waiting for their turn
-/// (there are none: it goes at once).
-pub async fn until_turn(guard: &Guard, client: Option<RawFd>, deadline: Instant) -> Held {
-    let mut check = interval_at(
-        deadline::after_tokio(Instant::now(), CLIENT_CHECK),
-        CLIENT_CHECK,
-    );
-    check.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let stopped = guard.stopped();
+/// (there are none: it goes at once). Kept small, as each held write carries it: one timer
+/// for both the client checks and the deadline, and the stop as a bare `Notified`.
+async fn until_turn(guard: &Guard, client: Option<RawFd>, deadline: Instant) -> Held {
+    let stopped = guard.stop_notified();
     tokio::pin!(stopped);
+    if guard.stopping() {
+        return Held::Stopping;
+    }
+    // The next client check, or the deadline if sooner.
+    let next = || deadline::after_tokio(Instant::now(), CLIENT_CHECK).min(deadline);
+    let timer = sleep_until(next());
+    tokio::pin!(timer);
     let (gate, traffic) = (guard.gate(), guard.traffic());
     loop {
         // The episode first, then the guard: a release publishes the snapshot before it
@@ -69,7 +153,7 @@ pub async fn until_turn(guard: &Guard, client: Option<RawFd>, deadline: Instant)
         loop {
             tokio::select! {
                 biased;
-                _ = &mut stopped => return Held::Stopping,
+                () = &mut stopped => return Held::Stopping,
                 permit = &mut acquire => {
                     // The queues are never closed.
                     let Ok(permit) = permit else { break };
@@ -81,29 +165,32 @@ pub async fn until_turn(guard: &Guard, client: Option<RawFd>, deadline: Instant)
                     // Released, then engaged again before our turn: wait for the next release.
                     break;
                 }
-                _ = sleep_until(deadline) => return Held::TimedOut,
-                _ = check.tick() => {
+                () = &mut timer => {
+                    if Instant::now() >= deadline {
+                        return Held::TimedOut;
+                    }
                     if client.is_some_and(client_gone) {
                         return Held::ClientGone;
                     }
+                    timer.as_mut().reset(next());
                 }
             }
         }
     }
 }
 
-/// Whether the client closed its side of the connection (or it broke). hyper does not read
-/// the socket while a request is pending, so ask the kernel: `POLLRDHUP` is set once the
+/// Whether the client closed its side of the connection (or it broke). Neither engine reads
+/// the socket while a request is held, so ask the kernel: `POLLRDHUP` is set once the
 /// client's FIN has arrived, even with unread body bytes still queued before it.
-pub fn client_gone(fd: RawFd) -> bool {
+fn client_gone(fd: RawFd) -> bool {
     let mut pfd = libc::pollfd {
         fd,
         events: libc::POLLRDHUP,
         revents: 0,
     };
-    // SAFETY: `fd` is the socket of the connection serving this request. hyper owns that
-    // connection and drops this request's future before the socket, so the fd is open
-    // whenever this runs. poll() writes only into `pfd` and, with a zero timeout, never
+    // SAFETY: `fd` is the socket of the connection serving this request. The engine serving
+    // it (hyper, or the native one) owns that connection and drops this request's future
+    // before the socket, so the fd is open whenever this runs. poll() writes only into `pfd` and, with a zero timeout, never
     // blocks.
     #[allow(unsafe_code)]
     let ready = unsafe { libc::poll(&mut pfd, 1, 0) };

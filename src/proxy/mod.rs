@@ -27,6 +27,7 @@ use crate::webhook::Webhook;
 
 pub use forward::is_idempotent;
 use forward::Upstream;
+pub use hold::Hold;
 pub use refusal::Refused;
 
 pub struct Proxy {
@@ -106,9 +107,10 @@ impl Proxy {
     /// The native HTTP/1.1 engine's question for a plain request (origin-form target, no
     /// `Upgrade`, not `CONNECT`): forward it itself ([`Admit::Forward`], a watched request
     /// counted in flight), answer the guard's 503 at once ([`Admit::Refuse`]: guarded, holding
-    /// off), or hand it to the hyper path ([`Admit::Hand`]), which answers it exactly as it
-    /// answers every request (public routes, 414, holds, the banner). The same checks in the
-    /// same order as [`Handler::handle`], `watched` and `hold_or_refuse`.
+    /// off), hold it ([`Admit::Hold`]: then [`Proxy::hold`], as `hold_or_refuse` does), or
+    /// hand it to the hyper path ([`Admit::Hand`]), which answers it exactly as it answers
+    /// every request (public routes, 414, the banner). The same checks in the same order as
+    /// [`Handler::handle`], `watched` and `hold_or_refuse`.
     pub fn admit<'h>(
         &self,
         method: &http::Method,
@@ -129,82 +131,48 @@ impl Proxy {
             Decision::Forward => Admit::Forward(None),
             kind => match self.released(kind) {
                 Released::Go(write) => Admit::Forward(Some(write)),
-                // `hold_or_refuse`'s first branch: holding off, the 503 at once.
+                // `Proxy::hold`'s first branch, without a hold: holding off, the 503 at once.
                 Released::Guarded
                     if kind == Decision::Hold && self.guard.snapshot().settings.hold.is_zero() =>
                 {
-                    let html = refusal::prefers_html_of(
-                        headers
-                            .filter(|(name, _)| name.eq_ignore_ascii_case(b"accept"))
-                            .map(|(_, value)| value),
-                    );
-                    Admit::Refuse { html }
+                    Admit::Refuse {
+                        html: prefers_html_raw(headers),
+                    }
                 }
-                Released::Queued | Released::Guarded => Admit::Hand,
+                // `watched`: a write lining up, or guarded with holding on ([`Proxy::hold`]).
+                Released::Queued => Admit::Hold {
+                    html: prefers_html_raw(headers),
+                },
+                Released::Guarded if kind == Decision::Hold => Admit::Hold {
+                    html: prefers_html_raw(headers),
+                },
+                Released::Guarded => Admit::Hand,
             },
         }
     }
 
     /// A guarded write: held until the release and its turn (then forwarded once), or
     /// answered 503 when holding is off, full, short of file descriptors, outlasted by the
-    /// deploy, or the server stops.
+    /// deploy, or the server stops: as [`Proxy::hold`] says.
     async fn hold_or_refuse(
         &self,
         req: Request<Incoming>,
         client: &Connection,
     ) -> (Outcome, Response<Body>) {
-        let refused = |res| (Outcome::Refused, res);
-        let held_refused = |res| (Outcome::HeldRefused, res);
-        // Read per request: a reload (SIGHUP) may change them.
-        let (hold_for, max_held) = {
-            let settings = &self.guard.snapshot().settings;
-            (settings.hold, settings.hold_max_requests)
-        };
-        if hold_for.is_zero() {
-            return refused(self.refuse(req, false).await);
-        }
-        if self.guard.stopping() {
-            return refused(self.refuse(req, true).await);
-        }
-        if self.headroom.tight() {
-            // Each held write keeps its connection's descriptor: keep enough for reads.
-            return refused(self.refuse(req, true).await);
-        }
-        let traffic = self.guard.traffic();
-        let Some(held) = traffic.count_held(max_held) else {
-            tracing::warn!(max = max_held, "hold is full: answering 503 at once");
-            return refused(self.refuse(req, false).await);
-        };
-        let deadline = deadline::after_tokio(tokio::time::Instant::now(), hold_for);
-        let outcome = hold::until_turn(&self.guard, client.fd, deadline).await;
-        drop(held);
-        match outcome {
-            hold::Held::Go { turn, write } => {
-                // The guarantee: a client that gave up is never forwarded behind its back.
-                if client.fd.is_some_and(hold::client_gone) {
-                    drop(write);
-                    return held_refused(self.refuse(req, false).await);
-                }
-                // Shutting down: answered now, or it might be cut off half-sent.
-                if self.guard.stopping() {
-                    drop(write);
-                    return held_refused(self.refuse(req, true).await);
-                }
+        match self.hold(client.fd).await {
+            Hold::Go { turn, write, until } => {
                 // Boxed only once released: a held request's future stays small.
                 let res = Box::pin(self.upstream.forward(
                     req,
                     client,
-                    Some(deadline.into_std()),
+                    Some(until.into_std()),
                     Some(write),
                 ))
                 .await;
                 drop(turn);
                 (Outcome::HeldForwarded, res)
             }
-            hold::Held::Stopping => held_refused(self.refuse(req, true).await),
-            hold::Held::TimedOut | hold::Held::ClientGone => {
-                held_refused(self.refuse(req, false).await)
-            }
+            Hold::Refuse { outcome, close } => (outcome, self.refuse(req, close).await),
         }
     }
 
@@ -342,8 +310,20 @@ pub enum Admit {
     Forward(Option<InFlight>),
     /// The guard's 503 ([`Proxy::refusal`]), after the body is drained.
     Refuse { html: bool },
+    /// A guarded write to hold: [`Proxy::hold`] says whether and until when; then forwarded
+    /// once, or the 503 for a client that prefers `html`.
+    Hold { html: bool },
     /// The hyper path serves it.
     Hand,
+}
+
+/// [`refusal::prefers_html`] of a raw head's header lines.
+fn prefers_html_raw<'h>(headers: impl Iterator<Item = (&'h [u8], &'h [u8])>) -> bool {
+    refusal::prefers_html_of(
+        headers
+            .filter(|(name, _)| name.eq_ignore_ascii_case(b"accept"))
+            .map(|(_, value)| value),
+    )
 }
 
 /// What [`Proxy::released`] found.

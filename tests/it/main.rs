@@ -15,6 +15,7 @@ mod desync;
 mod example_app;
 mod hardening;
 mod hold;
+mod hold_forward;
 mod lifecycle;
 mod lingering;
 mod monitoring;

@@ -1,7 +1,7 @@
 //! `proxy.engine = "native"`: the httparse-based HTTP/1.1 path. What the app receives and
 //! what the client sees are the same as with hyper (the same raw requests through an
 //! instance of each engine, compared); one connection moves from the native path to hyper
-//! when a request is not the native path's (a guarded write), answered in order; answers
+//! when a request is not the native path's (a public route), answered in order; answers
 //! of every framing (length, chunked, until close) reach the client whole; a HEAD answered
 //! by writeguard itself gets no body from either; `[stale]` is served by the native path
 //! itself (an answer only it refuses to frame is a failure that the store answers). The
@@ -209,8 +209,8 @@ async fn one_connection_moves_to_hyper_where_the_native_path_stops_and_answers_i
         "{}",
         status.text()
     );
-    // Engaged with holding on: a guarded write is held by the hyper path, then forwarded
-    // once released; the connection it came on goes on.
+    // Engaged with holding on: a guarded write is held (by the native path itself, see
+    // `hold_forward`), then forwarded once released; the connection it came on goes on.
     assert_eq!(wg.engage("deploy", None).await.status, 201);
     let mut conn = RawConn::connect(wg.proxy).await;
     conn.write(b"GET /c HTTP/1.1\r\nHost: x\r\n\r\nPOST /held HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok")
