@@ -16,6 +16,7 @@ mod example_app;
 mod hardening;
 mod hold;
 mod hold_forward;
+mod keepalive;
 mod lifecycle;
 mod lingering;
 mod monitoring;

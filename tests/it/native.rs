@@ -5,7 +5,8 @@
 //! of every framing (length, chunked, until close) reach the client whole; a HEAD answered
 //! by writeguard itself gets no body from either; `[stale]` is served by the native path
 //! itself (an answer only it refuses to frame is a failure that the store answers). The
-//! rest of the suite runs against this engine with `WG_TEST_ENGINE=native`.
+//! rest of the suite runs against this engine (the default), and against hyper with
+//! `WG_TEST_ENGINE=hyper`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
