@@ -91,6 +91,13 @@ async fn idle_keep_alive_connections_close_after_the_header_timeout() {
     conn.write(b"GET /a HTTP/1.1\r\nHost: app.test\r\n\r\n")
         .await;
     assert_eq!(conn.read_response(false).await.status, 200);
+    // Back within the timeout, after idle gaps: served again on the same connection.
+    for path in ["/b", "/c"] {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        conn.write(format!("GET {path} HTTP/1.1\r\nHost: app.test\r\n\r\n").as_bytes())
+            .await;
+        assert_eq!(conn.read_response(false).await.status, 200, "{path}");
+    }
     assert!(
         conn.closed_within(Duration::from_secs(5)).await,
         "an idle keep-alive connection outlived header_timeout (1s) by 4 s"
