@@ -201,6 +201,15 @@ pub struct RawResp {
     pub body: Vec<u8>,
 }
 
+/// Headers to compare between two answers: a `date` (the app's, or added when it sent
+/// none) only as being there, its value changes from second to second.
+pub fn comparable(headers: &[(String, String)]) -> impl Iterator<Item = (String, String)> + '_ {
+    headers.iter().map(|(k, v)| match k.as_str() {
+        "date" => (k.clone(), "<a date>".to_owned()),
+        _ => (k.clone(), v.clone()),
+    })
+}
+
 impl RawResp {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
