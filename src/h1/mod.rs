@@ -7,8 +7,8 @@
 //! Policy lives in ONE place, the hyper path's (`proxy::Proxy`, `public`, `listener`): the
 //! guard decision, the 503 (HTML or problem+json), the hold policy, the maintenance page,
 //! public routes (`{prefix}/status`, events, banner), 414, the framing refusals and their
-//! accounting. This engine forwards, holds, and answers the guard's 503 built by that same
-//! code, and only for requests that code says so of:
+//! accounting. This engine forwards, holds, and answers the guard's 503 and the public reads
+//! built by that same code, and only for requests that code says so of:
 //!
 //! 1. Every byte the client sends goes through the framing checker ([`inbound`]) as on the
 //!    hyper path. Where the checker stops (upgrade, CONNECT, h2c preface, a refusal), this
@@ -22,12 +22,14 @@
 //!    request the released-and-not-queued test that counts it in flight, or, guarded with
 //!    holding off, the 503 at once). It answers Forward, Refuse (the page or problem+json
 //!    chosen by the same `Accept` rule; the answer itself from `Proxy::refusal`, its body
-//!    drained as `proxy::drain` does), Hold (a guarded write with holding on), or Hand.
+//!    drained as `proxy::drain` does), Hold (a guarded write with holding on), Public (a
+//!    public read, `{prefix}/status`, `/banner.js` or `/api/...`, answered by
+//!    `Public::read` as on the hyper path, the body drained first), or Hand.
 //! 4. What is not ours is handed to hyper **on the same connection**, at that request's
 //!    first byte: `listener::Rewind` replays the bytes already read, behind a fresh framing
 //!    checker, and hyper serves the rest of the connection exactly as it serves any
-//!    (`HttpApp::serve_handed`). So a public route or a framing error is answered by the
-//!    code that answers it today, byte for byte.
+//!    (`HttpApp::serve_handed`). So the other public routes (events, preflight, webhooks)
+//!    or a framing error are answered by the code that answers them today, byte for byte.
 //! 5. An admitted request is forwarded by [`exchange`]: the head rewritten in one pass by
 //!    `proxy::forward`'s rules, the body streamed ([`upload`]: a length counted, chunked
 //!    decoded and re-framed by [`chunked`], as strict as the checker; never buffered whole),
@@ -46,6 +48,11 @@
 //!    (an idle connection's future does not carry it). Then it is forwarded once by [`exchange`]
 //!    (retried within its hold budget, as on the hyper path), or answered the 503 as for
 //!    Refuse, with the hold's outcome (`refused` or `held_refused`).
+//!
+//! 8. Each connection is a task of its own on a socket taken out of pingora's stream
+//!    ([`socket`]). Between requests it holds its socket, its framing state, one timer and
+//!    the shutdown watch, and no buffer ([`Native::idle`]); each busy spell is a future
+//!    boxed only while it lasts ([`Native::serve`]).
 //!
 //! Everything else is the hyper path's. Any doubt about framing ends in the hyper path
 //! (which refuses with 400 and closes) or, mid-body, in a 400 and a closed connection: never
@@ -87,12 +94,12 @@ use crate::deadline;
 use crate::framing::linger::{self, Linger};
 use crate::framing::Checker;
 use crate::listener::{peer_addr, stopping, Connection, HttpApp, Observer, Rewind};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Outcome};
 use crate::proxy::{is_idempotent, Admit, Proxy};
 use crate::stale::Asked;
 use crate::traffic::InFlight;
 
-use exchange::Ask;
+use exchange::{Ask, Ended};
 use held::Held;
 use inbound::Inbound;
 use origin::Origin;
@@ -129,11 +136,13 @@ enum Take {
     Refuse { html: bool },
     /// A guarded write to hold ([`held`]).
     Hold { html: bool },
+    /// A public route's answer (`Public::read`), after draining the body.
+    Public(http::Response<crate::http::Body>),
 }
 
 impl request::Decided for Take {
     fn forwarded(&self) -> bool {
-        !matches!(self, Take::Refuse { .. })
+        matches!(self, Take::Forward(..) | Take::Hold { .. })
     }
 }
 
@@ -297,6 +306,7 @@ impl Native {
                         }
                         Admit::Refuse { html } => Take::Refuse { html },
                         Admit::Hold { html } => Take::Hold { html },
+                        Admit::Public(res) => Take::Public(res),
                     };
                     if access {
                         path = Some(p.into());
@@ -330,6 +340,14 @@ impl Native {
                 Take::Refuse { html } => {
                     self.refuse(stream, inb, plain.framing, html, close, head_request)
                         .await
+                }
+                Take::Public(res) => {
+                    let answer =
+                        self.answer_whole(stream, inb, plain.framing, res, head_request, close);
+                    Ended {
+                        outcome: Outcome::Public,
+                        ..answer.await
+                    }
                 }
                 Take::Hold { html } => {
                     let held = Held {

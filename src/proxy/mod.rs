@@ -8,7 +8,7 @@ mod refusal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::Version;
+use http::{HeaderValue, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
 use hyper::{Request, Response};
@@ -107,9 +107,10 @@ impl Proxy {
     /// The native HTTP/1.1 engine's question for a plain request (origin-form target, no
     /// `Upgrade`, not `CONNECT`): forward it itself ([`Admit::Forward`], a watched request
     /// counted in flight), answer the guard's 503 at once ([`Admit::Refuse`]: guarded, holding
-    /// off), hold it ([`Admit::Hold`]: then [`Proxy::hold`], as `hold_or_refuse` does), or
-    /// hand it to the hyper path ([`Admit::Hand`]), which answers it exactly as it answers
-    /// every request (public routes, 414, the banner). The same checks in the same order as
+    /// off), hold it ([`Admit::Hold`]: then [`Proxy::hold`], as `hold_or_refuse` does),
+    /// answer a public read ([`Admit::Public`], built by [`Public::read`] as on the hyper
+    /// path), or hand it to the hyper path ([`Admit::Hand`]), which answers it exactly as it
+    /// answers every request (the other public routes, 414, the banner). The same checks in the same order as
     /// [`Handler::handle`], `watched` and `hold_or_refuse`.
     pub fn admit<'h>(
         &self,
@@ -121,8 +122,18 @@ impl Proxy {
         // The banner rewrites answers on the hyper path: with it on, every request goes
         // there. (`[stale]` is asked by the engine itself, through `stale` and
         // `stored_while_guarded`.)
-        if self.public.inject_banner || self.public.owns(path) {
+        if self.public.inject_banner {
             return Admit::Hand;
+        }
+        if self.public.owns(path) {
+            let origin = headers
+                .clone()
+                .find(|(name, _)| name.eq_ignore_ascii_case(b"origin"))
+                .and_then(|(_, value)| HeaderValue::from_bytes(value).ok());
+            return match self.public.read(method, path, origin) {
+                Some(res) => Admit::Public(res),
+                None => Admit::Hand,
+            };
         }
         if target_len > self.max_uri_length {
             return Admit::Hand;
@@ -313,6 +324,9 @@ pub enum Admit {
     /// A guarded write to hold: [`Proxy::hold`] says whether and until when; then forwarded
     /// once, or the 503 for a client that prefers `html`.
     Hold { html: bool },
+    /// A public route that is a plain read ([`Public::read`]): this answer, after the body
+    /// (if any) is drained.
+    Public(Response<Body>),
     /// The hyper path serves it.
     Hand,
 }

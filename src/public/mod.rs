@@ -69,14 +69,42 @@ impl Public {
         &self.banner_src
     }
 
+    /// The public routes that are plain reads, answered whole at once: `GET`/`HEAD` of
+    /// `/status`, `/banner.js` and the status holder's `/api/{project}/{environment}`, CORS
+    /// headers included (`origin`: the request's `Origin`). `None` for every other request
+    /// under the prefix (the preflight, the event stream, the webhooks, unknown routes):
+    /// [`Public::handle`]'s. Both engines answer these through here.
+    pub fn read(
+        &self,
+        method: &Method,
+        path: &str,
+        origin: Option<HeaderValue>,
+    ) -> Option<Response<Body>> {
+        if method != Method::GET && method != Method::HEAD {
+            return None;
+        }
+        let mut res = match path.strip_prefix(self.prefix.as_str())? {
+            "/status" => json(StatusCode::OK, &self.guard.public_status()),
+            "/banner.js" => asset(
+                BANNER_JS,
+                "application/javascript; charset=utf-8",
+                "max-age=300",
+            ),
+            api if api.starts_with("/api/") => self.holder(&api["/api/".len()..]),
+            _ => return None,
+        };
+        self.cors(origin, res.headers_mut());
+        Some(res)
+    }
+
     pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
-        let rest = &req.uri().path()[self.prefix.len()..];
         let origin = req.headers().get(header::ORIGIN).cloned();
+        if let Some(res) = self.read(req.method(), req.uri().path(), origin.clone()) {
+            return res;
+        }
+        let rest = &req.uri().path()[self.prefix.len()..];
         let mut res = match (req.method(), rest) {
             (&Method::OPTIONS, _) => preflight(req.headers()),
-            (&Method::GET | &Method::HEAD, "/status") => {
-                json(StatusCode::OK, &self.guard.public_status())
-            }
             (&Method::GET, "/events") => {
                 let mut res = Response::new(events::stream(self.guard.clone()));
                 let h = res.headers_mut();
@@ -89,11 +117,6 @@ impl Public {
                 h.insert("x-accel-buffering", HeaderValue::from_static("no"));
                 res
             }
-            (&Method::GET | &Method::HEAD, "/banner.js") => asset(
-                BANNER_JS,
-                "application/javascript; charset=utf-8",
-                "max-age=300",
-            ),
             (&Method::POST, "/api" | "/api/") if self.upsun_signed => {
                 self.webhook.handle(&self.guard, req, "public").await
             }
@@ -123,9 +146,6 @@ impl Public {
                 "GitLab webhooks are taken on the public port only when gitlab.token or \
                  gitlab.signing_secret is set",
             ),
-            (&Method::GET | &Method::HEAD, api) if api.starts_with("/api/") => {
-                self.holder(&api["/api/".len()..])
-            }
             _ => json_error(StatusCode::NOT_FOUND, "no such route"),
         };
         self.cors(origin, res.headers_mut());

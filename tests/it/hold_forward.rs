@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 use crate::common::client::comparable;
+use crate::common::server::unframable;
 use crate::common::upstream::sha256_hex;
 use crate::common::{pattern, Instance, Upstream, Wg};
 
@@ -327,29 +328,6 @@ async fn a_write_held_past_its_budget_gets_the_same_503_from_both_engines() {
     assert_eq!(*status, 503);
     assert!(headers.contains(&("connection".to_owned(), "close".to_owned())));
     assert!(headers.iter().any(|(k, _)| k == "retry-after"));
-}
-
-/// An app on raw TCP answering every request `Transfer-Encoding: gzip, chunked`, which
-/// hyper's client reads as chunked and the native engine refuses to frame (502, README).
-async fn unframable() -> (String, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let app = tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let mut head = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(k) => head.extend_from_slice(&buf[..k]),
-                }
-            }
-            let _ = s
-                .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n3\r\nnew\r\n0\r\n\r\n")
-                .await;
-        }
-    });
-    (format!("http://{addr}"), app)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 
 use crate::common::client::{comparable, RawConn, RawResp};
 use crate::common::pattern;
+use crate::common::server::unframable;
 use crate::common::upstream::{sha256_hex, Recorded};
 use crate::common::{Instance, Upstream, Wg};
 
@@ -360,4 +361,58 @@ async fn a_head_answered_by_writeguard_gets_no_body_from_either_engine() {
         answers.push((answer(&head), answer(&get)));
     }
     assert_eq!(answers[0], answers[1], "hyper, then native");
+}
+
+/// The public reads (`/status` GET and HEAD, `/banner.js`, the status holder's
+/// `/api/{project}/{environment}`, with CORS) are answered by the native engine itself,
+/// through the one function that answers them on the hyper path (`Public::read`): the same
+/// answers from both engines, and the connection is not handed to hyper for them (the next
+/// request on it gets the native engine's 502 for an app answer only that engine refuses to
+/// frame, where hyper passes the answer on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_reads_are_the_native_engines_own_with_hypers_answers() {
+    const READS: &[&str] = &[
+        "GET /.well-known/writeguard/status HTTP/1.1\r\nHost: x\r\nOrigin: https://shop.test\r\n\r\n",
+        "HEAD /.well-known/writeguard/status HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /.well-known/writeguard/banner.js HTTP/1.1\r\nHost: x\r\nOrigin: https://other.test\r\n\r\n",
+        "GET /.well-known/writeguard/api/proj/main HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /.well-known/writeguard/api/proj HTTP/1.1\r\nHost: x\r\n\r\n",
+    ];
+    let mut answers = Vec::new();
+    let mut next = Vec::new();
+    for engine in ["hyper", "native"] {
+        let (url, app) = unframable().await;
+        let wg = Wg::new(url)
+            .proxy_line(&format!("engine = \"{engine}\""))
+            .proxy_line("upstream_retry = \"0s\"")
+            .public_line("cors_origins = [\"https://shop.test\"]")
+            .start()
+            .await;
+        let mut conn = RawConn::connect(wg.proxy).await;
+        let mut got = Vec::new();
+        for raw in READS {
+            conn.write(raw.as_bytes()).await;
+            got.push(answer(&conn.read_response(raw.starts_with("HEAD")).await));
+        }
+        conn.write(b"GET /page HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        next.push(conn.read_response(false).await.status);
+        answers.push(got);
+        app.abort();
+    }
+    let statuses: Vec<u16> = answers[1].iter().map(|a| a.0).collect();
+    assert_eq!(statuses, [200, 200, 200, 200, 404]);
+    let shop = &answers[1][0].1;
+    assert_eq!(
+        shop.get("access-control-allow-origin").map(String::as_str),
+        Some("https://shop.test")
+    );
+    assert!(!answers[1][2].1.contains_key("access-control-allow-origin"));
+    for (i, (a, b)) in answers[0].iter().zip(&answers[1]).enumerate() {
+        assert_eq!(a, b, "read {i}: hyper, then native");
+    }
+    assert_eq!(
+        next,
+        [200, 502],
+        "the connection stayed on the native engine"
+    );
 }
