@@ -334,7 +334,7 @@ async fn a_write_held_past_its_budget_gets_the_same_503_from_both_engines() {
 async fn the_native_engine_forwards_the_writes_it_held_itself() {
     let mut seen = Vec::new();
     for engine in ["hyper", "native"] {
-        let (url, app) = unframable().await;
+        let (url, app) = unframable(false).await;
         let wg = Wg::new(url)
             .hold("10s")
             .proxy_line(&format!("engine = \"{engine}\""))

@@ -262,41 +262,12 @@ async fn answers_of_every_framing_reach_the_client_whole() {
     app.await.unwrap();
 }
 
-/// An app on raw TCP that answers one request per connection and closes: the first with
-/// `page`, every later one with `new`, framed as `Transfer-Encoding: gzip, chunked`, which
-/// hyper's client reads as chunked and the native engine refuses to frame (502, README).
-async fn page_then_unframable() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = tokio::spawn(async move {
-        for n in 0.. {
-            let Ok((mut s, _)) = listener.accept().await else {
-                return;
-            };
-            let mut head = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(k) => head.extend_from_slice(&buf[..k]),
-                }
-            }
-            let answer: &[u8] = match n {
-                0 => b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\npage",
-                _ => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n3\r\nnew\r\n0\r\n\r\n",
-            };
-            let _ = s.write_all(answer).await;
-        }
-    });
-    (addr, app)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_reads_are_served_by_the_native_path_itself() {
     let mut seen = Vec::new();
     for engine in ["hyper", "native"] {
-        let (addr, app) = page_then_unframable().await;
-        let wg = Wg::new(format!("http://{addr}"))
+        let (url, app) = unframable(true).await;
+        let wg = Wg::new(url)
             .proxy_line(&format!("engine = \"{engine}\""))
             .proxy_line("upstream_retry = \"0s\"")
             .section("[stale]\nenabled = true")
@@ -381,7 +352,7 @@ async fn public_reads_are_the_native_engines_own_with_hypers_answers() {
     let mut answers = Vec::new();
     let mut next = Vec::new();
     for engine in ["hyper", "native"] {
-        let (url, app) = unframable().await;
+        let (url, app) = unframable(false).await;
         let wg = Wg::new(url)
             .proxy_line(&format!("engine = \"{engine}\""))
             .proxy_line("upstream_retry = \"0s\"")

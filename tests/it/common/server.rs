@@ -70,13 +70,18 @@ where
     })
 }
 
-/// An app on raw TCP answering every request `Transfer-Encoding: gzip, chunked`, which
-/// hyper's client reads as chunked and the native engine refuses to frame (502, README).
-pub async fn unframable() -> (String, JoinHandle<()>) {
+/// An app on raw TCP that answers one request per connection and closes, framed as
+/// `Transfer-Encoding: gzip, chunked` (body `new`), which hyper's client reads as chunked and
+/// the native engine refuses to frame (502, README). With `page_first`, the first answer is
+/// a plain `page` (`Content-Length`) instead.
+pub async fn unframable(page_first: bool) -> (String, JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let app = tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
+        for n in 0.. {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
             let mut head = Vec::new();
             let mut buf = [0u8; 1024];
             while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -85,9 +90,13 @@ pub async fn unframable() -> (String, JoinHandle<()>) {
                     Ok(k) => head.extend_from_slice(&buf[..k]),
                 }
             }
-            let _ = s
-                .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n3\r\nnew\r\n0\r\n\r\n")
-                .await;
+            let answer: &[u8] = match n {
+                0 if page_first => {
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\npage"
+                }
+                _ => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n3\r\nnew\r\n0\r\n\r\n",
+            };
+            let _ = s.write_all(answer).await;
         }
     });
     (format!("http://{addr}"), app)
