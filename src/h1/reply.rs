@@ -139,7 +139,7 @@ impl Native {
     }
 
     /// A whole answer not streamed from the upstream (a `[stale]` answer served while
-    /// guarded), after the request body is drained as for the 503.
+    /// guarded, a public read), after the request body is drained as for the 503.
     pub async fn answer_whole<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         client: &mut S,
