@@ -137,7 +137,7 @@ enum Take {
     /// A guarded write to hold ([`held`]).
     Hold { html: bool },
     /// A public route's answer (`Public::read`), after draining the body.
-    Public(http::Response<crate::http::Body>),
+    Public(Box<http::Response<crate::http::Body>>),
 }
 
 impl request::Decided for Take {
@@ -343,7 +343,7 @@ impl Native {
                 }
                 Take::Public(res) => {
                     let answer =
-                        self.answer_whole(stream, inb, plain.framing, res, head_request, close);
+                        self.answer_whole(stream, inb, plain.framing, *res, head_request, close);
                     Ended {
                         outcome: Outcome::Public,
                         ..answer.await

@@ -131,7 +131,7 @@ impl Proxy {
                 .find(|(name, _)| name.eq_ignore_ascii_case(b"origin"))
                 .and_then(|(_, value)| HeaderValue::from_bytes(value).ok());
             return match self.public.read(method, path, origin) {
-                Some(res) => Admit::Public(res),
+                Some(res) => Admit::Public(Box::new(res)),
                 None => Admit::Hand,
             };
         }
@@ -325,8 +325,9 @@ pub enum Admit {
     /// once, or the 503 for a client that prefers `html`.
     Hold { html: bool },
     /// A public route that is a plain read ([`Public::read`]): this answer, after the body
-    /// (if any) is drained.
-    Public(Response<Body>),
+    /// (if any) is drained. Boxed: the rare case does not make every answer of `admit`
+    /// larger.
+    Public(Box<Response<Body>>),
     /// The hyper path serves it.
     Hand,
 }
